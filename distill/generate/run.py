@@ -1,0 +1,224 @@
+"""`distill generate`: N chain-of-thought samples per prompt from a teacher into resumable Parquet shards."""
+
+import hashlib
+import json
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from distill.config import GenerateConfig, dump_config
+from distill.engines import Request, Sampling, make_engine
+from distill.errors import DistillError
+from distill.generate.parse import assemble_completion, parse_trace
+from distill.generate.sources import Prompt, load_prompts, shard_of
+from distill.generate.stats import folder_stats
+from distill.generate.writer import ShardWriter, data_files, drop_error_rows, scan_done, shard_prefix
+from distill.schema import GENERATE_SCHEMA
+
+THINK_PREFILL = "<think>\n"
+# What a folder of ours may hold; --overwrite refuses to delete a folder with anything else in it.
+OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
+
+
+def sampling_params(config: GenerateConfig) -> dict:
+    """The parameters that change what a sample is; they are part of every sample's id."""
+    return {
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "max_tokens": config.max_tokens,
+        "stop": list(config.stop),
+        "prefill": THINK_PREFILL if config.prefill_think else "",
+    }
+
+
+def sample_id(prompt_id: str, sample_index: int, teacher: str, sampling_json: str) -> str:
+    key = json.dumps([prompt_id, sample_index, teacher, sampling_json])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def is_complete(out: str | Path) -> bool:
+    """A generate output is complete when stats.json exists: it is written last, and removed at every start."""
+    return (Path(out) / "stats.json").exists()
+
+
+def run_generate(config: GenerateConfig) -> dict:
+    config.validate()
+    out = Path(config.out)
+    prefix = shard_prefix(config.shard_index, config.num_shards)
+    # Everything that can be wrong with the input is found before the output folder is touched.
+    prompts = [p for p in load_prompts(config) if shard_of(p.prompt_id, config.num_shards) == config.shard_index]
+    _check_output_state(out, prefix, config)
+
+    engine = make_engine(config)
+    try:
+        teacher = getattr(engine, "model_name", None) or config.model
+        sampling = sampling_params(config)
+        sampling_json = json.dumps(sampling, sort_keys=True)
+        _prepare_output(out, prefix, config, teacher, sampling_json)
+
+        files = data_files(out / "data", prefix)
+        if config.retry_errors:
+            drop_error_rows(files)
+            files = data_files(out / "data", prefix)
+        done = scan_done(files)
+        todo = [
+            (prompt, k, sample_id(prompt.prompt_id, k, teacher, sampling_json))
+            for prompt in prompts
+            for k in range(config.num_samples)
+        ]
+        todo = [t for t in todo if t[2] not in done]
+        run = _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix)
+    finally:
+        engine.close()
+    return _finish(out, prefix, config, len(prompts), run)
+
+
+def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
+    ours = data_files(out / "data", prefix) or (out / "shards" / f"{prefix}.json").exists()
+    if config.num_shards == 1:
+        ours = out.exists() and any(out.iterdir())
+    if ours and not (config.resume or config.overwrite):
+        raise DistillError(f"output folder {out} already holds samples: pass --resume or --overwrite")
+    if config.overwrite and config.num_shards == 1 and out.exists():
+        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
+        if strangers:
+            raise DistillError(
+                f"refusing to overwrite {out}: it holds files distill did not write ({', '.join(strangers[:3])})"
+            )
+
+
+def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
+    if config.overwrite:
+        if config.num_shards == 1:
+            shutil.rmtree(out, ignore_errors=True)
+        else:  # other hosts own the other shards: delete only ours
+            for path in data_files(out / "data", prefix):
+                path.unlink()
+    elif config.resume and (out / "config.resolved.yaml").exists():
+        _check_same_run(out / "config.resolved.yaml", config, teacher, sampling_json)
+    out.mkdir(parents=True, exist_ok=True)
+    # The output is incomplete from now until _finish writes stats again.
+    (out / "stats.json").unlink(missing_ok=True)
+    (out / "shards" / f"{prefix}.json").unlink(missing_ok=True)
+    resolved = GenerateConfig(**{**_asdict(config), "model": teacher})
+    dump_config(resolved, out / "config.resolved.yaml")
+
+
+def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
+    """Refuse to resume into a folder made with another teacher, other sampling or another sharding."""
+    before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    previous = GenerateConfig(**{k: v for k, v in before.items() if k in _asdict(config)})
+    checks = {
+        "teacher": (previous.model, teacher),
+        "sampling": (json.dumps(sampling_params(previous), sort_keys=True), sampling_json),
+        "num_shards": (previous.num_shards, config.num_shards),
+    }
+    for name, (was, now) in checks.items():
+        if was != now:
+            raise DistillError(
+                f"cannot resume {path.parent}: it was made with {name} {was}, this run has {now}; "
+                "use another --out or pass --overwrite"
+            )
+
+
+def _asdict(config: GenerateConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix) -> dict:
+    """Run the engine over the missing samples, flushing finished rows every N rows or N seconds."""
+    from tqdm import tqdm
+
+    writer = ShardWriter(out / "data", config.shard_index, config.num_shards, GENERATE_SCHEMA)
+    requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
+    engine_sampling = Sampling(config.temperature, config.top_p, config.max_tokens, list(config.stop))
+    buffer: list[dict] = []
+    run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
+    last_flush = start = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last_flush
+        writer.write(buffer)
+        buffer.clear()
+        last_flush = time.monotonic()
+
+    bar = tqdm(total=len(todo), unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM flushes like Ctrl-C does
+    try:
+        for index, result in engine.generate(requests, engine_sampling):
+            prompt, k, row_id = todo[index]
+            buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
+            run["generated"] += 1
+            run["completion_tokens"] += result.completion_tokens or 0
+            elapsed = time.monotonic() - start
+            bar.set_postfix_str(f"{run['completion_tokens'] / max(elapsed, 1e-9):.1f} tok/s", refresh=False)
+            bar.update(1)
+            if len(buffer) >= config.rows_per_file or time.monotonic() - last_flush >= config.flush_seconds:
+                flush()
+    finally:
+        # Rows already in the buffer are finished samples: keep them even when interrupted.
+        flush()
+        bar.close()
+        signal.signal(signal.SIGTERM, previous_term)
+        run["seconds"] = time.monotonic() - start
+    return run
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _row(prompt: Prompt, k: int, row_id: str, result, teacher: str, sampling_json: str, prefill: str) -> dict:
+    if result.error is not None:
+        reasoning = answer = completion = None
+    else:
+        completion = assemble_completion(result.text, prefill, result.reasoning)
+        trace = parse_trace(completion)
+        reasoning, answer = trace.reasoning, trace.answer
+    return {
+        "id": row_id,
+        "prompt_id": prompt.prompt_id,
+        "sample_index": k,
+        "domain": prompt.domain,
+        "source": prompt.source,
+        "problem": prompt.problem,
+        "prompt_messages": json.dumps(prompt.messages, ensure_ascii=False),
+        "gold": prompt.gold,
+        "tests": prompt.tests,
+        "reasoning": reasoning,
+        "answer": answer,
+        "completion": completion,
+        "finish_reason": result.finish_reason,
+        "truncated": result.finish_reason == "length",
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "teacher": teacher,
+        "sampling": sampling_json,
+        "error": result.error,
+    }
+
+
+def _finish(out: Path, prefix: str, config: GenerateConfig, num_prompts: int, run: dict) -> dict:
+    stats = folder_stats(data_files(out / "data", prefix))
+    stats["prompts_in_source_shard"] = num_prompts
+    stats["generated_this_run"] = run["generated"]
+    stats["seconds_this_run"] = round(run["seconds"], 3)
+    stats["tokens_per_second"] = round(run["completion_tokens"] / run["seconds"], 2) if run["seconds"] else 0.0
+    shard_dir = out / "shards"
+    shard_dir.mkdir(exist_ok=True)
+    (shard_dir / f"{prefix}.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    # The last shard to finish writes the folder's stats.json, which marks the whole output complete.
+    finished = sorted(shard_dir.glob(f"train-*-of-{config.num_shards:05d}.json"))
+    if len(finished) == config.num_shards:
+        total = folder_stats(data_files(out / "data"))
+        total["shards"] = config.num_shards
+        if config.num_shards == 1:
+            total.update({k: stats[k] for k in ("generated_this_run", "seconds_this_run", "tokens_per_second")})
+        (out / "stats.json").write_text(json.dumps(total, indent=2), encoding="utf-8")
+    return stats
