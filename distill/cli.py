@@ -10,8 +10,6 @@ from click.core import ParameterSource
 from distill import __version__
 from distill.errors import DistillError
 
-ENGINE_CHOICES = ("transformers", "vllm", "openai")
-
 
 def _fail_cleanly(func):
     """Our errors become one line and exit 1; a traceback only with DISTILL_DEBUG=1."""
@@ -64,11 +62,7 @@ def main():
 @click.option("--prompt-column", help="Column with the prompt.  [default: problem, prompt, question or instruction]")
 @click.option("--answer-column", help="Column with the gold answer.  [default: answer or gold, when present]")
 @click.option("--id-column", help="Column with a stable prompt id.  [default: id when present, else a hash]")
-@click.option(
-    "--domain",
-    type=click.Choice(["math", "code", "science", "general"]),
-    help="Domain of every prompt.  [default: the domain column, else math]",
-)
+@click.option("--domain", help="math, code, science or general.  [default: the domain column, else math]")
 @click.option("--system-prompt", help="System prompt.  [default: none, as in R1]")
 @click.option(
     "--prompt-template",
@@ -83,7 +77,7 @@ def main():
     metavar="KEY=VALUE",
     help="Option of the source, e.g. reasoning-gym task settings (max_terms=2). Repeatable.",
 )
-@click.option("--engine", type=click.Choice(ENGINE_CHOICES), help="Teacher backend.  [default: transformers]")
+@click.option("--engine", help="Teacher backend: transformers, vllm or openai.  [default: transformers]")
 @click.option(
     "--model",
     help="Teacher: alias (smollm2-135m, deepseek-r1, ...), Hugging Face id or local folder. "

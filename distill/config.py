@@ -69,6 +69,8 @@ class GenerateConfig:
             raise DistillError("no prompt source: pass --source FILE|DATASET|reasoning-gym:TASK")
         if not self.out:
             raise DistillError("no output folder: pass --out DIR")
+        if self.engine not in ("transformers", "vllm", "openai"):
+            raise DistillError(f"unknown engine `{self.engine}`: choose one of transformers, vllm, openai")
         if self.num_samples < 1:
             raise DistillError(f"-n must be at least 1, got {self.num_samples}")
         if self.max_tokens < 1:

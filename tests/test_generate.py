@@ -178,7 +178,8 @@ def test_shards_write_disjoint_files_and_stats_validates(tiny_model, prompts_fil
     "args, message",
     [
         (["--source", "missing.jsonl"], "source not found: missing.jsonl"),
-        (["--engine", "tgi"], "Invalid value for '--engine'"),
+        (["--engine", "tgi"], "unknown engine `tgi`: choose one of transformers, vllm, openai"),
+        (["--domain", "poetry"], "unknown domain `poetry`"),
         (["--model", "/no/such/model"], "cannot load model `/no/such/model`"),
         (["--prompt-column", "nope"], "column `nope` not found"),
     ],
@@ -189,7 +190,8 @@ def test_bad_input_exits_1_and_never_marks_output_complete(tiny_model, prompts_f
     for flag, value in zip(args[::2], args[1::2], strict=True):
         argv[argv.index(flag) + 1] = value if flag in argv else argv.extend([flag, value]) or value
     result = CliRunner().invoke(main, ["generate", *argv])
-    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not (out / "stats.json").exists()
     assert "Traceback" not in result.output
 

@@ -1,10 +1,12 @@
 """`distill generate`: N chain-of-thought samples per prompt from a teacher into resumable Parquet shards."""
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +80,8 @@ def run_generate(config: GenerateConfig) -> dict:
 
 
 def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {out} is a file: give a folder")
     ours = data_files(out / "data", prefix) or (out / "shards" / f"{prefix}.json").exists()
     if config.num_shards == 1:
         ours = out.exists() and any(out.iterdir())
@@ -126,8 +130,6 @@ def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_j
 
 
 def _asdict(config: GenerateConfig) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(config)
 
 
@@ -149,7 +151,9 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
         last_flush = time.monotonic()
 
     bar = tqdm(total=len(todo), unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM flushes like Ctrl-C does
+    # SIGTERM (a scheduler's preemption) flushes like Ctrl-C does. Only the main thread may set handlers.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         for index, result in engine.generate(requests, engine_sampling):
             prompt, k, row_id = todo[index]
@@ -165,7 +169,8 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
         # Rows already in the buffer are finished samples: keep them even when interrupted.
         flush()
         bar.close()
-        signal.signal(signal.SIGTERM, previous_term)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_term)
         run["seconds"] = time.monotonic() - start
     return run
 

@@ -1,0 +1,80 @@
+from types import SimpleNamespace
+
+import pytest
+
+from distill.config import GenerateConfig
+from distill.engines import Request, Sampling, make_engine
+from distill.engines.vllm_engine import engine_kwargs
+from distill.errors import DistillError
+
+PROMPTS = [
+    "Calculate 2 + 3.",
+    "Write a short poem about the sea, please, in the style of the capital of France.",
+    "Paris",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return make_engine(GenerateConfig(model=tiny_model, engine="transformers", batch_size=3))
+
+
+def requests():
+    return [Request(messages=[{"role": "user", "content": p}]) for p in PROMPTS]
+
+
+def test_left_padded_batches_match_one_by_one(engine):
+    greedy = Sampling(temperature=0.0, max_tokens=6)
+    batched = dict(engine.generate(requests(), greedy))
+    engine.batch_size = 1
+    try:
+        single = dict(engine.generate(requests(), greedy))
+    finally:
+        engine.batch_size = 3
+    assert sorted(batched) == [0, 1, 2]
+    for i in batched:
+        assert batched[i].text == single[i].text
+        assert batched[i].completion_tokens == single[i].completion_tokens
+        assert batched[i].prompt_tokens == single[i].prompt_tokens  # padding is not counted
+
+
+def test_max_tokens_sets_length_finish(engine):
+    results = dict(engine.generate(requests(), Sampling(temperature=1.0, max_tokens=3)))
+    for r in results.values():
+        assert r.completion_tokens <= 3
+        assert r.finish_reason == ("length" if r.completion_tokens == 3 else "stop")
+
+
+def test_prompt_over_the_context_is_an_error_result(engine):
+    long = Request(messages=[{"role": "user", "content": "sea " * 600}])
+    results = dict(engine.generate([long, *requests()], Sampling(max_tokens=2)))
+    assert results[0].error.startswith("context_length: prompt has")
+    assert all(results[i].error is None for i in (1, 2, 3))
+
+
+def test_prefill_is_part_of_the_prompt(engine):
+    plain = dict(engine.generate(requests()[:1], Sampling(temperature=0.0, max_tokens=2)))[0]
+    filled = dict(engine.generate([Request(requests()[0].messages, "<think>\n")], Sampling(max_tokens=2)))[0]
+    assert filled.prompt_tokens > plain.prompt_tokens
+
+
+def test_vllm_arguments_by_device():
+    config = GenerateConfig(
+        tensor_parallel_size=8,
+        pipeline_parallel_size=2,
+        distributed_executor_backend="ray",
+        engine_args={"enable_prefix_caching": True, "dtype": "bfloat16"},
+    )
+    gpu = engine_kwargs(config, on_cpu=False)
+    assert gpu["tensor_parallel_size"] == 8 and gpu["pipeline_parallel_size"] == 2
+    assert gpu["distributed_executor_backend"] == "ray" and gpu["enable_prefix_caching"] is True
+    assert gpu["dtype"] == "bfloat16"  # the pass-through wins
+    assert gpu["gpu_memory_utilization"] == 0.9
+    cpu = engine_kwargs(GenerateConfig(max_model_len=2048), on_cpu=True)
+    assert cpu["dtype"] == "float32" and cpu["gpu_memory_utilization"] == 0.4 and cpu["max_model_len"] == 2048
+    assert "data_parallel_size" not in cpu and "distributed_executor_backend" not in cpu
+
+
+def test_unknown_engine():
+    with pytest.raises(DistillError, match="unknown engine `tgi`"):
+        make_engine(SimpleNamespace(engine="tgi"))
