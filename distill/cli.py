@@ -167,3 +167,101 @@ def stats(folder):
         click.echo(f"{key:>20}: {value}")
     if problems:
         raise DistillError(f"{folder} has problems: " + "; ".join(problems))
+
+
+def _verifier_options(pairs: tuple[str, ...]) -> dict:
+    """`--option math.extraction=lenient` -> {"math": {"extraction": "lenient"}}."""
+    out: dict = {}
+    for key, value in _key_values(pairs, "--option").items():
+        name, dot, option = key.partition(".")
+        if not dot or not option:
+            raise click.BadParameter(f"expected VERIFIER.OPTION=VALUE, got `{key}`", param_hint="--option")
+        out.setdefault(name, {})[option] = value
+    return out
+
+
+@main.command("filter")
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="YAML with filter settings (a flat mapping or a recipe with a `filter:` section).",
+)
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--verifiers",
+    help="Comma-separated, run in this order: math, code, format, language, repetition, "
+    "length, judge.  [default: math,format]",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="VERIFIER.KEY=VALUE",
+    help="A verifier option, e.g. math.extraction=lenient or judge.threshold=8. Repeatable.",
+)
+@click.option("--keep-unverified", is_flag=True, default=None, help="Keep rows a verifier could not check.")
+@click.option("--select", help="all: every passing sample; best: the highest-scored per prompt.  [default: all]")
+@click.option("--max-per-prompt", type=int, help="Keep at most K passing samples per prompt.")
+@click.option("--dedupe", help="Drop duplicate prompts: none, exact or near (MinHash LSH).  [default: none]")
+@click.option("--dedupe-threshold", type=float, help="Jaccard similarity for near duplicates.  [default: 0.8]")
+@click.option(
+    "--decontaminate",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Benchmark file; prompts sharing a word n-gram with it are dropped. Repeatable.",
+)
+@click.option("--decontam-ngram", type=int, help="n of the overlap check.  [default: 8]")
+@click.option("--batch-size", type=int, help="Rows per verification batch.  [default: 256]")
+@click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
+@click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
+@click.pass_context
+@_fail_cleanly
+def filter_command(ctx, inputs, config_file, options, **flags):
+    """Keep the good traces of generate outputs: verifiers, dedupe, decontamination -> SFT-ready Parquet."""
+    from distill.config import FilterConfig, build_config, load_yaml
+    from distill.filter.run import run_filter
+
+    recipe = None
+    if config_file:
+        recipe = load_yaml(config_file)
+        recipe = recipe.get("filter", recipe)
+    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    if inputs:
+        overrides["inputs"] = list(inputs)
+    if "decontaminate" in overrides:
+        overrides["decontaminate"] = list(overrides["decontaminate"])
+    config = build_config(FilterConfig, recipe, overrides, where=config_file or "the recipe")
+    for name, extra in _verifier_options(options).items():
+        if name not in config.verifiers:
+            raise DistillError(f"--option names verifier `{name}`, which is not in --verifiers")
+        config.verifiers[name].update(extra)
+    stats = run_filter(config)
+    click.echo(_filter_table(stats))
+    click.echo(
+        f"kept {stats['kept']} of {stats['total']} rows: {config.out}/data (rejected: {config.out}/rejected, "
+        f"stats: {config.out}/stats.json)"
+    )
+
+
+def _filter_table(stats: dict) -> str:
+    lines = [f"{'verifier':<12} {'checked':>8} {'passed':>8} {'failed':>8} {'unverified':>10} {'pass rate':>9}"]
+    for name, v in stats["verifiers"].items():
+        rate = "-" if v["pass_rate"] is None else f"{v['pass_rate']:.1%}"
+        lines.append(f"{name:<12} {v['checked']:>8} {v['passed']:>8} {v['failed']:>8} {v['unverified']:>10} {rate:>9}")
+    drops = {k[len("dropped_") :]: n for k, n in stats.items() if k.startswith("dropped_")}
+    lines.append("dropped: " + (", ".join(f"{reason} {n}" for reason, n in drops.items()) or "none"))
+    lines.append(f"prompts without a kept sample: {stats['prompts_without_kept_sample']} of {stats['prompts']}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@_fail_cleanly
+def report(folder):
+    """Write FOLDER/report.html for a filter output: pass rates, length histograms, judge scores, samples."""
+    from distill.filter.report import write_report
+
+    click.echo(str(write_report(folder)))

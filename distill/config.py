@@ -127,3 +127,53 @@ def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the re
 def dump_config(config, path: Path) -> None:
     """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values."""
     path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+
+
+# The verifiers `distill filter` runs when none are named: R1's rule rewards, accuracy and format.
+DEFAULT_VERIFIERS = {"math": {}, "format": {}}
+
+
+@dataclass(slots=True)
+class FilterConfig:
+    inputs: list[str] = field(default_factory=list)  # generate output folders (or their Parquet files)
+    out: str = ""
+    # name -> options, in the order they run; a list of names means default options
+    verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_VERIFIERS.items()})
+    keep_unverified: bool = False  # keep rows a verifier could not check (unparseable gold, no tests)
+    select: str = "all"  # all | best (highest verifier score first, e.g. the judge's)
+    max_per_prompt: int | None = None  # keep at most k passing samples per prompt
+    dedupe: str = "none"  # none | exact | near (MinHash LSH over the prompts)
+    dedupe_threshold: float = 0.8
+    decontaminate: list[str] = field(default_factory=list)  # benchmark files: drop prompts that overlap them
+    decontam_ngram: int = 8
+    batch_size: int = 256
+    rows_per_file: int = 10000
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.inputs, str):
+            self.inputs = [self.inputs]
+        if isinstance(self.decontaminate, str):
+            self.decontaminate = [self.decontaminate]
+        if isinstance(self.verifiers, str):
+            self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
+        if isinstance(self.verifiers, list):
+            self.verifiers = {name: {} for name in self.verifiers}
+        self.verifiers = {name: dict(options or {}) for name, options in self.verifiers.items()}
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise DistillError("no input: pass one or more `distill generate` output folders")
+        if not self.out:
+            raise DistillError("no output folder: pass --out DIR")
+        if not self.verifiers:
+            raise DistillError("no verifiers: pass --verifiers, e.g. math,format")
+        if self.select not in ("all", "best"):
+            raise DistillError(f"unknown --select `{self.select}`: use all or best")
+        if self.dedupe not in ("none", "exact", "near"):
+            raise DistillError(f"unknown --dedupe `{self.dedupe}`: use none, exact or near")
+        if self.max_per_prompt is not None and self.max_per_prompt < 1:
+            raise DistillError(f"--max-per-prompt must be at least 1, got {self.max_per_prompt}")
+        if self.batch_size < 1 or self.rows_per_file < 1:
+            raise DistillError("--batch-size and --rows-per-file must be at least 1")

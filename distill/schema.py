@@ -27,3 +27,24 @@ GENERATE_SCHEMA = pa.schema(
         pa.field("error", pa.string()),  # null when fine, else "<kind>: <message>"
     ]
 )
+
+# A verifier's verdict on one row, stored as one struct column per verifier: `verdict_<name>`.
+VERDICT_TYPE = pa.struct(
+    [
+        pa.field("passed", pa.bool_()),  # null: could not check (not the same as wrong)
+        pa.field("reason", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("details", pa.string()),
+    ]
+)
+# TRL's conversational format: the user turn is the prompt, the assistant turn `<think>\n…\n</think>\n\n…`.
+MESSAGES_TYPE = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
+
+
+def filter_schema(verifier_names: list[str], rejected: bool = False) -> pa.Schema:
+    """Kept rows (`data/`) and rejected rows (`rejected/`, with `filter_reason`) of `distill filter`."""
+    fields = list(GENERATE_SCHEMA) + [pa.field("messages", MESSAGES_TYPE)]
+    fields += [pa.field(f"verdict_{name}", VERDICT_TYPE) for name in verifier_names]
+    if rejected:
+        fields.append(pa.field("filter_reason", pa.string(), nullable=False))
+    return pa.schema(fields)

@@ -137,7 +137,7 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
     """Run the engine over the missing samples, flushing finished rows every N rows or N seconds."""
     from tqdm import tqdm
 
-    writer = ShardWriter(out / "data", config.shard_index, config.num_shards, GENERATE_SCHEMA)
+    writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
     engine_sampling = Sampling(config.temperature, config.top_p, config.max_tokens, list(config.stop))
     buffer: list[dict] = []

