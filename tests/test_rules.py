@@ -364,3 +364,12 @@ def test_build_errors_name_the_near_option():
         build("repetiton")
     with pytest.raises(DistillError, match="extraction must be"):
         build("math", {"extraction": "loose"})
+
+
+def test_lenient_reads_past_an_empty_box():
+    # SmolLM2 writes "The final answer within \boxed{} is 1.5." - the instruction echoed, the box left empty.
+    from distill.filter.rules import check_math
+
+    answer = "The final answer within \\boxed{} is 1.5."
+    assert check_math("1.5", answer, "lenient", 5).passed is True
+    assert check_math("1.5", answer, "boxed", 5).reason == "no_final_answer"

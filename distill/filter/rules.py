@@ -149,11 +149,12 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
 
     answer = answer or ""
     boxed = last_boxed(answer)
-    if boxed is not None:
-        if not boxed.strip():
-            return Verdict(False, "no_final_answer", details="the last \\boxed{} of the answer is empty")
+    if boxed is not None and boxed.strip():
         pred_text, pred_config, shown = "\\boxed{" + boxed + "}", latex, boxed
+    elif boxed is not None and extraction != "lenient":
+        return Verdict(False, "no_final_answer", details="the last \\boxed{} of the answer is empty")
     elif extraction == "lenient" and answer.strip():
+        # Weak teachers also write "within \\boxed{} is 1.5": an empty box is no box, so read the text instead.
         # math-verify's own extraction over the whole answer: "final answer is"/"answer:" anchors first, then the
         # last LaTeX expression, then the last plain number or expression ("So the answer is 14." -> 14).
         pred_text, pred_config, shown = answer, [LatexExtractionConfig(), ExprExtractionConfig()], answer
