@@ -1,6 +1,7 @@
 """The `distill` command line: thin wrappers that parse flags, build a config and call run_<stage>()."""
 
 import functools
+import json
 import os
 import sys
 
@@ -265,3 +266,30 @@ def report(folder):
     from distill.filter.report import write_report
 
     click.echo(str(write_report(folder)))
+
+
+@main.command("mix")
+@click.argument("inputs", nargs=-1, required=True, metavar="FOLDER:WEIGHT...")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--total", type=int, help="Rows in the mix; needed when weights are ratios (e.g. 800000).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and shuffling seed.")
+@click.option("--rows-per-file", type=int, default=10000, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing mix.")
+@_fail_cleanly
+def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
+    """Mix filtered folders by counts or ratios: `reasoning:600000 general:200000`, or `r:0.75 g:0.25 --total N`."""
+    from distill.filter.mix import mix
+
+    pairs = []
+    for item in inputs:
+        folder, sep, weight = item.rpartition(":")
+        if not sep or not folder:
+            raise DistillError(f"expected FOLDER:WEIGHT, got `{item}` (e.g. filtered-math:600000 or general:0.25)")
+        try:
+            value = int(weight) if weight.isdigit() else float(weight)
+        except ValueError:
+            raise DistillError(f"weight `{weight}` of {folder} is neither a count nor a ratio") from None
+        pairs.append((folder, value))
+    stats = mix(pairs, out, total=total, seed=seed, overwrite=overwrite, rows_per_file=rows_per_file)
+    click.echo(json.dumps(stats, indent=2))
+    click.echo(f"wrote the mix to {out}/data")

@@ -248,3 +248,44 @@ def test_report_command(generated, tmp_path):
 @pytest.mark.parametrize("command", [["filter"], ["report"]])
 def test_help(command):
     assert CliRunner().invoke(main, [*command, "--help"]).exit_code == 0
+
+
+def test_dedupe_and_decontamination_drop_prompts_with_reasons(tmp_path):
+    long = "A train leaves the station at nine and travels at sixty miles per hour toward a distant city"
+    rows = [
+        row(0, long + " . How far does it go in two hours?", "<think>\nx\n</think>\n\n\\boxed{120}", "120"),
+        row(1, long.upper() + " .  How far does it go in two hours?", "<think>\nx\n</think>\n\n\\boxed{120}", "120"),
+        row(
+            2,
+            "Compute the sum of the first ten positive integers and explain.",
+            "<think>\nx\n</think>\n\n\\boxed{55}",
+            "55",
+        ),
+        row(3, "What is 9 * 9?", "<think>\nx\n</think>\n\n\\boxed{81}", "81"),
+    ]
+    gen = write_generate(tmp_path / "gen", rows)
+    bench = tmp_path / "aime_like.jsonl"
+    bench.write_text(json.dumps({"problem": "Compute the sum of the first ten positive integers please."}) + "\n")
+    out = tmp_path / "out"
+    run(str(gen), "--out", str(out), "--dedupe", "near", "--decontaminate", str(bench))
+    reasons = {r["id"]: r["filter_reason"] for r in read(out, "rejected")}
+    assert reasons == {"id1": "duplicate_exact", "id2": "contaminated"}
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["contamination"] == {"aime_like": 1}
+    assert stats["contaminated_examples"]["aime_like"][0]["prompt_id"] == "p2"
+    assert stats["contaminated_examples"]["aime_like"][0]["ngram"] == "compute the sum of the first ten positive"
+
+
+def test_mix_command_by_counts(generated, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(str(generated), "--out", str(a), "--verifiers", "math")
+    run(str(generated), "--out", str(b), "--verifiers", "format", "--option", "format.require_boxed=false")
+    kept_a, kept_b = len(read(a, "data")), len(read(b, "data"))
+    out = tmp_path / "mix"
+    result = CliRunner().invoke(main, ["mix", f"{a}:2", f"{b}:1", "--out", str(out), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert kept_a >= 2 and kept_b >= 1
+    assert len(read(out, "data")) == 3
+    assert json.loads((out / "stats.json").read_text())["seed"] == 1
+    result = CliRunner().invoke(main, ["mix", f"{a}:999", "--out", str(tmp_path / "m2")])
+    assert result.exit_code == 1 and str(a) in result.output

@@ -91,6 +91,7 @@ class Tally:
         self.domain_total: Counter = Counter()
         self.domain_kept: Counter = Counter()
         self.contamination: Counter = Counter()
+        self.contaminated_examples: dict[str, list] = defaultdict(list)
         self.prompts: set[str] = set()
         self.prompts_kept: set[str] = set()
 
@@ -108,6 +109,7 @@ class Tally:
         stats["prompts_without_kept_sample"] = len(self.prompts - self.prompts_kept)
         if config.decontaminate:
             stats["contamination"] = dict(self.contamination)
+            stats["contaminated_examples"] = dict(self.contaminated_examples)
         return stats
 
 
@@ -225,11 +227,18 @@ def _verify_batch(batch, verifiers, deduper, decontam, config: FilterConfig, tal
             row[f"verdict_{name}"] = None
         if row["error"] is not None:
             reasons[i] = "generate_error"
-        elif decontam is not None and (matches := decontam.match(row["problem"])):
+        elif decontam is not None and (matches := decontam.match_details(row["problem"])):
             reasons[i] = "contaminated"
-            tally.contamination.update(matches)
-        elif deduper is not None and (duplicate := deduper.check(row["prompt_id"], row["problem"])) is not None:
-            reasons[i] = duplicate.reason
+            for benchmark, gram in matches.items():
+                tally.contamination[benchmark] += 1
+                if len(tally.contaminated_examples[benchmark]) < 20:  # which rows matched, for the report
+                    tally.contaminated_examples[benchmark].append({"prompt_id": row["prompt_id"], "ngram": gram})
+    if deduper is not None:
+        alive = [i for i in range(len(batch)) if reasons[i] is None]
+        duplicates = deduper.check_batch([(batch[i]["prompt_id"], batch[i]["problem"]) for i in alive])
+        for i, duplicate in zip(alive, duplicates, strict=True):
+            if duplicate is not None:
+                reasons[i] = duplicate.reason
     for verifier in verifiers:
         todo = [i for i, row in enumerate(batch) if reasons[i] is None and _applies(verifier, row, decided[i])]
         if not todo:
