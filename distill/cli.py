@@ -293,3 +293,11 @@ def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
     stats = mix(pairs, out, total=total, seed=seed, overwrite=overwrite, rows_per_file=rows_per_file)
     click.echo(json.dumps(stats, indent=2))
     click.echo(f"wrote the mix to {out}/data")
+
+
+# Commands that live beside their stage. They import the helpers above, so they are registered last.
+from distill.hub_cli import publish_group  # noqa: E402
+from distill.train.eval_cli import eval_command  # noqa: E402
+
+main.add_command(eval_command)
+main.add_command(publish_group)

@@ -295,3 +295,10 @@ def test_interrupted_run_resumes_to_the_same_ids(tiny_model, tmp_path, sig):
     assert not list((out / "data").glob(".*.tmp"))
     check = run_cli("stats", str(out))
     assert check.returncode == 0 and "complete: True" in check.stdout
+
+
+def test_help_imports_no_heavy_library():
+    """`distill --help` stays fast: torch, vllm and transformers are imported only by the commands that run."""
+    code = "import sys, distill.cli; print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,468 @@
+"""`distill eval`: pass@1 (averaged over k samples) and pass@k of one or more models on a benchmark.
+
+The same machinery as the data pipeline, so a score means what a kept sample means: prompts come from the same
+sources as `distill generate` (files, datasets folders, `reasoning-gym:TASK`), samples from the same engines
+through `run_generate`, and verdicts from the same verifiers as `distill filter`. For every model:
+
+    OUT/<slug>/generations/   a `distill generate` output (Parquet, resumable with --resume)
+    OUT/<slug>/samples.parquet one row per sample: id, prompt_id, sample_index, correct (true/false/null), reason
+    OUT/summary.json           per model: pass@1 ± standard error, pass@k for k = 1..n, counts, tokens
+
+A sample that could not be checked (`correct` null: no or unparseable gold, no tests, a generation error) counts
+as not correct in pass@k. That is the conservative reading and the same for every model, so comparisons stay
+fair; the summary reports how many there were (`unverified`) next to the score.
+
+LoRA adapters (a folder with adapter_config.json) are merged into their base once per run, into
+OUT/<slug>/merged, and that plain folder is what the engine loads, whichever engine it is: vLLM then runs it at
+full speed without `enable_lora` (which needs a LoRARequest per call and caps the rank), and the transformers
+engine needs no second code path. The merged copy is deleted when the model's samples are done (a --resume
+merges again), so a large student does not leave a second copy of its weights behind.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.config import GenerateConfig, dump_config, field_names
+from distill.engines import ENGINES
+from distill.errors import DistillError, MissingDependency
+from distill.filter.base import Verdict
+from distill.filter.registry import build_verifier, verifier_class
+from distill.filter.rules import option_names
+from distill.generate.run import run_generate
+from distill.generate.sources import Prompt, load_prompts
+from distill.generate.writer import data_files, write_atomic
+from distill.models import EMBEDDED, resolve_model
+from distill.schema import GENERATE_SCHEMA
+
+# Correctness verifiers by default: math for math and science (it needs a gold answer), code for code (tests).
+DEFAULT_EVAL_VERIFIERS = {"math": {}, "code": {}}
+VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
+MERGED = "merged"
+MERGED_MARKER = "distill-merged-v1"
+
+# One row per sample of one model; `correct` is null when no verifier could decide.
+EVAL_SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt_id", pa.string(), nullable=False),
+        pa.field("sample_index", pa.int32(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("correct", pa.bool_()),
+        pa.field("reason", pa.string(), nullable=False),  # "ok", "<verifier>_<reason>", "generate_error", ...
+        pa.field("details", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("truncated", pa.bool_()),
+        pa.field("completion_tokens", pa.int32()),
+    ]
+)
+
+
+@dataclass(slots=True)
+class EvalConfig:
+    # Models: aliases, Hugging Face ids, local folders or LoRA adapter folders; none means the embedded SmolLM2.
+    models: list[str | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # names in the table and summary, in the order of `models`
+    # Benchmark: the same options as `distill generate`
+    source: str = ""
+    split: str = "train"
+    prompt_column: str | None = None
+    answer_column: str | None = None
+    id_column: str | None = None
+    domain: str | None = None
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    num_prompts: int | None = None
+    seed: int = 0
+    source_options: dict[str, Any] = field(default_factory=dict)
+    # Engine: the same options as `distill generate`
+    engine: str = "transformers"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 64
+    request_timeout: float = 600.0
+    max_retries: int = 6
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    engine_args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    device: str | None = None
+    # Sampling: R1's evaluation settings; k samples per prompt (R1 used 4 to 64 depending on benchmark size)
+    num_samples: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    stop: list[str] = field(default_factory=list)
+    prefill_think: bool = False
+    # Verification: name -> options, as `distill filter` takes them
+    verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
+    # Output
+    out: str = ""
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        if self.models is None or isinstance(self.models, str):
+            self.models = [self.models] if self.models else []
+        if isinstance(self.labels, str):
+            self.labels = [self.labels]
+        if isinstance(self.verifiers, str):
+            self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
+        if isinstance(self.verifiers, list):
+            self.verifiers = {name: {} for name in self.verifiers}
+        self.verifiers = {name: dict(options or {}) for name, options in (self.verifiers or {}).items()}
+
+    def validate(self) -> None:
+        if not self.source:
+            raise DistillError("no benchmark: pass --source FILE|DATASET|reasoning-gym:TASK")
+        if not self.out:
+            raise DistillError("no output folder: pass --out DIR")
+        if self.engine not in ENGINES:
+            raise DistillError(f"unknown engine `{self.engine}`: choose one of {', '.join(ENGINES)}")
+        if self.num_samples < 1:
+            raise DistillError(f"-n/--samples must be at least 1, got {self.num_samples}")
+        if self.max_tokens < 1:
+            raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
+        if self.labels and len(self.labels) != max(1, len(self.models)):
+            raise DistillError(
+                f"{len(self.labels)} --label for {max(1, len(self.models))} model(s): give one label per model, "
+                "in the same order, or none"
+            )
+        if self.resume and self.overwrite:
+            raise DistillError("--resume and --overwrite contradict each other: pass one of them")
+        if not self.verifiers:
+            raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), for n samples, c correct.
+
+    Computed as 1 - prod_{i=n-c+1..n} (1 - k/i), which never forms the huge binomials of the plain formula.
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset holds a correct sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def standard_error(rates: list[float]) -> float | None:
+    """Standard error of the mean of per-prompt pass rates: sample std (ddof=1) / sqrt(prompts).
+
+    None with fewer than two prompts, where the spread cannot be estimated.
+    """
+    if len(rates) < 2:
+        return None
+    mean = sum(rates) / len(rates)
+    variance = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)
+    return math.sqrt(variance) / math.sqrt(len(rates))
+
+
+def summarize(samples: list[dict]) -> dict:
+    """pass@1 ± se and pass@k (k = 1..the fewest samples any prompt has) from per-sample rows."""
+    per_prompt: dict[str, list[int]] = {}  # prompt -> [samples, correct]
+    for s in samples:
+        counts = per_prompt.setdefault(s["prompt_id"], [0, 0])
+        counts[0] += 1
+        counts[1] += s["correct"] is True
+    rates = [c / n for n, c in per_prompt.values()]
+    max_k = min((n for n, _ in per_prompt.values()), default=0)
+    pass_k = {
+        str(k): sum(pass_at_k(n, c, k) for n, c in per_prompt.values()) / len(per_prompt) for k in range(1, max_k + 1)
+    }
+    se = standard_error(rates)
+    tokens = sum(s["completion_tokens"] or 0 for s in samples)
+    return {
+        "pass@1": round(sum(rates) / len(rates), 6) if rates else None,
+        "pass@1_se": None if se is None else round(se, 6),
+        "pass@k": {k: round(v, 6) for k, v in pass_k.items()},
+        "prompts": len(per_prompt),
+        "samples": len(samples),
+        "correct": sum(s["correct"] is True for s in samples),
+        "unverified": sum(s["correct"] is None for s in samples),
+        "errors": sum(s["reason"] == "generate_error" for s in samples),
+        "truncated": sum(bool(s["truncated"]) for s in samples),
+        "completion_tokens": tokens,
+        "mean_completion_tokens": round(tokens / len(samples), 1) if samples else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def run_eval(config: EvalConfig) -> dict:
+    """Sample, verify and score every model; write OUT/summary.json last and return it."""
+    config.validate()
+    models = list(config.models) or [None]
+    labels = list(config.labels) or [default_label(m) for m in models]
+    slugs = [slugify(label) for label in labels]
+    _check_unique(labels, slugs)
+    out = Path(config.out)
+    # Everything that can be wrong with the input is found before the output folder is touched.
+    prompts = load_prompts(generate_config(config, models[0], out))
+    verifiers = build_verifiers(config.verifiers, {p.domain for p in prompts})
+    try:
+        _prepare_output(out, config)
+        dump_config(config, out / "config.resolved.yaml")
+        summary: dict = {
+            "source": config.source,
+            "split": config.split,
+            "prompts": len(prompts),
+            "samples_per_prompt": config.num_samples,
+            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
+            "verifiers": {v.name: config.verifiers[v.name] for v in verifiers},
+            "models": {},
+        }
+        for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
+            if not config.quiet:
+                note = f"[{number}/{len(models)}] {label}: {config.num_samples} samples x {len(prompts)} prompts"
+                print(note, file=sys.stderr)
+            result = evaluate_model(config, model, out / slug, prompts, verifiers)
+            summary["models"][label] = {"model": model or EMBEDDED, "dir": slug, **result}
+    finally:
+        for verifier in verifiers:
+            verifier.close()
+    # summary.json is written last, whole or not at all: its presence marks the evaluation complete.
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts: list[Prompt], verifiers) -> dict:
+    """Generate (or complete) the samples of one model, verify them, write samples.parquet, return its metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = adapter_base(model) if config.engine != "openai" else None  # a server serves its own adapters
+    load = model
+    try:
+        if base is not None:
+            load = str(merge_adapter(Path(model), base, folder / MERGED, quiet=config.quiet))
+        run_generate(generate_config(config, load, folder / "generations"))
+    finally:
+        shutil.rmtree(folder / MERGED, ignore_errors=True)
+    samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers)
+    write_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
+    result = summarize(samples)
+    if base is not None:
+        result["adapter_base"] = base
+    return result
+
+
+def generate_config(config: EvalConfig, model: str | None, out: Path) -> GenerateConfig:
+    """The GenerateConfig of one model's samples: every shared setting of the eval, k samples per prompt."""
+    shared = set(field_names(GenerateConfig)) & set(field_names(EvalConfig))
+    values = {name: getattr(config, name) for name in shared - {"out", "resume", "overwrite"}}
+    # The eval folder was already checked (and cleared for --overwrite); generations resume inside it.
+    return GenerateConfig(**values, model=model, out=str(out), resume=config.resume, overwrite=False)
+
+
+def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
+    """The named verifiers that apply to some domain of the benchmark (a code verifier on a math benchmark would
+    only start a sandbox for nothing). Unknown names and options fail here, before any sampling."""
+    chosen = []
+    for name, options in specs.items():
+        cls = verifier_class(name)
+        unknown = [key for key in options if key not in (*option_names(cls), "domains")]
+        if unknown:  # build_verifier says the same with a hint; this covers the verifiers not built
+            raise DistillError(f"unknown option `{unknown[0]}` for verifier `{name}`: valid options are "
+                               f"{', '.join([*option_names(cls), 'domains'])}")  # fmt: skip
+        applies = options.get("domains", cls.domains)
+        if set([applies] if isinstance(applies, str) else applies) & domains:
+            chosen.append((name, options))
+    if not chosen:
+        raise DistillError(
+            f"none of the verifiers ({', '.join(specs)}) checks domain {', '.join(sorted(domains))}: "
+            "pass --verifiers with one that does (math for math/science, code for code, judge for general)"
+        )
+    return [build_verifier(name, options) for name, options in chosen]
+
+
+def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers) -> list[dict]:
+    """One result per sample of this benchmark: rows of other prompts or beyond k (an earlier, larger run resumed
+    into the same folder) are not part of this evaluation."""
+    order = {p.prompt_id: i for i, p in enumerate(prompts)}
+    results: list[dict] = []
+    for path in data_files(generations / "data"):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=VERIFY_BATCH, columns=GENERATE_SCHEMA.names):
+            rows = [r for r in batch.to_pylist() if r["prompt_id"] in order and r["sample_index"] < k]
+            results.extend(_verify_rows(rows, verifiers))
+    results.sort(key=lambda s: (order[s["prompt_id"]], s["sample_index"]))
+    return results
+
+
+def _verify_rows(rows: list[dict], verifiers) -> list[dict]:
+    verdicts: list[list[tuple[str, Verdict]]] = [[] for _ in rows]
+    for verifier in verifiers:
+        todo = [i for i, row in enumerate(rows) if row["error"] is None and row["domain"] in verifier.domains]
+        if todo:
+            for i, verdict in zip(todo, verifier.verify_batch([rows[i] for i in todo]), strict=True):
+                verdicts[i].append((verifier.name, verdict))
+    return [_sample_result(row, v) for row, v in zip(rows, verdicts, strict=True)]
+
+
+def _sample_result(row: dict, verdicts: list[tuple[str, Verdict]]) -> dict:
+    """Correct when every verifier that applies passed; wrong when one failed; null when none could decide."""
+    if row["error"] is not None:
+        correct, reason, details = None, "generate_error", row["error"][:200]
+    elif not verdicts:
+        correct, reason, details = None, "no_verifier", f"no verifier checks domain {row['domain']}"
+    else:
+        failed = [(n, v) for n, v in verdicts if v.passed is False]
+        unsure = [(n, v) for n, v in verdicts if v.passed is None]
+        name, verdict = (failed or unsure or [(None, Verdict(True, "ok"))])[0]
+        correct = False if failed else None if unsure else True
+        reason = "ok" if name is None else f"{name}_{verdict.reason}"
+        details = verdict.details
+    return {
+        "id": row["id"],
+        "prompt_id": row["prompt_id"],
+        "sample_index": row["sample_index"],
+        "domain": row["domain"],
+        "correct": correct,
+        "reason": reason,
+        "details": details,
+        "finish_reason": row["finish_reason"],
+        "truncated": row["truncated"],
+        "completion_tokens": row["completion_tokens"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models, labels and the output folder
+# --------------------------------------------------------------------------------------------------------------
+
+
+def default_label(model: str | None) -> str:
+    return EMBEDDED if model is None else model
+
+
+def slugify(label: str) -> str:
+    """A folder name for a label: `runs/sft/final` -> `runs-sft-final`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "model"
+
+
+def _check_unique(labels: list[str], slugs: list[str]) -> None:
+    for i, slug in enumerate(slugs):
+        if slug in slugs[:i]:
+            first = labels[slugs.index(slug)]
+            raise DistillError(
+                f"models `{first}` and `{labels[i]}` would share the folder {slug}: give each a --label"
+            )
+
+
+def adapter_base(model: str | None) -> str | None:
+    """The base model of a LoRA adapter folder (its adapter_config.json), or None for a plain model."""
+    if model is None:
+        return None
+    path = Path(model) / "adapter_config.json"
+    if not path.is_file():
+        return None
+    try:
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise DistillError(f"{path} is not a valid adapter config: is {model} a peft adapter folder?") from None
+    if not base:
+        raise DistillError(f"{path} names no base_model_name_or_path: cannot tell which model the adapter is for")
+    return base
+
+
+def merge_adapter(adapter: Path, base: str, target: Path, quiet: bool = False) -> Path:
+    """Base + LoRA adapter merged into a plain model folder (weights and tokenizer) that any engine loads."""
+    if (target / MERGED_MARKER).exists():
+        return target
+    try:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingDependency("peft", 'pip install "distill[train]"') from exc
+    if not quiet:
+        print(f"merging adapter {adapter} into {base}", file=sys.stderr)
+    base_path = resolve_model(base)
+    # The adapter folder's tokenizer when it has one: training may have added tokens or a chat template.
+    tokenizer_from = adapter if (adapter / "tokenizer_config.json").exists() else base_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+        model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DistillError(
+            f"cannot merge adapter {adapter} into `{base}` ({str(exc).splitlines()[0] if str(exc) else exc!r}): "
+            "is the base model a local folder or in the Hugging Face cache?"
+        ) from None
+    shutil.rmtree(target, ignore_errors=True)  # an unfinished merge of an interrupted run
+    merged.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    (target / MERGED_MARKER).write_text(f"{adapter} merged into {base}\n", encoding="utf-8")
+    return target
+
+
+def _prepare_output(out: Path, config: EvalConfig) -> None:
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {out} is a file: give a folder")
+    if out.exists() and any(out.iterdir()):
+        if not (config.resume or config.overwrite):
+            raise DistillError(f"output folder {out} already holds an evaluation: pass --resume or --overwrite")
+        strangers = sorted(p.name for p in out.iterdir() if not _is_ours(p))
+        if strangers:
+            raise DistillError(
+                f"refusing to reuse {out}: it holds files distill eval did not write ({', '.join(strangers[:3])})"
+            )
+        if config.overwrite:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # incomplete until the new summary is written
+
+
+def _is_ours(path: Path) -> bool:
+    if path.name in ("summary.json", ".summary.json.tmp", "config.resolved.yaml"):
+        return True
+    return path.is_dir() and all(p.name in ("generations", "samples.parquet", MERGED) for p in path.iterdir())
+
+
+def format_table(summary: dict) -> str:
+    """Models side by side: pass@1 ± standard error, pass@k at the largest k, samples, unverified, tokens."""
+    k = summary["samples_per_prompt"]
+    header = ["model", "pass@1", f"pass@{k}", "samples", "unverified", "tokens/sample"]
+    rows = []
+    for label, m in summary["models"].items():
+        pass1 = "-" if m["pass@1"] is None else f"{m['pass@1']:.1%}"
+        if m["pass@1_se"] is not None:
+            pass1 += f" ± {m['pass@1_se']:.1%}"
+        at_k = m["pass@k"].get(str(k))
+        tokens = m.get("mean_completion_tokens")
+        rows.append(
+            [label, pass1, "-" if at_k is None else f"{at_k:.1%}", str(m["samples"]), str(m["unverified"]),
+             "-" if tokens is None else f"{tokens:.0f}"]
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
+    return "\n".join(lines)
