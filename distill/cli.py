@@ -1,46 +1,15 @@
 """The `distill` command line: thin wrappers that parse flags, build a config and call run_<stage>()."""
 
-import functools
 import json
-import os
-import sys
 
 import click
 from click.core import ParameterSource
 
 from distill import __version__
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options
 from distill.errors import DistillError
-
-
-def _fail_cleanly(func):
-    """Our errors become one line and exit 1; a traceback only with DISTILL_DEBUG=1."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except DistillError as exc:
-            if os.environ.get("DISTILL_DEBUG") == "1":
-                raise
-            raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished samples are saved; rerun with --resume to complete the rest", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
-    """KEY=VALUE flags; values are read as YAML so numbers, booleans and lists keep their types."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got `{pair}`", param_hint=flag)
-        out[key] = yaml.safe_load(value)
-    return out
+from distill.hub_cli import publish_group
+from distill.train.eval_cli import eval_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -170,17 +139,6 @@ def stats(folder):
         raise DistillError(f"{folder} has problems: " + "; ".join(problems))
 
 
-def _verifier_options(pairs: tuple[str, ...]) -> dict:
-    """`--option math.extraction=lenient` -> {"math": {"extraction": "lenient"}}."""
-    out: dict = {}
-    for key, value in _key_values(pairs, "--option").items():
-        name, dot, option = key.partition(".")
-        if not dot or not option:
-            raise click.BadParameter(f"expected VERIFIER.OPTION=VALUE, got `{key}`", param_hint="--option")
-        out.setdefault(name, {})[option] = value
-    return out
-
-
 @main.command("filter")
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option(
@@ -294,10 +252,6 @@ def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
     click.echo(json.dumps(stats, indent=2))
     click.echo(f"wrote the mix to {out}/data")
 
-
-# Commands that live beside their stage. They import the helpers above, so they are registered last.
-from distill.hub_cli import publish_group  # noqa: E402
-from distill.train.eval_cli import eval_command  # noqa: E402
 
 main.add_command(eval_command)
 main.add_command(publish_group)

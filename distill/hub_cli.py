@@ -3,7 +3,7 @@
 import click
 from click.core import ParameterSource
 
-from distill.cli import _fail_cleanly
+from distill.cli_utils import _fail_cleanly
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 

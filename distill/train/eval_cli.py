@@ -3,7 +3,7 @@
 import click
 from click.core import ParameterSource
 
-from distill.cli import _fail_cleanly, _key_values, _verifier_options
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options
 from distill.errors import DistillError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
