@@ -78,7 +78,7 @@ def prompts_file(tmp_path) -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
     """Run `distill` as a real process (as users do; vLLM also wants its own main process)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
