@@ -9,6 +9,7 @@ from distill import __version__
 from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
+from distill.train.cli import train_command
 from distill.train.eval_cli import eval_command
 
 
@@ -253,5 +254,34 @@ def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
     click.echo(f"wrote the mix to {out}/data")
 
 
+main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(publish_group)
+
+
+@main.command("run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--from", "start", help="Start at this stage (generate, filter, mix, train, eval, publish).")
+@click.option("--until", help="Stop after this stage.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a recipe value, e.g. train.max_steps=5 or generate.math.num_prompts=4. Repeatable.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would run, and stop.")
+@_fail_cleanly
+def run(recipe, start, until, sets, dry_run):
+    """Run the pipeline of a YAML recipe: complete stages are skipped, interrupted ones resumed."""
+    from distill.pipeline import describe, load_recipe, plan, run_steps, select
+
+    steps = plan(load_recipe(recipe, sets), recipe)
+    chosen = select(steps, start, until)
+    click.echo(describe(steps, chosen))
+    if dry_run:
+        return
+    run_steps(steps, chosen, lambda line: click.echo(line, err=True))
+    click.echo("\noutputs:")
+    for step in steps:
+        click.echo(f"  {step.label:<18} {step.out}")

@@ -1,0 +1,372 @@
+"""`distill run RECIPE`: the whole pipeline from one YAML recipe.
+
+A recipe has one section per stage, run in this order: generate, filter, mix, train, eval, publish. `generate`
+and `filter` take one mapping, or a list of mappings each with a `name` (several sources, e.g. R1's reasoning
+and general splits); `mix` combines filter outputs by ratio. Paths default to `<out>/<stage>[/<name>]` and each
+stage reads the previous one's output, so a recipe only says what differs. Every stage has a completion marker
+(generate/filter/mix: stats.json, train: train_results.json, eval: summary.json, publish: publish.json): a
+complete stage is skipped, an incomplete one resumed, which is what makes an interrupted run cheap to restart.
+"""
+
+import copy
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml
+from distill.errors import DistillError
+
+STAGES = ("generate", "filter", "mix", "train", "eval", "publish")
+TOP_KEYS = ("out", "description", *STAGES)
+
+
+@dataclass(slots=True)
+class Step:
+    """One stage run: its config object, where it writes, and whether that output is already complete."""
+
+    stage: str
+    name: str
+    config: object
+    out: Path
+    complete: bool = False
+    partial: bool = False  # output exists but is not complete: the run resumes it
+
+    @property
+    def label(self) -> str:
+        return self.stage if self.name == "default" else f"{self.stage}:{self.name}"
+
+
+@dataclass(slots=True)
+class MixConfig:
+    """Mix filter outputs by ratio (R1: 600k reasoning + 200k general, i.e. math: 3, general: 1)."""
+
+    ratio: dict[str, float] = field(default_factory=dict)  # filter name -> share
+    total: int | None = None  # None: as many rows as the ratio allows from what survived the filters
+    seed: int = 0
+    out: str = ""
+
+
+@dataclass(slots=True)
+class PublishSection:
+    dataset: str | None = None  # repo id for the dataset (the mix, or the filter output)
+    model: str | None = None  # repo id for the trained student
+    private: bool = True
+    dry_run: bool = False
+    stage_dir: str | None = None
+    license: str | None = None
+    overwrite: bool = False
+
+
+def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
+    """`--set train.max_steps=5` or `--set generate.math.num_prompts=4`: values are read as YAML."""
+    recipe = copy.deepcopy(recipe)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise DistillError(f"--set expects SECTION.KEY=VALUE, got `{item}`")
+        if parts[0] not in STAGES:
+            raise DistillError(f"--set names unknown section `{parts[0]}`: use one of {', '.join(STAGES)}")
+        node = recipe.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            if isinstance(node, list):  # a named entry of a generate/filter list
+                matches = [entry for entry in node if isinstance(entry, dict) and entry.get("name") == part]
+                if not matches:
+                    raise DistillError(f"--set {key}: no `{part}` entry in section `{parts[0]}`")
+                node = matches[0]
+            else:
+                node = node.setdefault(part, {})
+        if isinstance(node, list):
+            raise DistillError(
+                f"--set {key}: section `{parts[0]}` is a list; name the entry, e.g. {parts[0]}.NAME.KEY"
+            )
+        node[parts[-1]] = yaml.safe_load(value)
+    return recipe
+
+
+def _entries(section, stage: str) -> list[tuple[str, dict]]:
+    if section is None:
+        return []
+    if isinstance(section, dict):
+        return [(section.get("name", "default"), {k: v for k, v in section.items() if k != "name"})]
+    if isinstance(section, list):
+        entries = []
+        for entry in section:
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise DistillError(f"each entry of the `{stage}` list needs a `name`")
+            entries.append((str(entry["name"]), {k: v for k, v in entry.items() if k != "name"}))
+        names = [n for n, _ in entries]
+        if len(set(names)) != len(names):
+            raise DistillError(f"the `{stage}` entries repeat a name: {', '.join(names)}")
+        return entries
+    raise DistillError(f"section `{stage}` must be a mapping or a list of mappings")
+
+
+def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
+    """Every step with its resolved config, validated before anything runs."""
+    check_keys_top(recipe, recipe_path)
+    root = Path(recipe.get("out") or "runs/" + Path(recipe_path).stem)
+    steps: list[Step] = []
+
+    generates = _entries(recipe.get("generate"), "generate")
+    gen_outs = {}
+    for name, section in generates:
+        out = root / "generate" / (name if len(generates) > 1 else "")
+        config = build_config(
+            GenerateConfig, {"out": str(out), "quiet": True, **section}, {}, f"{recipe_path}: generate"
+        )
+        config.validate()
+        _check_source(config.source, f"generate {name}")
+        _check_engine(config.engine, f"generate {name}")
+        gen_outs[name] = config.out
+        steps.append(Step("generate", name, config, Path(config.out)))
+
+    filters = _entries(recipe.get("filter"), "filter")
+    filter_outs = {}
+    for name, section in filters:
+        out = root / "filter" / (name if len(filters) > 1 else "")
+        section = dict(section)
+        inputs = section.pop("inputs", None)
+        if inputs is None:  # a filter named like a generate entry reads it; a lone filter reads everything
+            inputs = [gen_outs[name]] if name in gen_outs else list(gen_outs.values())
+        inputs = [gen_outs.get(i, i) for i in ([inputs] if isinstance(inputs, str) else inputs)]
+        if not inputs:
+            raise DistillError(f"filter {name} has no inputs: add a generate section or `inputs:`")
+        config = build_config(
+            FilterConfig, {"out": str(out), "quiet": True, **section, "inputs": inputs}, {}, f"{recipe_path}: filter"
+        )
+        config.validate()
+        _check_verifiers(config.verifiers, f"filter {name}")
+        filter_outs[name] = config.out
+        steps.append(Step("filter", name, config, Path(config.out)))
+
+    dataset_dirs = list(filter_outs.values())
+    if recipe.get("mix") is not None:
+        mix = build_config(MixConfig, {"out": str(root / "mix"), **recipe["mix"]}, {}, f"{recipe_path}: mix")
+        unknown = [n for n in mix.ratio if n not in filter_outs]
+        if unknown or not mix.ratio:
+            raise DistillError(
+                f"mix.ratio must name filter entries ({', '.join(filter_outs)}), got {unknown or 'none'}"
+            )
+        steps.append(Step("mix", "default", mix, Path(mix.out)))
+        dataset_dirs = [mix.out]
+
+    train_out = None
+    if recipe.get("train") is not None:
+        from distill.train.config import TrainConfig
+
+        section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **recipe["train"]}
+        config = build_config(TrainConfig, section, {}, f"{recipe_path}: train")
+        config.validate()
+        train_out = config.out
+        steps.append(Step("train", "default", config, Path(config.out)))
+
+    if recipe.get("eval") is not None:
+        from distill.train.eval import EvalConfig
+
+        section = dict(recipe["eval"])
+        if "models" not in section:  # the student before and after training
+            student = recipe.get("train", {}).get("student") if train_out else None
+            section["models"] = [student, train_out] if train_out else [student]
+            section.setdefault("labels", ["before", "after"] if train_out else ["model"])
+        config = build_config(
+            EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
+        )
+        config.validate()
+        _check_source(config.source, "eval")
+        _check_engine(config.engine, "eval")
+        steps.append(Step("eval", "default", config, Path(config.out)))
+
+    if recipe.get("publish") is not None:
+        config = build_config(PublishSection, recipe["publish"], {}, f"{recipe_path}: publish")
+        if config.model and not train_out:
+            raise DistillError("publish.model needs a train section")
+        if config.dataset and not dataset_dirs:
+            raise DistillError("publish.dataset needs a filter section")
+        steps.append(Step("publish", "default", config, root / "publish"))
+
+    if not steps:
+        raise DistillError(f"{recipe_path} has no stage: add a generate, filter, train, eval or publish section")
+    for step in steps:
+        step.complete = is_complete(step)
+        step.partial = not step.complete and step.out.exists() and any(step.out.iterdir())
+    return steps
+
+
+def check_keys_top(recipe: dict, where: str) -> None:
+    import difflib
+
+    for key in recipe:
+        if key not in TOP_KEYS:
+            near = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            raise DistillError(f"unknown section `{key}` in {where}{hint}")
+
+
+def _check_source(source: str, where: str) -> None:
+    if source.startswith("reasoning-gym:"):
+        if importlib.util.find_spec("reasoning_gym") is None:
+            raise DistillError(f"{where}: reasoning-gym is not installed: run `pip install reasoning-gym`")
+        return
+    path = Path(source)
+    if (path.suffix or source.startswith((".", "/"))) and not path.exists():
+        raise DistillError(f"{where}: source not found: {source}")
+
+
+def _check_engine(engine: str, where: str) -> None:
+    needs = {
+        "vllm": ("vllm", 'pip install "distill[vllm]"'),
+        "openai": ("aiohttp", "pip install aiohttp"),
+        "transformers": ("transformers", 'pip install "distill[train]"'),
+    }
+    module, install = needs[engine]
+    if importlib.util.find_spec(module) is None:
+        raise DistillError(f"{where}: engine `{engine}` needs {module}, which is not installed: run `{install}`")
+
+
+def _check_verifiers(verifiers: dict, where: str) -> None:
+    import difflib
+
+    from distill.filter.registry import verifier_class
+    from distill.filter.rules import option_names
+
+    for name, options in verifiers.items():
+        valid = option_names(verifier_class(name)) + ["domains"]
+        for key in options:
+            if key not in valid:
+                near = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" (did you mean `{near[0]}`?)" if near else ""
+                raise DistillError(f"{where}: unknown option `{key}` for verifier `{name}`{hint}")
+
+
+MARKERS = {
+    "generate": "stats.json",
+    "filter": "stats.json",
+    "mix": "stats.json",
+    "train": "train_results.json",
+    "eval": "summary.json",
+    "publish": "publish.json",
+}
+
+
+def is_complete(step: Step) -> bool:
+    return (step.out / MARKERS[step.stage]).exists()
+
+
+def select(steps: list[Step], start: str | None, until: str | None) -> list[Step]:
+    for bound in (start, until):
+        if bound is not None and bound not in STAGES:
+            raise DistillError(f"unknown stage `{bound}`: use one of {', '.join(STAGES)}")
+    first = STAGES.index(start) if start else 0
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    return [s for s in steps if first <= STAGES.index(s.stage) <= last]
+
+
+def describe(steps: list[Step], chosen: list[Step]) -> str:
+    lines = []
+    for step in steps:
+        if step not in chosen:
+            status = "not selected (--from/--until)"
+        elif step.complete:
+            status = "complete: skip"
+        elif step.partial:
+            status = "incomplete: resume"
+        else:
+            status = "run"
+        lines.append(f"{step.label:<18} {status:<30} {step.out}")
+    return "\n".join(lines)
+
+
+def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
+    dataset_dir = model_dir = None
+    for step in steps:
+        if step.stage in ("filter", "mix"):
+            dataset_dir = step.out
+        if step.stage == "train":
+            model_dir = step.out
+        if step not in chosen:
+            continue
+        if step.complete:
+            echo(f"[{step.label}] complete, skipped: {step.out}")
+            continue
+        echo(f"[{step.label}] {'resuming' if step.partial else 'running'} -> {step.out}")
+        if step.stage == "generate":
+            from distill.generate.run import run_generate
+
+            step.config.resume = step.partial
+            run_generate(step.config)
+        elif step.stage == "filter":
+            from distill.filter.run import run_filter
+
+            from distill.filter.report import write_report
+
+            step.config.overwrite = step.partial  # filtering is cheap next to generation: redo it whole
+            stats = run_filter(step.config)
+            echo(f"[{step.label}] kept {stats['kept']} of {stats['total']} rows; report: {write_report(step.out)}")
+        elif step.stage == "mix":
+            _run_mix(step, steps)
+        elif step.stage == "train":
+            from distill.train.sft import run_train
+
+            step.config.resume = step.partial
+            run_train(step.config)
+        elif step.stage == "eval":
+            from distill.train.eval import format_table, run_eval
+
+            step.config.resume = step.partial
+            summary = run_eval(step.config)
+            echo(format_table(summary))
+        elif step.stage == "publish":
+            _run_publish(step, dataset_dir, model_dir, echo)
+        echo(f"[{step.label}] done: {step.out}")
+
+
+def _run_mix(step: Step, steps: list[Step]) -> None:
+    """Counts from the ratio and what survived each filter: the largest mix with exactly that ratio."""
+    from distill.filter.mix import mix
+
+    config: MixConfig = step.config
+    kept = {}
+    for s in steps:
+        if s.stage == "filter" and s.name in config.ratio:
+            kept[s.name] = json.loads((s.out / "stats.json").read_text())["kept"]
+    shares = {name: share / sum(config.ratio.values()) for name, share in config.ratio.items()}
+    total = config.total or int(min(kept[n] / shares[n] for n in shares if shares[n] > 0))
+    counts = {name: int(round(total * share)) for name, share in shares.items()}
+    short = {n: (counts[n], kept[n]) for n in counts if counts[n] > kept[n]}
+    if short:
+        raise DistillError(
+            f"mix: not enough kept rows for total {total}: "
+            + ", ".join(f"{n} needs {need}, has {have}" for n, (need, have) in short.items())
+        )
+    if sum(counts.values()) == 0:
+        raise DistillError("mix: the filters kept no rows, so there is nothing to mix")
+    outs = {s.name: s.out for s in steps if s.stage == "filter"}
+    mix([(str(outs[n]), c) for n, c in counts.items() if c > 0], str(step.out), seed=config.seed, overwrite=True)
+
+
+def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
+    from distill.hub import PublishConfig, publish_dataset, publish_model
+
+    section: PublishSection = step.config
+    options = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("dataset", "model") and v is not None}
+    done = {}
+    if section.dataset:
+        stage_dir = options.get("stage_dir")
+        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/dataset" if stage_dir else None})
+        done["dataset"] = publish_dataset(dataset_dir, section.dataset, config)
+    if section.model:
+        stage_dir = options.get("stage_dir")
+        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/model" if stage_dir else None})
+        done["model"] = publish_model(model_dir, section.model, config)
+    step.out.mkdir(parents=True, exist_ok=True)
+    (step.out / "publish.json").write_text(json.dumps(done, indent=2, default=str), encoding="utf-8")
+
+
+def load_recipe(path: str, sets: tuple[str, ...] = ()) -> dict:
+    recipe = load_yaml(path)
+    return apply_sets(recipe, sets)

@@ -1,0 +1,411 @@
+"""`distill train`: supervised fine-tuning of a student on `distill filter` output, as R1's distillation did.
+
+One function, `run_train`, top to bottom in the manner of open-r1's sft.py: find the data, pick the precision
+for the device, load and check the student's chat template, prepare the output folder, build TRL's SFTConfig
+(plus a peft LoraConfig for --lora / --qlora), train with TRL's SFTTrainer, save model or adapter, tokenizer,
+generation config, config.resolved.yaml and metrics. TRL does the tokenizing, masking, packing and training.
+
+CPU vs GPU:
+- Precision: bf16 weights and bf16 training on a GPU that has it (fp32 weights with fp16 autocast on one that
+  does not); fp32 on CPU. TRL's SFTConfig defaults to bf16=True, and bf16 on an AVX2 CPU made one LoRA step of
+  SmolLM2-135M take 40 s instead of 1.8 s, so we always say which.
+- Attention: flash_attention_2 on GPU when flash-attn is installed, else sdpa.
+- Packing: --packing uses TRL's best-fit-decreasing strategy, which TRL always runs padding-free (sequences
+  flattened into one row, boundaries in position_ids). With flash attention the boundaries go to the varlen
+  kernels; with sdpa/eager, transformers builds a block-diagonal causal mask from the position_ids (TRL passes
+  use_cache=False, which that needs), so documents do not attend to each other there either: correct, but the
+  mask costs O(length^2) memory, hence the warning on GPU without flash-attn. tests/test_train.py checks this.
+- Assistant-only loss (default): TRL masks everything outside the template's {% generation %} span with -100,
+  on CPU and GPU alike; see distill/train/templates.py for which templates qualify.
+"""
+
+import contextlib
+import dataclasses
+import difflib
+import importlib.util
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from distill.config import dump_config
+from distill.errors import DistillError, MissingDependency
+from distill.models import model_label, resolve_model
+from distill.train.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig
+from distill.train.templates import check_template, resolve_template, without_generation_markers
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+# SFTConfig arguments that TrainConfig owns: set them with the train option, not through `trl:`.
+OWNED_TRL_KEYS = {
+    "output_dir": "out",
+    "learning_rate": "learning_rate",
+    "lr_scheduler_type": "lr_scheduler_type",
+    "warmup_steps": "warmup_ratio",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "gradient_checkpointing": "gradient_checkpointing",
+    "max_length": "max_length",
+    "packing": "packing",
+    "assistant_only_loss": "assistant_only_loss",
+    "bf16": "dtype",
+    "fp16": "dtype",
+    "seed": "seed",
+}
+MIN_LR_RATE = 0.1  # cosine_with_min_lr decays to 10% of the peak (open-r1's OpenR1-Distill-7B)
+
+
+def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
+    """Fine-tune `config.student` on `config.data` into `config.out`; returns (trainer, metrics)."""
+    config.validate()
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    try:
+        from peft import LoraConfig
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as exc:
+        raise MissingDependency("trl and peft", 'pip install "distill[train]"') from exc
+
+    out = Path(config.out)
+    student_label = model_label(config.student)
+
+    # Everything wrong with the input, the output folder included, is found before anything is written, and the
+    # cheap checks come before loading the data (800k long traces take a while).
+    last_checkpoint = check_output(out, config)
+    files = find_data_files(config.data)
+
+    # Device and precision.
+    on_gpu = torch.cuda.is_available() and not config.trl.get("use_cpu", False)
+    dtype, bf16, fp16 = choose_precision(config.dtype, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
+    attn = config.attn_implementation or (
+        "flash_attention_2" if on_gpu and importlib.util.find_spec("flash_attn") else "sdpa"
+    )
+    quantization_config = None
+    if config.qlora:
+        if not on_gpu:
+            raise DistillError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels): on CPU use --lora instead")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise MissingDependency("bitsandbytes (for --qlora)", "pip install bitsandbytes")
+        from transformers import BitsAndBytesConfig
+
+        quantization_config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+            # Storing the 4-bit weights in the compute dtype lets FSDP / ZeRO-3 shard them (QLoRA + FSDP recipe).
+            bnb_4bit_quant_storage=torch.bfloat16 if bf16 else torch.float16,
+        )
+
+    # Student tokenizer and chat template: refuse one that drops <think>, or that cannot mask the prompt.
+    student_path = resolve_model(config.student)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(student_path)
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"cannot load the student {student_label}: {str(exc).splitlines()[0]}") from None
+    template, template_name, end_of_turn = resolve_template(config.chat_template, tokenizer)
+    if template is not None:
+        tokenizer.chat_template = template
+    check_template(tokenizer, None, config.assistant_only_loss, student_label)
+
+    # TRL arguments: ours, then the pass-through ones.
+    trl_args = sft_arguments(
+        config, out, dtype=dtype, bf16=bf16, fp16=fp16, attn=attn, end_of_turn=end_of_turn, on_gpu=on_gpu
+    )
+    trl_args = merge_trl_arguments(trl_args, config.trl, SFTConfig)
+    dataset = load_messages(files, quiet=config.quiet)
+
+    # Output folder: every process writes only after all have checked (below), so they all agree.
+    state = PartialState()
+    if state.is_main_process:
+        if config.overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        resolved = dataclasses.replace(
+            config,
+            student=student_label,
+            chat_template=template_name or config.chat_template,
+            learning_rate=trl_args["learning_rate"],
+            dtype=dtype,
+            attn_implementation=attn,
+        )
+        dump_config(resolved, out / "config.resolved.yaml")
+    state.wait_for_everyone()
+
+    if config.packing and on_gpu and "flash" not in attn and state.is_main_process:
+        print(
+            f"warning: packing with {attn} attention builds a block-diagonal mask of max_length^2 per batch; "
+            "install flash-attn for the varlen kernels",
+            file=sys.stderr,
+        )
+    peft_config = None
+    if config.lora:
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+    args = SFTConfig(**trl_args)
+    if state.is_main_process:
+        kind = ("QLoRA" if config.qlora else "LoRA") + f" r={config.lora_r}" if config.lora else "full fine-tuning"
+        start = f"resuming from {last_checkpoint}" if last_checkpoint else "from step 0"
+        if config.resume and not last_checkpoint:
+            start = f"no checkpoint-* in {out} to resume from: starting at step 0"
+        print(
+            f"training {student_label} ({kind}) on {len(dataset)} rows: {dtype} on {'cuda' if on_gpu else 'cpu'}, "
+            f"{attn} attention, packing {'on' if config.packing else 'off'}, "
+            f"{'assistant-only' if config.assistant_only_loss else 'full-sequence'} loss, lr {args.learning_rate:g}, "
+            f"{start}",
+            file=sys.stderr,
+        )
+    trainer = SFTTrainer(
+        model=student_path,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        quantization_config=quantization_config,
+    )
+
+    # Train. The trainer prints its log lines to stdout; stdout is for results, so they go to stderr.
+    start_step = _checkpoint_step(last_checkpoint)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    elapsed = time.perf_counter() - started
+    steps_this_run = trainer.state.global_step - start_step
+    metrics = dict(result.metrics)
+    metrics.update(
+        {
+            "train_rows": len(dataset),
+            "global_step": trainer.state.global_step,
+            "resumed_from_step": start_step,
+            "steps_this_run": steps_this_run,
+            "seconds_per_step": round(elapsed / steps_this_run, 4) if steps_this_run else None,
+            "final_loss": _last_loss(trainer.state.log_history),
+        }
+    )
+
+    # Save: model (or adapter), tokenizer, generation config, trainer state, and metrics last: train_results.json
+    # marks a finished run (distill run skips a train stage that has it).
+    model = trainer.model.get_base_model() if hasattr(trainer.model, "get_base_model") else trainer.model
+    model.config.use_cache = True  # off for training; inference wants it back
+    if template is not None:
+        tokenizer.chat_template = _template_to_save(tokenizer, template)
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.save_model(str(out))
+        if trainer.is_world_process_zero():
+            model.generation_config.save_pretrained(str(out))  # eos includes the template's end-of-turn token
+        trainer.save_state()  # trainer_state.json: the loss curve
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)  # train_results.json and all_results.json
+    return trainer, metrics
+
+
+def find_data_files(paths: list[str]) -> list[str]:
+    """Parquet files of filter outputs (DIR/data/*.parquet, DIR/*.parquet or files); each must have `messages`."""
+    import pyarrow.parquet as pq
+
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+        else:
+            raise DistillError(f"training data {path} does not exist: pass a `distill filter` output folder")
+        if not found:
+            raise DistillError(
+                f"no Parquet files in {path}: pass a `distill filter` output folder (DIR/data/*.parquet)"
+            )
+        files += found
+    for file in files:
+        try:
+            names = pq.read_schema(file).names
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise DistillError(f"cannot read {file} as Parquet: {str(exc).splitlines()[0]}") from None
+        if "messages" not in names:
+            hint = (
+                " (it is a `distill generate` output: run `distill filter` on it first)"
+                if "completion" in names
+                else ""
+            )
+            raise DistillError(f"{file} has no `messages` column{hint}: training needs the output of `distill filter`")
+    return [str(f) for f in files]
+
+
+def load_messages(files: list[str], quiet: bool = False) -> "Dataset":
+    """The `messages` column as a datasets.Dataset (memory-mapped, so 800k long traces do not fill RAM)."""
+    import datasets
+
+    if quiet:
+        datasets.disable_progress_bars()
+    dataset = datasets.load_dataset("parquet", data_files=files, split="train", columns=["messages"])
+    if len(dataset) == 0:
+        raise DistillError(f"the training data has no rows ({len(files)} file(s)): nothing to train on")
+    first = dataset[0]["messages"]
+    if not isinstance(first, list) or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in first):
+        raise DistillError(
+            "the `messages` column must hold conversations with an assistant turn ([{role, content}, ...])"
+        )
+    return dataset
+
+
+def choose_precision(requested: str, on_gpu: bool, gpu_has_bf16: bool) -> tuple[str, bool, bool]:
+    """(weights dtype, bf16, fp16): bf16 on a GPU that has it, fp16 autocast on one that does not, fp32 on CPU."""
+    if requested == "auto":
+        if not on_gpu:
+            return "float32", False, False
+        return ("bfloat16", True, False) if gpu_has_bf16 else ("float32", False, True)
+    if requested == "bfloat16":
+        return "bfloat16", True, False
+    if requested == "float16":
+        return "float32", False, True  # fp16 weights cannot be trained directly: fp32 master weights, fp16 autocast
+    return "float32", False, False
+
+
+def sft_arguments(
+    config: TrainConfig,
+    out: Path,
+    *,
+    dtype: str,
+    bf16: bool,
+    fp16: bool,
+    attn: str,
+    end_of_turn: str | None,
+    on_gpu: bool,
+) -> dict:
+    """The SFTConfig arguments distill decides (before `trl:` pass-through)."""
+    learning_rate = config.learning_rate or (LORA_LR if config.lora else FULL_FINETUNE_LR)
+    args = {
+        "output_dir": str(out),
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps or -1,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},  # as open-r1; reentrant breaks with LoRA/DDP
+        "max_length": config.max_length,
+        "packing": config.packing,
+        "packing_strategy": "bfd",  # whole sequences, never cut across rows; TRL makes it padding-free
+        "assistant_only_loss": config.assistant_only_loss,
+        "bf16": bf16,  # always explicit: TRL's default is bf16=True, which crawls on CPUs
+        "fp16": fp16,
+        "model_init_kwargs": {"dtype": dtype, "attn_implementation": attn},
+        "seed": config.seed,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 500,
+        "save_total_limit": 1,  # a checkpoint to resume from; a 7B one with optimizer state is ~100 GB
+        "report_to": "none",
+        "disable_tqdm": config.quiet,
+        "dataloader_pin_memory": on_gpu,  # pinning is for copies to a GPU
+    }
+    if config.lr_scheduler_type == "cosine_with_min_lr":
+        args["lr_scheduler_kwargs"] = {"min_lr_rate": MIN_LR_RATE}
+    if end_of_turn:
+        # A shipped template ends assistant turns with its own token (<|im_end|>, <|eot_id|>, ...): make it the
+        # eos, so TRL adds it to the generation config and the trained student stops there.
+        args["eos_token"] = end_of_turn
+    return args
+
+
+def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> dict:
+    """`trl:` / `--trl KEY=VALUE` on top of ours: unknown keys name the near one; owned keys name the option."""
+    names = [f.name for f in dataclasses.fields(sft_config_cls)]
+    merged = dict(args)
+    for key, value in passthrough.items():
+        if key in OWNED_TRL_KEYS:
+            option = OWNED_TRL_KEYS[key]
+            raise DistillError(
+                f"set `{key}` with the train option `{option}` (--{option.replace('_', '-')}), not through trl"
+            )
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            raise DistillError(f"unknown TRL SFTConfig argument `{key}`{hint}")
+        if key in ("model_init_kwargs", "gradient_checkpointing_kwargs", "lr_scheduler_kwargs") and isinstance(
+            value, dict
+        ):
+            merged[key] = {**(merged.get(key) or {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_output(out: Path, config: TrainConfig) -> str | None:
+    """Refuse an existing output without --resume/--overwrite; return the checkpoint to resume from, if any."""
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {out} is a file: give a folder")
+    if not (out.exists() and any(out.iterdir())):
+        return None
+    if not (config.resume or config.overwrite):
+        raise DistillError(
+            f"output folder {out} exists: pass --resume to continue from its last checkpoint, "
+            "or --overwrite to start over"
+        )
+    if config.overwrite and not _is_train_output(out):
+        raise DistillError(
+            f"refusing to overwrite {out}: it is not a `distill train` output (no config.resolved.yaml)"
+        )
+    if config.resume:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(out))
+    return None
+
+
+def _is_train_output(out: Path) -> bool:
+    try:
+        resolved = yaml.safe_load((out / "config.resolved.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(resolved, dict) and "student" in resolved and "lora" in resolved
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    import json
+
+    state = Path(checkpoint) / "trainer_state.json"
+    try:
+        return int(json.loads(state.read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError):
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def _last_loss(log_history: list[dict]) -> float | None:
+    for entry in reversed(log_history):
+        if "loss" in entry:
+            return float(entry["loss"])
+    return None
+
+
+def _template_to_save(tokenizer, template: str) -> str:
+    """Save the template without {% generation %} tags when that renders the same (other jinja engines lack them)."""
+    from distill.train.templates import PROBE
+
+    stripped = without_generation_markers(template)
+    try:
+        same = tokenizer.apply_chat_template(PROBE, tokenize=False, chat_template=stripped) == (
+            tokenizer.apply_chat_template(PROBE, tokenize=False, chat_template=template)
+        )
+    except Exception:  # noqa: BLE001 - any rendering failure means: keep the template as trained
+        same = False
+    return stripped if same else template

@@ -1,0 +1,121 @@
+"""`distill run RECIPE` on the tiny model: stage order, skip and resume, overrides, validation."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from distill.cli import main
+from distill.pipeline import apply_sets, plan
+
+
+def write_recipe(tmp_path, tiny_model, prompts_file, **extra):
+    recipe = {
+        "out": str(tmp_path / "run"),
+        "generate": {"source": str(prompts_file), "model": tiny_model, "num_samples": 2, "max_tokens": 6},
+        "filter": {"verifiers": {"length": {"min_tokens": 0}}},
+        **extra,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run(*args, expect=0):
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def test_stages_run_in_order_then_skip_when_complete(tmp_path, tiny_model, prompts_file):
+    recipe = write_recipe(tmp_path, tiny_model, prompts_file)
+    first = run(str(recipe))
+    out = tmp_path / "run"
+    assert json.loads((out / "generate" / "stats.json").read_text())["samples"] == 12
+    assert json.loads((out / "filter" / "stats.json").read_text())["total"] == 12
+    assert (out / "filter" / "report.html").exists()
+    assert "generate" in first.output and str(out / "filter") in first.output
+    second = run(str(recipe))
+    assert "complete, skipped" in second.output
+    assert second.output.count("complete: skip") == 2
+
+
+def test_interrupted_stage_resumes_and_later_stages_rerun(tmp_path, tiny_model, prompts_file):
+    recipe = write_recipe(tmp_path, tiny_model, prompts_file)
+    run(str(recipe))
+    out = tmp_path / "run"
+    # Simulate a kill inside generate: one shard file and the completion marker gone.
+    files = sorted((out / "generate" / "data").glob("*.parquet"))
+    (out / "generate" / "stats.json").unlink()
+    (out / "filter" / "stats.json").unlink()
+    dry = run("--dry-run", str(recipe))
+    assert "incomplete: resume" in dry.output
+    run(str(recipe))
+    stats = json.loads((out / "generate" / "stats.json").read_text())
+    assert stats["samples"] == 12 and stats["generated_this_run"] == 0  # resumed, nothing regenerated
+    assert len(sorted((out / "generate" / "data").glob("*.parquet"))) == len(files)
+    assert (out / "filter" / "stats.json").exists()
+
+
+def test_from_until_and_set(tmp_path, tiny_model, prompts_file):
+    recipe = write_recipe(tmp_path, tiny_model, prompts_file)
+    result = run(str(recipe), "--until", "generate", "--set", "generate.num_samples=1")
+    out = tmp_path / "run"
+    assert json.loads((out / "generate" / "stats.json").read_text())["samples"] == 6
+    assert not (out / "filter").exists()
+    assert "not selected" in result.output
+    run(str(recipe), "--from", "filter", "--set", "generate.num_samples=1")
+    assert json.loads((out / "filter" / "stats.json").read_text())["total"] == 6
+
+
+def test_named_sections_and_set_into_a_list():
+    recipe = {
+        "generate": [
+            {"name": "math", "source": "reasoning-gym:basic_arithmetic"},
+            {"name": "general", "source": "reasoning-gym:basic_arithmetic"},
+        ]
+    }
+    changed = apply_sets(recipe, ("generate.general.num_prompts=3",))
+    assert changed["generate"][1]["num_prompts"] == 3 and "num_prompts" not in recipe["generate"][1]
+    steps = plan({**changed, "out": "/tmp/x", "filter": [{"name": "math"}, {"name": "general"}]})
+    filters = [s for s in steps if s.stage == "filter"]
+    assert [s.config.inputs for s in filters] == [["/tmp/x/generate/math"], ["/tmp/x/generate/general"]]
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ({"generate": {"source": "reasoning-gym:basic_arithmetic", "temprature": 1}}, "did you mean `temperature`"),
+        ({"genrate": {}}, "r.yaml (did you mean `generate`?)"),
+        ({"generate": {"source": "missing.jsonl"}}, "source not found: missing.jsonl"),
+        ({"generate": {"source": "x.jsonl", "engine": "tgi"}}, "unknown engine `tgi`"),
+        ({"filter": {"inputs": ["a"], "verifiers": {"math": {"extractoin": 1}}}}, "did you mean `extraction`"),
+        ({"filter": {"inputs": ["a"], "verifiers": ["maths"]}}, "unknown verifier `maths`"),
+        ({"mix": {"ratio": {"x": 1}}}, "mix.ratio must name filter entries"),
+        ({"train": {"data": ["d"], "lora_rank": 8}}, "did you mean `lora_r`"),
+    ],
+)
+def test_recipe_is_validated_before_anything_runs(tmp_path, recipe, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "o"), **recipe}))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_set_errors():
+    with pytest.raises(Exception, match="SECTION.KEY=VALUE"):
+        apply_sets({}, ("nope",))
+    with pytest.raises(Exception, match="unknown section `trian`"):
+        apply_sets({}, ("trian.max_steps=1",))
+
+
+def test_shipped_recipes_validate():
+    from pathlib import Path
+
+    from distill.pipeline import load_recipe
+
+    for path in sorted(Path("recipes").glob("*.yaml")):
+        steps = plan(load_recipe(str(path)), str(path))
+        assert steps, path
