@@ -300,9 +300,8 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             step.config.resume = step.partial
             run_generate(step.config)
         elif step.stage == "filter":
-            from distill.filter.run import run_filter
-
             from distill.filter.report import write_report
+            from distill.filter.run import run_filter
 
             step.config.overwrite = step.partial  # filtering is cheap next to generation: redo it whole
             stats = run_filter(step.config)
