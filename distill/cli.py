@@ -284,4 +284,10 @@ def run(recipe, start, until, sets, dry_run):
     run_steps(steps, chosen, lambda line: click.echo(line, err=True))
     click.echo("\noutputs:")
     for step in steps:
-        click.echo(f"  {step.label:<18} {step.out}")
+        extra = "  (report.html)" if (step.out / "report.html").exists() else ""
+        click.echo(f"  {step.label:<18} {step.out}{extra}")
+    for step in steps:
+        if step.stage == "eval" and (step.out / "summary.json").exists():
+            from distill.train.eval import format_table
+
+            click.echo("\n" + format_table(json.loads((step.out / "summary.json").read_text(encoding="utf-8"))))

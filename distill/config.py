@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,14 @@ def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the re
 
 
 def dump_config(config, path: Path) -> None:
-    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values."""
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values.
+
+    Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # The verifiers `distill filter` runs when none are named: R1's rule rewards, accuracy and format.

@@ -309,10 +309,8 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
         elif step.stage == "mix":
             _run_mix(step, steps)
         elif step.stage == "train":
-            from distill.train.sft import run_train
-
             step.config.resume = step.partial
-            run_train(step.config)
+            _run_train(step)
         elif step.stage == "eval":
             from distill.train.eval import format_table, run_eval
 
@@ -322,6 +320,27 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
         elif step.stage == "publish":
             _run_publish(step, dataset_dir, model_dir, echo)
         echo(f"[{step.label}] done: {step.out}")
+
+
+def _run_train(step: Step) -> None:
+    """In this process on one device; through `distill train` (which relaunches with `accelerate launch`) when
+    the recipe names an accelerate config, so a multi-GPU recipe really uses its GPUs."""
+    if not step.config.accelerate_config:
+        from distill.train.sft import run_train
+
+        run_train(step.config)
+        return
+    import subprocess
+    import sys
+
+    from distill.config import dump_config
+
+    step.out.parent.mkdir(parents=True, exist_ok=True)
+    resolved = step.out.parent / f".{step.out.name}.train.yaml"
+    dump_config(step.config, resolved)
+    status = subprocess.call([sys.executable, "-m", "distill", "train", "--config", str(resolved)])
+    if status != 0:
+        raise DistillError(f"training exited with status {status}: see its log above; rerun to resume")
 
 
 def _run_mix(step: Step, steps: list[Step]) -> None:
