@@ -3,10 +3,9 @@
 import json
 
 import click
-from click.core import ParameterSource
 
 from distill import __version__
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, section_and_flags
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
 from distill.train.cli import train_command
@@ -100,14 +99,10 @@ def main():
 @_fail_cleanly
 def generate(ctx, config_file, source_option, engine_arg, **flags):
     """Sample chain-of-thought traces from a teacher into <out>/data/*.parquet (resumable)."""
-    from distill.config import GenerateConfig, build_config, load_yaml
+    from distill.config import GenerateConfig, build_config
     from distill.generate.run import run_generate
 
-    recipe = None
-    if config_file:
-        recipe = load_yaml(config_file)
-        recipe = recipe.get("generate", recipe)
-    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    recipe, overrides = section_and_flags(ctx, config_file, "generate", flags)
     for key in ("stop",):  # multiple options are never None; keep them only when given
         if key in overrides and not overrides[key]:
             del overrides[key]
@@ -181,14 +176,10 @@ def stats(folder):
 @_fail_cleanly
 def filter_command(ctx, inputs, config_file, options, **flags):
     """Keep the good traces of generate outputs: verifiers, dedupe, decontamination -> SFT-ready Parquet."""
-    from distill.config import FilterConfig, build_config, load_yaml
+    from distill.config import FilterConfig, build_config
     from distill.filter.run import run_filter
 
-    recipe = None
-    if config_file:
-        recipe = load_yaml(config_file)
-        recipe = recipe.get("filter", recipe)
-    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    recipe, overrides = section_and_flags(ctx, config_file, "filter", flags)
     if inputs:
         overrides["inputs"] = list(inputs)
     if "decontaminate" in overrides:

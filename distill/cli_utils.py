@@ -5,6 +5,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from distill.errors import DistillError
 
@@ -49,3 +50,18 @@ def _verifier_options(pairs: tuple[str, ...]) -> dict:
             raise click.BadParameter(f"expected VERIFIER.OPTION=VALUE, got `{key}`", param_hint="--option")
         out.setdefault(name, {})[option] = value
     return out
+
+
+def section_and_flags(
+    ctx: click.Context, config_file: str | None, section: str, flags: dict
+) -> tuple[dict | None, dict]:
+    """The stage's settings from a YAML file (a flat mapping, or a recipe's `section:`), and the flags the
+    user actually typed: defaults < file < flags, so an untyped flag never hides a value from the file."""
+    from distill.config import load_yaml
+
+    recipe = None
+    if config_file:
+        recipe = load_yaml(config_file)
+        recipe = recipe.get(section, recipe)
+    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    return recipe, overrides

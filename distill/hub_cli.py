@@ -1,9 +1,8 @@
 """`distill publish dataset|model`: the click commands. They parse flags, build a PublishConfig and publish."""
 
 import click
-from click.core import ParameterSource
 
-from distill.cli_utils import _fail_cleanly
+from distill.cli_utils import _fail_cleanly, section_and_flags
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -51,14 +50,10 @@ def _common_options(func):
 
 
 def _build_config(ctx, config_file, public, flags):
-    from distill.config import build_config, load_yaml
+    from distill.config import build_config
     from distill.hub import PublishConfig
 
-    recipe = None
-    if config_file:
-        recipe = load_yaml(config_file)
-        recipe = recipe.get("publish", recipe)
-    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    recipe, overrides = section_and_flags(ctx, config_file, "publish", flags)
     if public is not None:
         overrides["private"] = not public
     return build_config(PublishConfig, recipe, overrides, where=config_file or "the recipe")

@@ -229,18 +229,14 @@ def _check_engine(engine: str, where: str) -> None:
 
 
 def _check_verifiers(verifiers: dict, where: str) -> None:
-    import difflib
-
     from distill.filter.registry import verifier_class
-    from distill.filter.rules import option_names
+    from distill.filter.rules import check_options
 
     for name, options in verifiers.items():
-        valid = option_names(verifier_class(name)) + ["domains"]
-        for key in options:
-            if key not in valid:
-                near = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" (did you mean `{near[0]}`?)" if near else ""
-                raise DistillError(f"{where}: unknown option `{key}` for verifier `{name}`{hint}")
+        try:
+            check_options(verifier_class(name), name, options, extra=("domains",))
+        except DistillError as exc:
+            raise DistillError(f"{where}: {exc}") from None
 
 
 MARKERS = {

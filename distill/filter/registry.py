@@ -4,7 +4,7 @@ import difflib
 
 from distill.errors import DistillError
 from distill.filter.base import BaseVerifier
-from distill.filter.rules import RULE_VERIFIERS, option_names
+from distill.filter.rules import RULE_VERIFIERS, check_options
 
 NAMES = (*RULE_VERIFIERS, "code", "judge")
 # Verifiers whose verdict says whether the answer is right; where none of them could decide, the judge does.
@@ -32,15 +32,7 @@ def build_verifier(name: str, options: dict) -> BaseVerifier:
     options = dict(options)
     domains = options.pop("domains", None)
     cls = verifier_class(name)
-    valid = option_names(cls)
-    for key in options:
-        if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(
-                f"unknown option `{key}` for verifier `{name}`{hint}: valid options are "
-                f"{', '.join(valid + ['domains'])}"
-            )
+    check_options(cls, name, options)
     verifier = cls(**options)
     if domains is not None:
         verifier.domains = tuple([domains] if isinstance(domains, str) else domains)

@@ -785,6 +785,18 @@ def option_names(cls: type) -> list[str]:
     return [p.name for p in params if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
 
 
+def check_options(cls: type, name: str, options: dict, extra: tuple[str, ...] = ()) -> None:
+    """Refuse an option the verifier's constructor does not take, naming the nearest one."""
+    valid = option_names(cls) + list(extra)
+    for key in options:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            raise DistillError(
+                f"unknown option `{key}` for verifier `{name}`{hint}: valid options are {', '.join(valid)}"
+            )
+
+
 def build(name: str, options: dict | None = None) -> BaseVerifier:
     """A rule verifier from its recipe name and options; a misspelt name or option is a one-line DistillError.
 
@@ -797,12 +809,5 @@ def build(name: str, options: dict | None = None) -> BaseVerifier:
         raise DistillError(f"unknown rule verifier `{name}`{hint}: choose one of {', '.join(RULE_VERIFIERS)}")
     cls = RULE_VERIFIERS[name]
     options = dict(options or {})
-    valid = option_names(cls)
-    for key in options:
-        if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(
-                f"unknown option `{key}` for verifier `{name}`{hint}: valid options are {', '.join(valid)}"
-            )
+    check_options(cls, name, options)
     return cls(**options)

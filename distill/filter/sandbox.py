@@ -257,7 +257,9 @@ class Sandbox:
         if program is None:
             where = "under /usr" if not self.unsandboxed else "on PATH"
             return RunResult(None, "", f"{argv[0]} not found {where}", started=False)
-        cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout
+        # The wall clock decides a timeout; the CPU-time limit, a second later, is the backstop should the wall
+        # clock fail, so the two never race to classify the same infinite loop.
+        cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout + 1.0
         with (
             open(io_dir / "stdin", "rb") as f_in,
             open(io_dir / "stdout", "wb") as f_out,

@@ -4,9 +4,8 @@ import shlex
 import subprocess
 
 import click
-from click.core import ParameterSource
 
-from distill.cli_utils import _fail_cleanly, _key_values  # shared with distill/cli.py, without an import cycle
+from distill.cli_utils import _fail_cleanly, _key_values, section_and_flags
 from distill.errors import DistillError
 
 
@@ -89,15 +88,11 @@ class _KeepArgs(click.Command):
 @_fail_cleanly
 def train_command(ctx, data, config_file, trl_args, **flags):
     """Fine-tune a student on `distill filter` output (TRL SFT; LoRA/QLoRA; many GPUs via accelerate)."""
-    from distill.config import build_config, load_yaml
+    from distill.config import build_config
     from distill.train.config import TrainConfig
     from distill.train.launch import inside_launch, launch_command
 
-    recipe = None
-    if config_file:
-        recipe = load_yaml(config_file)
-        recipe = recipe.get("train", recipe)
-    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    recipe, overrides = section_and_flags(ctx, config_file, "train", flags)
     if data:
         overrides["data"] = list(data)
     if trl_args:  # --trl adds to (and beats) the recipe's `trl:` mapping rather than replacing it

@@ -1,9 +1,8 @@
 """`distill eval`: the click command. It parses flags, builds an EvalConfig and calls run_eval()."""
 
 import click
-from click.core import ParameterSource
 
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, section_and_flags
 from distill.errors import DistillError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -88,14 +87,10 @@ def eval_command(ctx, models, config_file, labels, source_option, engine_arg, op
     MODEL is an alias, a Hugging Face id, a local folder or a LoRA adapter folder (merged into its base for
     the run); none means the embedded SmolLM2. Samples are verified as `distill filter` verifies them.
     """
-    from distill.config import build_config, load_yaml
+    from distill.config import build_config
     from distill.train.eval import EvalConfig, format_table, run_eval
 
-    recipe = None
-    if config_file:
-        recipe = load_yaml(config_file)
-        recipe = recipe.get("eval", recipe)
-    overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    recipe, overrides = section_and_flags(ctx, config_file, "eval", flags)
     if models:
         overrides["models"] = list(models)
     if labels:
