@@ -86,6 +86,12 @@ def main():
 @click.option("--max-tokens", type=int, help="New tokens per sample.  [default: 32768]")
 @click.option("--stop", multiple=True, help="Stop string. Repeatable.")
 @click.option("--prefill-think/--no-prefill-think", default=None, help="Start the assistant turn with <think>\\n.")
+@click.option(
+    "--no-think",
+    is_flag=True,
+    default=None,
+    help="Answer without chain of thought: prefill an empty think block (R1's trivial general queries).",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, default=None, help="Complete the missing samples of an existing output.")
 @click.option("--overwrite", is_flag=True, default=None, help="Delete an existing output first.")

@@ -54,6 +54,8 @@ class GenerateConfig:
     max_tokens: int = 32768
     stop: list[str] = field(default_factory=list)
     prefill_think: bool = False
+    # Answer without chain of thought: prefill an empty think block (R1 kept trivial general queries without CoT)
+    no_think: bool = False
     # Output
     out: str = ""
     resume: bool = False
@@ -83,6 +85,8 @@ class GenerateConfig:
             )
         if self.resume and self.overwrite:
             raise DistillError("--resume and --overwrite contradict each other: pass one of them")
+        if self.prefill_think and self.no_think:
+            raise DistillError("--prefill-think and --no-think contradict each other: pass one of them")
         if self.rows_per_file < 1:
             raise DistillError(f"--rows-per-file must be at least 1, got {self.rows_per_file}")
 

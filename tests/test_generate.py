@@ -302,3 +302,17 @@ def test_help_imports_no_heavy_library():
     code = "import sys, distill.cli; print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_think_answers_without_chain_of_thought(tiny_model, prompts_file, tmp_path):
+    from distill.filter.run import to_messages
+
+    out = tmp_path / "out"
+    generate(*base_args(tiny_model, prompts_file, out, "--no-think"))
+    for r in rows(out):
+        assert r["completion"].startswith("<think>\n\n</think>\n\n")
+        assert r["reasoning"] == "" and json.loads(r["sampling"])["prefill"] == "<think>\n\n</think>\n\n"
+        # For SFT such a row teaches a direct answer: no think block in the assistant turn.
+        assert to_messages(r)[-1] == {"role": "assistant", "content": r["answer"]}
+    result = generate(*base_args(tiny_model, prompts_file, tmp_path / "o2", "--no-think", "--prefill-think"), expect=1)
+    assert "contradict" in result.output

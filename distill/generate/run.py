@@ -22,6 +22,8 @@ from distill.generate.writer import ShardWriter, data_files, drop_error_rows, sc
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
+# An empty, closed think block: an R1-style teacher then answers at once, without chain of thought.
+NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 # What a folder of ours may hold; --overwrite refuses to delete a folder with anything else in it.
 OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
 
@@ -33,7 +35,7 @@ def sampling_params(config: GenerateConfig) -> dict:
         "top_p": config.top_p,
         "max_tokens": config.max_tokens,
         "stop": list(config.stop),
-        "prefill": THINK_PREFILL if config.prefill_think else "",
+        "prefill": THINK_PREFILL if config.prefill_think else NO_THINK_PREFILL if config.no_think else "",
     }
 
 
