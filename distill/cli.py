@@ -5,7 +5,7 @@ import json
 import click
 
 from distill import __version__
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, section_and_flags
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
 from distill.train.cli import train_command
@@ -25,27 +25,8 @@ def main():
     type=click.Path(dir_okay=False),
     help="YAML with generate settings (a flat mapping or a recipe with a `generate:` section); flags override it.",
 )
-@click.option(
-    "--source", help="Prompts: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK."
-)
-@click.option("--split", help="Split of a datasets source.  [default: train]")
-@click.option("--prompt-column", help="Column with the prompt.  [default: problem, prompt, question or instruction]")
-@click.option("--answer-column", help="Column with the gold answer.  [default: answer or gold, when present]")
-@click.option("--id-column", help="Column with a stable prompt id.  [default: id when present, else a hash]")
-@click.option("--domain", help="math, code, science or general.  [default: the domain column, else math]")
-@click.option("--system-prompt", help="System prompt.  [default: none, as in R1]")
-@click.option(
-    "--prompt-template",
-    help="User turn with {problem} in it.  [default: R1's boxed instruction "
-    "for math/science, the bare prompt otherwise]",
-)
-@click.option("--num-prompts", type=int, help="Use the first N prompts (reasoning-gym: make N).  [default: all; 100]")
-@click.option("--seed", type=int, help="Seed for procedural sources and the engine.  [default: 0]")
-@click.option(
-    "--source-option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Option of the source, e.g. reasoning-gym task settings (max_terms=2). Repeatable.",
+@prompt_source_options(
+    "Prompts: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK."
 )
 @click.option("--engine", help="Teacher backend: transformers, vllm or openai.  [default: transformers]")
 @click.option(

@@ -65,3 +65,40 @@ def section_and_flags(
         recipe = recipe.get(section, recipe)
     overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     return recipe, overrides
+
+
+def prompt_source_options(source_help: str):
+    """The prompt-source flags that `generate` and `eval` share; their names are GenerateConfig's fields."""
+    options = [
+        click.option("--source", help=source_help),
+        click.option("--split", help="Split of a datasets source.  [default: train]"),
+        click.option(
+            "--prompt-column", help="Column with the prompt.  [default: problem, prompt, question or instruction]"
+        ),
+        click.option("--answer-column", help="Column with the gold answer.  [default: answer or gold, when present]"),
+        click.option("--id-column", help="Column with a stable prompt id.  [default: id when present, else a hash]"),
+        click.option("--domain", help="math, code, science or general.  [default: the domain column, else math]"),
+        click.option("--system-prompt", help="System prompt.  [default: none, as in R1]"),
+        click.option(
+            "--prompt-template",
+            help="User turn with {problem} in it.  [default: R1's boxed instruction for math/science, the bare "
+            "prompt otherwise]",
+        ),
+        click.option(
+            "--num-prompts", type=int, help="Use the first N prompts (reasoning-gym: make N).  [default: all; 100]"
+        ),
+        click.option("--seed", type=int, help="Seed for procedural sources and the engine.  [default: 0]"),
+        click.option(
+            "--source-option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Option of the source, e.g. reasoning-gym task settings (max_terms=2). Repeatable.",
+        ),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate

@@ -2,7 +2,7 @@
 
 import click
 
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, section_and_flags
+from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
 from distill.errors import DistillError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -22,24 +22,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
     multiple=True,
     help="Name of a model in the table and summary; repeat once per model, in the same order.  [default: MODEL]",
 )
-@click.option(
-    "--source",
-    help="Benchmark: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK.",
-)
-@click.option("--split", help="Split of a datasets source.  [default: train]")
-@click.option("--prompt-column", help="Column with the prompt.  [default: problem, prompt, question or instruction]")
-@click.option("--answer-column", help="Column with the gold answer.  [default: answer or gold]")
-@click.option("--id-column", help="Column with a stable prompt id.  [default: id when present, else a hash]")
-@click.option("--domain", help="math, code, science or general.  [default: the domain column, else math]")
-@click.option("--system-prompt", help="System prompt.  [default: none, as in R1]")
-@click.option("--prompt-template", help="User turn with {problem} in it.  [default: R1's boxed instruction for math]")
-@click.option("--num-prompts", type=int, help="Use the first N prompts (reasoning-gym: make N).  [default: all; 100]")
-@click.option("--seed", type=int, help="Seed for procedural sources and the engine.  [default: 0]")
-@click.option(
-    "--source-option",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Option of the source (reasoning-gym settings). Repeatable.",
+@prompt_source_options(
+    "Benchmark: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK."
 )
 @click.option("--engine", help="transformers, vllm or openai.  [default: transformers]")
 @click.option("--base-url", help="openai engine: server URL; MODEL is then the served model name.")
