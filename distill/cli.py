@@ -172,10 +172,7 @@ def filter_command(ctx, inputs, config_file, options, **flags):
     if "decontaminate" in overrides:
         overrides["decontaminate"] = list(overrides["decontaminate"])
     config = build_config(FilterConfig, recipe, overrides, where=config_file or "the recipe")
-    for name, extra in _verifier_options(options).items():
-        if name not in config.verifiers:
-            raise DistillError(f"--option names verifier `{name}`, which is not in --verifiers")
-        config.verifiers[name].update(extra)
+    _verifier_options(options, config.verifiers)
     stats = run_filter(config)
     click.echo(_filter_table(stats))
     click.echo(

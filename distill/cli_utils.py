@@ -41,15 +41,15 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
     return out
 
 
-def _verifier_options(pairs: tuple[str, ...]) -> dict:
-    """`--option math.extraction=lenient` -> {"math": {"extraction": "lenient"}}."""
-    out: dict = {}
+def _verifier_options(pairs: tuple[str, ...], verifiers: dict) -> None:
+    """Merge `--option math.extraction=lenient` into the named verifier's options in `verifiers`."""
     for key, value in _key_values(pairs, "--option").items():
         name, dot, option = key.partition(".")
         if not dot or not option:
             raise click.BadParameter(f"expected VERIFIER.OPTION=VALUE, got `{key}`", param_hint="--option")
-        out.setdefault(name, {})[option] = value
-    return out
+        if name not in verifiers:
+            raise DistillError(f"--option names verifier `{name}`, which is not in --verifiers")
+        verifiers[name][option] = value
 
 
 def section_and_flags(

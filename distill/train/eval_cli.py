@@ -3,7 +3,6 @@
 import click
 
 from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
-from distill.errors import DistillError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -84,10 +83,7 @@ def eval_command(ctx, models, config_file, labels, source_option, engine_arg, op
     if engine_arg:
         overrides["engine_args"] = _key_values(engine_arg, "--engine-arg")
     config = build_config(EvalConfig, recipe, overrides, where=config_file or "the recipe")
-    for name, extra in _verifier_options(options).items():
-        if name not in config.verifiers:
-            raise DistillError(f"--option names verifier `{name}`, which is not in --verifiers")
-        config.verifiers[name].update(extra)
+    _verifier_options(options, config.verifiers)
     summary = run_eval(config)
     click.echo(format_table(summary))
     click.echo(f"summary: {config.out}/summary.json (per-sample verdicts: {config.out}/<model>/samples.parquet)")
