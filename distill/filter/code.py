@@ -3,8 +3,17 @@
 Tests (the `tests` column, JSON) come in two shapes:
 - `{"stdin_stdout": [{"input": "...", "output": "..."}, ...]}`: the program reads the input on stdin; its stdout
   must equal the output, up to trailing spaces on each line and trailing newlines.
-- `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program followed by the asserts must
-  run cleanly; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
+- `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program, then the asserts in its
+  namespace, must run to the end; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
+
+The asserts run through a small harness (`HARNESS`), not appended to the program: appended, a program that exits
+with status 0 before them (`sys.exit(0)` at import, `os._exit(0)` in the candidate, an `atexit` hook) would pass
+without being checked. The harness reads the asserts and a random token from stdin before the program runs (so they
+are in no file the program can read), runs the program, restores what it may have tampered with (builtins, trace
+and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all held: a test passes
+on the token, not on the exit status. What it does not stop: a program that digs the token out of the harness's
+frames, or returns an object that equals anything (`__eq__` always True) - deliberate attacks on the asserts
+shape; the stdin/stdout shape is immune to both (its expected output never enters the sandbox).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -44,6 +54,61 @@ LANGUAGES: dict[str, Language] = {
 
 FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 DETAILS_LIMIT = 300
+HARNESS_FILE = "_distill_harness.py"
+HARNESS = """\
+import builtins, json, linecache, os, sys, threading, types
+
+# Everything used after the program ran is bound here, before it runs: it may replace module attributes and builtins.
+def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=sys.stderr,
+         settrace=sys.settrace, setprofile=sys.setprofile, thread_hooks=(threading.settrace, threading.setprofile),
+         builtins_dict=vars(builtins), clear=dict.clear, update=dict.update, excepthook=sys.__excepthook__,
+         monitoring=getattr(sys, "monitoring", None)):
+    given = json.loads(sys.stdin.read())
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    token, tests = given.pop("token"), given.pop("tests")
+    clean_builtins = dict(builtins_dict)
+    linecache.cache["<tests>"] = (len(tests), None, tests.splitlines(True), "<tests>")
+    checks = compile(tests, "<tests>", "exec")
+    with open("main.py", encoding="utf-8") as f:
+        program = compile(f.read(), os.path.abspath("main.py"), "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = os.path.abspath("main.py")
+    sys.modules["__main__"] = module
+    sys.argv = ["main.py"]
+    try:
+        run(program, module.__dict__)
+    except SystemExit as exc:
+        stderr.write("the program exited (status %r) before the tests ran\\n" % (exc.code,))
+        stderr.flush()
+        exit_now(1)
+    settrace(None)
+    setprofile(None)
+    for hook in thread_hooks:
+        hook(None)
+    if monitoring is not None:
+        for tool in range(6):
+            try:
+                monitoring.set_events(tool, 0)
+            except ValueError:  # not in use
+                pass
+    clear(builtins_dict)
+    update(builtins_dict, clean_builtins)
+    sys.excepthook, sys.stdout, sys.stderr = excepthook, stdout, stderr
+    try:
+        run(checks, module.__dict__)
+    except SystemExit as exc:
+        stderr.write("the program exited (status %r) during the tests\\n" % (exc.code,))
+        stderr.flush()
+        exit_now(1)
+    stdout.flush()
+    stderr.flush()
+    write(1, ("\\n" + token + "\\n").encode())
+    exit_now(0)
+
+_run()
+"""
 _warned_unsandboxed = False
 _warn_lock = threading.Lock()
 
@@ -66,8 +131,8 @@ def normalize_output(text: str) -> str:
 @dataclass(frozen=True)
 class _Case:
     stdin: str = ""
-    expected: str | None = None  # None: an asserts test, judged by the exit status alone
-    suffix: str = ""  # the asserts appended to the program
+    expected: str | None = None  # None: an asserts test, judged by the harness's token
+    asserts: str = ""  # the asserts (and the call to check), run by the harness after the program
 
 
 def parse_tests(tests: str | dict | None) -> list[_Case]:
@@ -85,11 +150,11 @@ def parse_tests(tests: str | dict | None) -> list[_Case]:
             cases.append(_Case(stdin=str(item.get("input") or ""), expected=item["output"]))
     asserts = tests.get("asserts")
     if isinstance(asserts, str) and asserts.strip():
-        suffix = "\n\n" + asserts + "\n"
+        asserts += "\n"
         entry_point = tests.get("entry_point")
         if isinstance(entry_point, str) and entry_point.isidentifier() and re.search(r"^def check\(", asserts, re.M):
-            suffix += f"\ncheck({entry_point})\n"
-        cases.append(_Case(suffix=suffix))
+            asserts += f"\ncheck({entry_point})\n"
+        cases.append(_Case(asserts=asserts))
     return cases
 
 
@@ -150,13 +215,16 @@ class CodeVerifier(BaseVerifier):
             if remaining <= 0:
                 first_failure = first_failure or ("timeout", f"test {index}: sample time limit reached")
                 break
-            result = self.sandbox.run(
-                {self.language.filename: code + case.suffix},
-                self.language.command,
-                stdin=case.stdin,
-                timeout=min(self.timeout_per_test, remaining),
-            )
-            reason, details = _judge(case, result)
+            token = None
+            files, argv, stdin = {self.language.filename: code}, self.language.command, case.stdin
+            if case.expected is None:
+                # The asserts shape (Python): the harness runs the program, then the asserts (see the module doc).
+                token = secrets.token_hex(16)
+                files[HARNESS_FILE] = HARNESS
+                argv = (*self.language.command[:-1], HARNESS_FILE)
+                stdin = json.dumps({"token": token, "tests": case.asserts})
+            result = self.sandbox.run(files, argv, stdin=stdin, timeout=min(self.timeout_per_test, remaining))
+            reason, details = _judge(case, result, token)
             if reason == "ok":
                 passed += 1
                 continue
@@ -184,8 +252,8 @@ class CodeVerifier(BaseVerifier):
         self.sandbox.close()
 
 
-def _judge(case: _Case, result: RunResult) -> tuple[str, str]:
-    """The reason code of one test run, and a short note."""
+def _judge(case: _Case, result: RunResult, token: str | None = None) -> tuple[str, str]:
+    """The reason code of one test run, and a short note. An asserts test passes only on the harness's `token`."""
     if not result.started:
         return "sandbox_error", _tail(result.stderr)
     if result.timed_out or result.cpu_limited:
@@ -200,7 +268,11 @@ def _judge(case: _Case, result: RunResult) -> tuple[str, str]:
         note = f"exit status {result.returncode}"
         return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
     if case.expected is None:
-        return "ok", ""
+        if token is not None and token in result.stdout.splitlines():
+            return "ok", ""
+        if result.output_truncated:
+            return "runtime_error", "output over the limit: the end of the tests was not seen"
+        return "runtime_error", "exit status 0 before the tests ran to the end"
     if result.output_truncated or normalize_output(result.stdout) != normalize_output(case.expected):
         return "wrong_answer", "output differs"
     return "ok", ""

@@ -1,9 +1,10 @@
 """Run untrusted, model-written programs in a sandbox.
 
 Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid namespace, no nested user namespaces),
-a read-only `/usr` and nothing else of the host's files, a private size-limited tmpfs as its working directory and
-`/tmp` (host memory: up to 2 x `tmpfs_mb` per concurrent run), an empty environment, rlimits on CPU time,
-address space, processes and file size, and a wall-clock timeout after which its whole process tree is killed.
+a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its working
+directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the rest of
+`/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes and file size, and a
+wall-clock timeout after which its whole process tree is killed.
 When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
 RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
 clock.
@@ -18,7 +19,8 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
       setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
       bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
         --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
-        --proc /proc --dev /dev --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py
+        --proc /proc --dev /dev --size B --tmpfs /dev/shm --remount-ro /dev
+        --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
         --chdir /work --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /work ... -- /usr/bin/python3 -B main.py
 """
 
@@ -424,9 +426,15 @@ class Sandbox:
             if os.path.exists(path):
                 argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev"]
+        # bwrap's /dev is a tmpfs of the kernel's default size (half the host's memory) that the program may write
+        # to: files there are host memory outside RLIMIT_AS. /dev/shm (POSIX semaphores, multiprocessing) gets a
+        # size-limited tmpfs of its own like /tmp, and the rest of /dev is read-only.
+        argv += ["--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
         argv += ["--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", SANDBOX_WORKDIR]
         for name in files:
             argv += ["--ro-bind", str(src / name), f"{SANDBOX_WORKDIR}/{name}"]
+        # The root is a tmpfs bwrap made, of the default size: writable, it would be host memory without a bound.
+        argv += ["--remount-ro", "/"]
         argv += ["--chdir", SANDBOX_WORKDIR, "--clearenv"]
         env = {"PATH": SANDBOX_PATH, "HOME": SANDBOX_WORKDIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         for key, value in env.items():
