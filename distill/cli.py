@@ -157,6 +157,7 @@ def stats(folder):
 @click.option("--decontam-ngram", type=int, help="n of the overlap check.  [default: 8]")
 @click.option("--batch-size", type=int, help="Rows per verification batch.  [default: 256]")
 @click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
+@click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run into the same folder.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
 @click.pass_context

@@ -228,12 +228,14 @@ def test_bad_inputs(tmp_path):
     assert result.exit_code == 1 and "no Parquet files" in result.output
 
 
-def test_existing_output_needs_overwrite(generated, tmp_path):
+def test_existing_output_needs_resume_or_overwrite(generated, tmp_path):
     out = tmp_path / "out"
     run(str(generated), "--out", str(out))
     result = run(str(generated), "--out", str(out), expect=1)
-    assert "pass --overwrite" in result.output
+    assert "pass --resume to finish it or --overwrite to replace it" in result.output
     run(str(generated), "--out", str(out), "--overwrite")
+    result = run(str(generated), "--out", str(out), "--resume", "--overwrite", expect=1)
+    assert "contradict" in result.output
 
 
 def test_report_command(generated, tmp_path):

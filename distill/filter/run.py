@@ -4,10 +4,16 @@ Rows stream through in batches: generate errors, contaminated and duplicate prom
 the verifiers run in order, each on the rows still alive (a cascade, as R1's rejection sampling: cheap rules
 first, the judge last and only where rules could not decide). Every input row lands in exactly one place:
 `data/` (kept, with a `messages` column for TRL) or `rejected/` (with its `filter_reason`).
+
+Resume: every `rows_per_file` rows the buffers are written and `progress.json` records, atomically, how many
+input rows are done and which output files hold them. A killed run restarted with `--resume` deletes the files
+written after that record, rebuilds its counts from the files it keeps (and its dedupe memory from the input
+rows already done), and goes on from the next row: no row is lost or written twice.
 """
 
 import heapq
 import json
+import os
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -21,12 +27,18 @@ from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError
 from distill.filter.base import Verdict
 from distill.filter.registry import CORRECTNESS, build_verifier
-from distill.generate.writer import ShardWriter, data_files
+from distill.generate.writer import ShardWriter, data_files, fsync_dir
 from distill.schema import GENERATE_SCHEMA, filter_schema
 
 KEPT_PREFIX = "train-00000-of-00001"
 REJECTED_PREFIX = "rejected-00000-of-00001"
-OUTPUT_ENTRIES = {"data", "rejected", ".staging", "stats.json", "config.resolved.yaml", "report.html"}
+PROGRESS = "progress.json"
+OUTPUT_ENTRIES = {"data", "rejected", ".staging", "stats.json", "config.resolved.yaml", "report.html", PROGRESS}
+# The settings that decide which row lands where: a run may only be resumed with the same ones.
+RESULT_SETTINGS = (
+    "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
+    "decontam_ngram",
+)  # fmt: skip
 
 
 def input_files(inputs: list[str]) -> list[Path]:
@@ -82,9 +94,15 @@ def _verdict_dict(verdict: Verdict | None) -> dict | None:
 
 
 class Tally:
-    """Counts for stats.json: totals, drops by reason, per-verifier and per-domain pass rates."""
+    """Counts for stats.json: totals, drops by reason, per-verifier and per-domain pass rates.
 
-    def __init__(self, names: list[str]):
+    Everything is counted from the rows as they are written (their verdict columns and `filter_reason`), so a
+    resumed run can count the rows of the files it keeps the same way and arrive at the same stats.
+    """
+
+    def __init__(self, names: list[str], decontam=None):
+        self.names = names
+        self.decontam = decontam
         self.total = self.kept = 0
         self.dropped: Counter = Counter()
         self.verifier = {name: Counter() for name in names}
@@ -94,6 +112,32 @@ class Tally:
         self.contaminated_examples: dict[str, list] = defaultdict(list)
         self.prompts: set[str] = set()
         self.prompts_kept: set[str] = set()
+
+    def count(self, row: dict, reason: str | None) -> None:
+        """One input row, verified: `reason` is why it was dropped, None when it passed."""
+        self.total += 1
+        self.domain_total[row["domain"]] += 1
+        self.prompts.add(row["prompt_id"])
+        for name in self.names:
+            verdict = row.get(f"verdict_{name}")
+            if verdict is None:
+                continue
+            counts = self.verifier[name]
+            counts["checked"] += 1
+            counts["unverified" if verdict["passed"] is None else "passed" if verdict["passed"] else "failed"] += 1
+        if reason is None:
+            return
+        self.dropped[reason] += 1
+        if reason == "contaminated":
+            for benchmark, gram in self.decontam.match_details(row["problem"]).items():
+                self.contamination[benchmark] += 1
+                if len(self.contaminated_examples[benchmark]) < 20:  # which rows matched, for the report
+                    self.contaminated_examples[benchmark].append({"prompt_id": row["prompt_id"], "ngram": gram})
+
+    def count_kept(self, row: dict) -> None:
+        self.kept += 1
+        self.domain_kept[row["domain"]] += 1
+        self.prompts_kept.add(row["prompt_id"])
 
     def as_dict(self, config: FilterConfig) -> dict:
         stats = {"total": self.total, "kept": self.kept, "rejected": self.total - self.kept}
@@ -117,12 +161,22 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def is_complete(out: str | Path) -> bool:
+    """stats.json is written last: its presence marks the output complete."""
+    return (Path(out) / "stats.json").exists()
+
+
 def run_filter(config: FilterConfig) -> dict:
     config.validate()
     files = input_files(config.inputs)
     check_columns(files)
     out = Path(config.out)
     _check_output(out, config)
+    fingerprint = _fingerprint(config, files)
+    progress = _load_progress(out, fingerprint) if config.resume else None
+    if progress is not None and is_complete(out):
+        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+
     verifiers = [build_verifier(name, options) for name, options in config.verifiers.items()]
     names = [v.name for v in verifiers]
     deduper = decontam = None
@@ -135,59 +189,76 @@ def run_filter(config: FilterConfig) -> dict:
 
         decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    dump_config(config, out / "config.resolved.yaml")
+    if progress is None:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        dump_config(config, out / "config.resolved.yaml")
+        progress = {"settings": fingerprint, "rows_done": 0, "selected": False, "files": []}
+        _save_progress(out, progress)
+    else:
+        _drop_uncommitted(out, progress)
     kept_schema, rejected_schema = filter_schema(names), filter_schema(names, rejected=True)
     # With --select best, passing rows wait in .staging until every sample of their prompt has been seen.
     staged = config.select == "best"
     kept = ShardWriter(out / (".staging" if staged else "data"), KEPT_PREFIX, kept_schema)
     rejected = ShardWriter(out / "rejected", REJECTED_PREFIX, rejected_schema)
-    tally = Tally(names)
+    tally = Tally(names, decontam)
     per_prompt: Counter = Counter()  # passing samples kept so far, for --max-per-prompt
     best: dict[str, list] = defaultdict(list)  # prompt -> heap of (score, id), for --select best
+    _recount(out, progress, tally, per_prompt, best, staged, config)
     total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
     from tqdm import tqdm
 
     bar = tqdm(total=total_rows, unit="row", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
+    bar.update(progress["rows_done"])
     buffers: dict[str, list] = {"kept": [], "rejected": []}
+    pending = 0  # input rows verified since the last commit
 
-    def flush(force: bool = False) -> None:
+    def commit() -> None:
+        """Write both buffers, then record that their rows are done: the point a resumed run starts from."""
+        nonlocal pending
         for key, writer in (("kept", kept), ("rejected", rejected)):
-            if buffers[key] and (force or len(buffers[key]) >= config.rows_per_file):
-                writer.write(buffers[key])
+            if buffers[key]:
+                path = writer.write(buffers[key])
+                progress["files"].append(f"{path.parent.name}/{path.name}")
                 buffers[key] = []
+        progress["rows_done"] += pending
+        pending = 0
+        _save_progress(out, progress)
 
     try:
-        for batch in _batches(files, config.batch_size):
-            reasons = _verify_batch(batch, verifiers, deduper, decontam, config, tally)
+        for batch, done_before in _batches(files, config.batch_size, progress["rows_done"], deduper is not None):
+            if done_before:  # verified by the killed run: only the dedupe memory must see these prompts again
+                _screen(batch, deduper, decontam)
+                continue
+            reasons = _verify_batch(batch, verifiers, deduper, decontam, config)
             for row, reason in zip(batch, reasons, strict=True):
-                tally.total += 1
-                tally.domain_total[row["domain"]] += 1
-                tally.prompts.add(row["prompt_id"])
                 row["messages"] = to_messages(row)
                 if reason is None and config.max_per_prompt and not staged:
                     if per_prompt[row["prompt_id"]] >= config.max_per_prompt:
                         reason = "not_selected"
                     else:
                         per_prompt[row["prompt_id"]] += 1
+                tally.count(row, reason)
                 if reason is None:
                     buffers["kept"].append(row)
                     if staged:
                         _remember_best(best, row, names, config.max_per_prompt or 1)
                     else:
-                        _count_kept(tally, row)
+                        tally.count_kept(row)
                 else:
                     row["filter_reason"] = reason
-                    tally.dropped[reason] += 1
                     buffers["rejected"].append(row)
-            flush()
+            pending += len(batch)
+            if len(buffers["kept"]) + len(buffers["rejected"]) >= config.rows_per_file:
+                commit()
             bar.update(len(batch))
-        flush(force=True)
-        if staged:
-            _select_best(out, best, kept_schema, rejected, rejected_schema, tally, config)
+        commit()
+        if staged and not progress["selected"]:
+            _select_best(out, best, kept_schema, rejected, tally, progress)
+        shutil.rmtree(out / ".staging", ignore_errors=True)
     finally:
         bar.close()
         for verifier in verifiers:
@@ -202,59 +273,146 @@ def _check_output(out: Path, config: FilterConfig) -> None:
     if out.exists() and not out.is_dir():
         raise DistillError(f"--out {out} is a file: give a folder")
     if out.exists() and any(out.iterdir()):
-        if not config.overwrite:
-            raise DistillError(f"output folder {out} already exists: pass --overwrite to replace it")
+        if not (config.overwrite or config.resume):
+            raise DistillError(
+                f"output folder {out} already exists: pass --resume to finish it or --overwrite to replace it"
+            )
         strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
         if strangers:
-            raise DistillError(f"refusing to overwrite {out}: it holds files distill did not write ({strangers[0]})")
+            raise DistillError(f"refusing to write into {out}: it holds files distill did not write ({strangers[0]})")
 
 
-def _batches(files: list[Path], batch_size: int):
-    """Rows in batches, reading one record batch at a time: memory does not grow with the input."""
+def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
+    """What decides the output: the input files (and their row counts) and the settings that place rows."""
+    settings = {name: getattr(config, name) for name in RESULT_SETTINGS}
+    inputs = [[str(path.resolve()), pq.ParquetFile(path).metadata.num_rows] for path in files]
+    return json.loads(json.dumps({**settings, "inputs": inputs}))  # the JSON form, as read back on resume
+
+
+def _load_progress(out: Path, fingerprint: dict) -> dict | None:
+    """The progress record of an interrupted run into `out`, or None when there is nothing to resume."""
+    path = out / PROGRESS
+    if not path.exists():
+        return None
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+        before = progress["settings"]
+    except (ValueError, KeyError, TypeError):
+        raise DistillError(f"{path} is damaged: pass --overwrite to filter {out} again from the start") from None
+    for name, value in fingerprint.items():
+        if before.get(name) != value:
+            what = "input files" if name == "inputs" else f"`{name}`"
+            raise DistillError(
+                f"cannot resume {out}: it was made with other {what} than this run; "
+                "pass the same ones, or --overwrite to start again"
+            )
+    return progress
+
+
+def _save_progress(out: Path, progress: dict) -> None:
+    """Atomic and durable: the record never names a file that is not complete on disk."""
+    tmp = out / f".{PROGRESS}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(progress, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out / PROGRESS)
+    fsync_dir(out)
+
+
+def _drop_uncommitted(out: Path, progress: dict) -> None:
+    """Delete the files a killed run wrote after its last progress record: their rows are verified again."""
+    committed = set(progress["files"])
+    for folder in ("data", "rejected", ".staging"):
+        for path in data_files(out / folder):
+            if f"{folder}/{path.name}" not in committed:
+                path.unlink()
+    (out / "stats.json").unlink(missing_ok=True)
+
+
+def _recount(out: Path, progress: dict, tally: Tally, per_prompt: Counter, best: dict, staged: bool, config) -> None:
+    """Rebuild the counts, per-prompt quotas and best-sample heaps from the files a resumed run keeps."""
+    folders = ["data", "rejected"] if progress["selected"] or not staged else [".staging", "rejected"]
+    for folder in folders:
+        for path in data_files(out / folder):
+            for record_batch in pq.ParquetFile(path).iter_batches(batch_size=config.batch_size):
+                for row in record_batch.to_pylist():
+                    reason = row.get("filter_reason")
+                    tally.count(row, reason)
+                    if reason is not None:
+                        continue
+                    if folder == ".staging":
+                        _remember_best(best, row, tally.names, config.max_per_prompt or 1)
+                    else:
+                        tally.count_kept(row)
+                        per_prompt[row["prompt_id"]] += 1
+
+
+def _batches(files: list[Path], batch_size: int, rows_done: int, replay: bool):
+    """(rows, done_before) in batches, reading one record batch at a time: memory does not grow with the input.
+
+    The first `rows_done` rows were verified by an interrupted run; they are read again only when `replay`
+    (the dedupe memory must see them), and skipped unread otherwise.
+    """
     columns = GENERATE_SCHEMA.names
+    seen = 0
     for path in files:
-        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
-            yield record_batch.to_pylist()
+        parquet = pq.ParquetFile(path)
+        if not replay and seen + parquet.metadata.num_rows <= rows_done:
+            seen += parquet.metadata.num_rows
+            continue
+        for record_batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            rows = record_batch.to_pylist()
+            if seen >= rows_done:
+                yield rows, False
+            elif seen + len(rows) <= rows_done:
+                if replay:
+                    yield rows, True
+            else:
+                cut = rows_done - seen
+                if replay:
+                    yield rows[:cut], True
+                yield rows[cut:], False
+            seen += len(rows)
 
 
-def _verify_batch(batch, verifiers, deduper, decontam, config: FilterConfig, tally: Tally) -> list[str | None]:
-    """The drop reason of each row, or None for a row that passed everything."""
+def _screen(batch: list[dict], deduper, decontam) -> list[str | None]:
+    """Drop reasons that come before any verifier: generate errors, contamination, duplicate prompts."""
     reasons: list[str | None] = [None] * len(batch)
-    unverified = [False] * len(batch)  # some verifier could not check it
-    decided = [False] * len(batch)  # a correctness verifier (math, code) gave a yes or no
     for i, row in enumerate(batch):
-        for name in (v.name for v in verifiers):
-            row[f"verdict_{name}"] = None
         if row["error"] is not None:
             reasons[i] = "generate_error"
-        elif decontam is not None and (matches := decontam.match_details(row["problem"])):
+        elif decontam is not None and decontam.match_details(row["problem"]):
             reasons[i] = "contaminated"
-            for benchmark, gram in matches.items():
-                tally.contamination[benchmark] += 1
-                if len(tally.contaminated_examples[benchmark]) < 20:  # which rows matched, for the report
-                    tally.contaminated_examples[benchmark].append({"prompt_id": row["prompt_id"], "ngram": gram})
     if deduper is not None:
         alive = [i for i in range(len(batch)) if reasons[i] is None]
         duplicates = deduper.check_batch([(batch[i]["prompt_id"], batch[i]["problem"]) for i in alive])
         for i, duplicate in zip(alive, duplicates, strict=True):
             if duplicate is not None:
                 reasons[i] = duplicate.reason
+    return reasons
+
+
+def _verify_batch(batch, verifiers, deduper, decontam, config: FilterConfig) -> list[str | None]:
+    """The drop reason of each row, or None for a row that passed everything; verdicts go into the rows."""
+    for row in batch:
+        for verifier in verifiers:
+            row[f"verdict_{verifier.name}"] = None
+    reasons = _screen(batch, deduper, decontam)
+    unverified = [False] * len(batch)  # some verifier could not check it
+    decided = [False] * len(batch)  # a correctness verifier (math, code) gave a yes or no
     for verifier in verifiers:
         todo = [i for i, row in enumerate(batch) if reasons[i] is None and _applies(verifier, row, decided[i])]
         if not todo:
             continue
         verdicts = verifier.verify_batch([batch[i] for i in todo])
-        counts = tally.verifier[verifier.name]
         for i, verdict in zip(todo, verdicts, strict=True):
             batch[i][f"verdict_{verifier.name}"] = _verdict_dict(verdict)
-            counts["checked"] += 1
             if verdict.passed is None:
-                counts["unverified"] += 1
                 unverified[i] = True
                 if verdict.reason == "verifier_error" and not config.keep_unverified:
                     reasons[i] = "verifier_error"
                 continue
-            counts["passed" if verdict.passed else "failed"] += 1
             if verifier.name in CORRECTNESS or verifier.name == "judge":
                 decided[i] = True
                 if verdict.passed:
@@ -272,12 +430,6 @@ def _applies(verifier, row: dict, decided: bool) -> bool:
         return False
     # The judge decides only what rules could not: general prompts, and answers no rule could check.
     return not (verifier.name == "judge" and decided)
-
-
-def _count_kept(tally: Tally, row: dict) -> None:
-    tally.kept += 1
-    tally.domain_kept[row["domain"]] += 1
-    tally.prompts_kept.add(row["prompt_id"])
 
 
 def _row_score(row: dict, names: list[str]) -> float:
@@ -299,22 +451,29 @@ def _remember_best(best: dict, row: dict, names: list[str], k: int) -> None:
         heapq.heappushpop(heap, item)
 
 
-def _select_best(out, best, kept_schema, rejected, rejected_schema, tally, config) -> None:
+def _select_best(out: Path, best: dict, kept_schema, rejected: ShardWriter, tally: Tally, progress: dict) -> None:
+    """Move the winners of .staging to data/ and the others to rejected/; one progress record at the end, so a
+    run killed halfway deletes what it moved and selects again from .staging, which is removed only after."""
     winners = {item[2] for heap in best.values() for item in heap}
     kept = ShardWriter(out / "data", KEPT_PREFIX, kept_schema)
+    written = []
     for path in data_files(out / ".staging"):
         table = pq.read_table(path)
         chosen = pc.is_in(table.column("id"), value_set=pa.array(sorted(winners)))
         keep = table.filter(chosen)
         drop = table.filter(pc.invert(chosen))
         for row in keep.to_pylist():
-            _count_kept(tally, row)
+            tally.count_kept(row)
         if keep.num_rows:
-            kept.write(keep.to_pylist())
+            written.append(kept.write(keep.to_pylist()))
         if drop.num_rows:
             tally.dropped["not_selected"] += drop.num_rows
             rows = drop.to_pylist()
             for row in rows:
                 row["filter_reason"] = "not_selected"
-            rejected.write(rows)
-    shutil.rmtree(out / ".staging")
+            written.append(rejected.write(rows))
+    staged = {f".staging/{path.name}" for path in data_files(out / ".staging")}
+    progress["files"] = [name for name in progress["files"] if name not in staged]
+    progress["files"] += [f"{path.parent.name}/{path.name}" for path in written]
+    progress["selected"] = True
+    _save_progress(out, progress)
