@@ -411,3 +411,26 @@ def test_unsandboxed_runs_still_get_a_clean_environment_and_limits(monkeypatch):
     assert (loop.timed_out or loop.cpu_limited) and time.monotonic() - start < 1.0 + 2.0
     env = box.run({"main.py": "import os\nprint(dict(os.environ))\nx = bytearray(2 << 30)\n"}, ["python3", "main.py"])
     assert "hf_MARKER_SECRET" not in env.stdout and env.memory_error
+
+
+def test_uids_are_claimed_per_host_not_per_process(tmp_path, monkeypatch):
+    """Two runs on one host, in one process or two, never share a uid: each kills every process of its uid."""
+    import subprocess
+    import sys
+
+    from distill.filter import sandbox
+
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(tmp_path))
+    first, lock = sandbox._claim_uid(5000)
+    second, lock2 = sandbox._claim_uid(5000)
+    code = (
+        "import sys; from distill.filter import sandbox; sandbox.UID_LOCKS = sys.argv[1];"
+        "print(sandbox._claim_uid(5000)[0])"
+    )
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert (first, second, int(other.stdout)) == (5000, 5001, 5002)
+    os.close(lock)  # a run ends (or its process dies): its uid is free again
+    again, lock3 = sandbox._claim_uid(5000)
+    assert again == 5000
+    os.close(lock2)
+    os.close(lock3)

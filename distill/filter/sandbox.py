@@ -11,7 +11,10 @@ clock.
 
 Each concurrent run gets its own uid (RLIMIT_NPROC counts the processes of a uid, so one sample's fork bomb must
 not starve another sample's run of processes). The uids come from `uid_base` upwards: a range that systemd leaves
-unused (above its container ranges, which end at 0x6FFFFFFF; below 2**31, which some tools read as signed).
+unused (above its container ranges, which end at 0x6FFFFFFF; below 2**31, which some tools read as signed). A run
+holds its uid with an exclusive lock on a file in /tmp/distill-sandbox-uids, so that every process of the host
+(two filters, a math pool's workers, two test sessions) gets a different one: after a run, every process of its uid
+is killed, which must never hit another run's program. The kernel drops the lock when its holder dies.
 
 The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges, `bwrap` isolates):
 
@@ -26,6 +29,7 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -49,6 +53,8 @@ SANDBOX_WORKDIR = "/work"
 SANDBOX_PATH = "/usr/bin:/bin"
 # Above systemd's container uid ranges and below 2**31 (see the module docstring).
 DEFAULT_UID_BASE = 0x70000000
+UID_LOCKS = "/tmp/distill-sandbox-uids"
+UID_RANGE = 4096  # uids tried from uid_base: the most sandboxed runs at once on one host, all processes together
 # System files a program may need besides /usr (the dynamic linker's cache, the time zone, `alternatives`
 # symlinks some /usr/bin entries point through). Bound read-only, and only the ones that exist.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
@@ -232,7 +238,11 @@ class Sandbox:
         self._prepare()
         if self._error is not None:
             return RunResult(None, "", self._error, started=False)
-        uid = self._slots.get()
+        slot = self._slots.get()
+        uid, lock = (slot, None)
+        if self.drop_privileges:
+            uid, lock = _claim_uid(self.uid_base)
+            _kill_uid(uid)  # a run killed with its filter may have left processes under this uid
         host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=self._tmp_root)
         try:
             return self._run_in(Path(host), uid, files, argv, stdin, timeout)
@@ -240,7 +250,9 @@ class Sandbox:
             shutil.rmtree(host, ignore_errors=True)
             if self.drop_privileges:
                 _kill_uid(uid)
-            self._slots.put(uid)
+            if lock is not None:
+                os.close(lock)  # releases the flock
+            self._slots.put(slot)
 
     def _run_in(
         self, host: Path, uid: int, files: Mapping[str, str], argv: Sequence[str], stdin: str, timeout: float
@@ -499,12 +511,26 @@ def _kill_group_and_reap(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _claim_uid(uid_base: int) -> tuple[int, int]:
+    """The first uid from `uid_base` that no other run on this host holds, and the descriptor of its lock."""
+    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
+    for uid in range(uid_base, uid_base + UID_RANGE):
+        fd = os.open(os.path.join(UID_LOCKS, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise DistillError(f"all {UID_RANGE} sandbox uids from {uid_base} are in use: run fewer code verifiers at once")
+
+
 def _kill_uid(uid: int, patience: float = 5.0) -> None:
     """Wait until no process of the run's uid is left, SIGKILLing stragglers.
 
     The pid namespace dies with bwrap, but asynchronously; the slot's uid must have no process left before the
     next run gets it (its RLIMIT_NPROC budget, and the promise that nothing outlives a run). The uid is ours alone
-    while we hold the slot, so every process of it is one we started.
+    while we hold its lock, so every process of it is one we started.
     """
     deadline = time.monotonic() + patience
     while True:
