@@ -1,0 +1,32 @@
+"""benchmarks/reliability.py: one table whose last line is `rows lost: N`, and a check that breaks is a failure."""
+
+import json
+import sys
+
+from benchmarks import reliability
+from benchmarks.checks import Outcome
+
+
+def test_table_sums_and_ends_with_rows_lost():
+    outcomes = [
+        Outcome("crash", "generate", 5, 5, note="5 kills landed"),
+        Outcome("crash", "filter", 5, 5, rows_lost=2),
+        Outcome("secrets", "filter", 1, 0, note="marker in stderr"),
+    ]
+    table = reliability.format_table(outcomes)
+    lines = table.splitlines()
+    assert lines[-1] == "rows lost: 2"
+    assert "crashes survived: 10 of 10" in table and "secrets leaked: 1" in table
+    assert "checks failed: 2 of 3" in table
+    assert sum("FAILED" in line for line in lines) == 2
+
+
+def test_a_broken_check_is_a_failed_line_not_a_crash(tmp_path, monkeypatch):
+    module = type(sys)("benchmarks.checks.fuzz")
+    module.run = lambda work, quick: 1 / 0
+    monkeypatch.setitem(sys.modules, "benchmarks.checks.fuzz", module)
+    out = tmp_path / "r.json"
+    status = reliability.main(["--quick", "--only", "fuzz", "--work", str(tmp_path), "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert status == 1 and not result["outcomes"][0]["ok"]
+    assert "ZeroDivisionError" in result["outcomes"][0]["note"]
