@@ -37,7 +37,10 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got `{pair}`", param_hint=flag)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int too long to convert
+            raise click.BadParameter(f"the value of `{key}` is not valid YAML: quote it", param_hint=flag) from None
     return out
 
 
@@ -63,6 +66,12 @@ def section_and_flags(
     if config_file:
         recipe = load_yaml(config_file)
         recipe = recipe.get(section, recipe)
+        if isinstance(recipe, list):
+            raise DistillError(
+                f"section `{section}` of {config_file} is a list of entries: run it with `distill run {config_file}`"
+            )
+        if recipe is not None and not isinstance(recipe, dict):
+            raise DistillError(f"section `{section}` of {config_file} must be a mapping of keys to values")
     overrides = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     return recipe, overrides
 

@@ -3,6 +3,9 @@
 import dataclasses
 import difflib
 import os
+import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,10 @@ class GenerateConfig:
     shard_index: int = 0
     quiet: bool = False
 
+    def __post_init__(self):
+        if isinstance(self.stop, str):  # `stop: "###"` in a recipe: one stop string, not one per character
+            self.stop = [self.stop]
+
     def validate(self) -> None:
         if not self.source:
             raise DistillError("no prompt source: pass --source FILE|DATASET|reasoning-gym:TASK")
@@ -78,6 +85,8 @@ class GenerateConfig:
             raise DistillError(f"-n must be at least 1, got {self.num_samples}")
         if self.max_tokens < 1:
             raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise DistillError(
                 f"--shard-index must be in [0, {self.num_shards}) with --num-shards {self.num_shards}, "
@@ -91,6 +100,14 @@ class GenerateConfig:
             raise DistillError(f"--rows-per-file must be at least 1, got {self.rows_per_file}")
 
 
+def shown(value, limit: int = 80) -> str:
+    """A value from a user's file or flags, for an error message: on one line, with control characters and lone
+    surrogates escaped (they garble the terminal or cannot be printed at all), and cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -99,10 +116,92 @@ def check_keys(cls, data: dict, where: str) -> None:
     """Refuse keys the dataclass does not have, naming the closest known key."""
     names = field_names(cls)
     for key in data:
+        if not isinstance(key, str):  # YAML reads `1:` or `null:` as a number or null, never a name
+            raise DistillError(
+                f"key `{shown(key)}` in {where} is not a name: write the key as text, e.g. `{names[0]}`"
+            )
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown key `{key}` in {where}{hint}")
+            raise DistillError(f"unknown key `{shown(key)}` in {where}{hint}")
+
+
+def check_types(cls, data: dict, where: str) -> None:
+    """Refuse a value of the wrong type, naming the key and the type it takes.
+
+    YAML decides types by the look of a value (`5` is a number, `1e-5` is text, `no` is false), and a value of
+    the wrong type would otherwise fail much later, inside a stage, as a traceback.
+    """
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _fits(value, hints[key]):
+            hint = ""
+            if isinstance(value, str) and _fits(1.0, hints[key]):
+                hint = " (YAML reads 1e-5 as text: write 1.0e-5)" if _is_float(value) else ""
+            raise DistillError(
+                f"`{key}` in {where} must be {_describe(hints[key])}, got {_kind(value)} `{shown(value)}`{hint}"
+            )
+
+
+def _fits(value, annotation) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation in (int, float):  # a bool is an int to Python, never to a user; an int is a fine float
+        return isinstance(value, int if annotation is int else (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is list or origin is list:
+        # One string for a list of them: the stages wrap it (`inputs: out/generate`)
+        if isinstance(value, str):
+            return not args or _fits(value, args[0])
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
+    if annotation is dict or origin is dict:
+        if args and args[1] is dict:  # verifier name -> options: also a list of names or "math,format"
+            if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                return True
+            # `math:` with nothing after it reads as null: that verifier with its default options
+            return isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, dict | None) for k, v in value.items()
+            )
+        return isinstance(value, dict) and (
+            not args or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+        )
+    return True  # a type this check does not know: the stage checks it
+
+
+def _describe(annotation) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if typing.get_origin(annotation) is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}"
+    if typing.get_origin(annotation) is dict:
+        return "a mapping of verifier names to options" if args[1] is dict else "a mapping of keys to values"
+    names = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _kind(value) -> str:
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "text"}
+    return kinds.get(
+        type(value),
+        "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__,
+    )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -111,8 +210,19 @@ def load_yaml(path: str | Path) -> dict:
             data = yaml.safe_load(fh) or {}
     except FileNotFoundError:
         raise DistillError(f"config file not found: {path}") from None
+    except OSError as exc:  # a folder, no permission
+        raise DistillError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DistillError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise DistillError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        raise DistillError(f"config file {path} is not valid YAML: {shown(lines[0], limit=200)}") from None
+    except RecursionError:
+        raise DistillError(f"config file {path} nests too deeply to read: flatten its lists and mappings") from None
+    except ValueError:  # the one ValueError YAML lets through: int() of a number too long to convert
+        raise DistillError(
+            f"config file {path} holds a number with more than {sys.get_int_max_str_digits()} digits: shorten it"
+        ) from None
     if not isinstance(data, dict):
         raise DistillError(f"config file {path} must hold a mapping of keys to values")
     return data
@@ -120,11 +230,15 @@ def load_yaml(path: str | Path) -> dict:
 
 def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the recipe"):
     """Defaults < recipe < overrides (the flags a user typed)."""
+    if recipe is not None and not isinstance(recipe, dict):
+        raise DistillError(f"{where} must be a mapping of keys to values, got {_kind(recipe)}")
     merged: dict = {}
     if recipe:
         check_keys(cls, recipe, where)
+        check_types(cls, recipe, where)
         merged.update(recipe)
     check_keys(cls, overrides, "the command line")
+    check_types(cls, overrides, "the command line")
     merged.update(overrides)
     return cls(**merged)
 
@@ -159,6 +273,7 @@ class FilterConfig:
     decontam_ngram: int = 8
     batch_size: int = 256
     rows_per_file: int = 10000
+    resume: bool = False  # finish an interrupted run into the same folder
     overwrite: bool = False
     quiet: bool = False
 
@@ -188,3 +303,5 @@ class FilterConfig:
             raise DistillError(f"--max-per-prompt must be at least 1, got {self.max_per_prompt}")
         if self.batch_size < 1 or self.rows_per_file < 1:
             raise DistillError("--batch-size and --rows-per-file must be at least 1")
+        if self.resume and self.overwrite:
+            raise DistillError("--resume and --overwrite contradict each other: pass one")

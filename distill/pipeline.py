@@ -12,12 +12,13 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml
+from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml, shown
 from distill.errors import DistillError
 
 STAGES = ("generate", "filter", "mix", "train", "eval", "publish")
@@ -68,23 +69,34 @@ def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
         key, sep, value = item.partition("=")
         parts = key.split(".")
         if not sep or len(parts) < 2 or not all(parts):
-            raise DistillError(f"--set expects SECTION.KEY=VALUE, got `{item}`")
+            raise DistillError(f"--set expects SECTION.KEY=VALUE, got `{shown(item)}`")
         if parts[0] not in STAGES:
-            raise DistillError(f"--set names unknown section `{parts[0]}`: use one of {', '.join(STAGES)}")
-        node = recipe.setdefault(parts[0], {})
-        for part in parts[1:-1]:
+            raise DistillError(f"--set names unknown section `{shown(parts[0])}`: use one of {', '.join(STAGES)}")
+        node = recipe
+        for depth, part in enumerate(parts[:-1]):
             if isinstance(node, list):  # a named entry of a generate/filter list
                 matches = [entry for entry in node if isinstance(entry, dict) and entry.get("name") == part]
                 if not matches:
-                    raise DistillError(f"--set {key}: no `{part}` entry in section `{parts[0]}`")
+                    raise DistillError(f"--set {shown(key)}: no `{shown(part)}` entry in section `{parts[0]}`")
                 node = matches[0]
-            else:
-                node = node.setdefault(part, {})
+                continue
+            if not isinstance(node, dict):
+                raise DistillError(
+                    f"--set {shown(key)}: `{'.'.join(parts[:depth])}` in the recipe is not a mapping of keys"
+                )
+            if node.get(part) is None:  # missing, or left empty (`train:` with nothing under it)
+                node[part] = {}
+            node = node[part]
         if isinstance(node, list):
             raise DistillError(
-                f"--set {key}: section `{parts[0]}` is a list; name the entry, e.g. {parts[0]}.NAME.KEY"
+                f"--set {shown(key)}: section `{parts[0]}` is a list; name the entry, e.g. {parts[0]}.NAME.KEY"
             )
-        node[parts[-1]] = yaml.safe_load(value)
+        if not isinstance(node, dict):
+            raise DistillError(f"--set {shown(key)}: `{'.'.join(parts[:-1])}` in the recipe is not a mapping of keys")
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            raise DistillError(f"--set {shown(key)}: the value `{shown(value)}` is not valid YAML: quote it") from None
     return recipe
 
 
@@ -92,13 +104,14 @@ def _entries(section, stage: str) -> list[tuple[str, dict]]:
     if section is None:
         return []
     if isinstance(section, dict):
-        return [(section.get("name", "default"), {k: v for k, v in section.items() if k != "name"})]
+        name = _entry_name(section.get("name", "default"), stage)
+        return [(name, {k: v for k, v in section.items() if k != "name"})]
     if isinstance(section, list):
         entries = []
         for entry in section:
             if not isinstance(entry, dict) or "name" not in entry:
                 raise DistillError(f"each entry of the `{stage}` list needs a `name`")
-            entries.append((str(entry["name"]), {k: v for k, v in entry.items() if k != "name"}))
+            entries.append((_entry_name(entry["name"], stage), {k: v for k, v in entry.items() if k != "name"}))
         names = [n for n, _ in entries]
         if len(set(names)) != len(names):
             raise DistillError(f"the `{stage}` entries repeat a name: {', '.join(names)}")
@@ -106,10 +119,32 @@ def _entries(section, stage: str) -> list[tuple[str, dict]]:
     raise DistillError(f"section `{stage}` must be a mapping or a list of mappings")
 
 
+def _entry_name(name, stage: str) -> str:
+    # A name is a folder under <out>/<stage>/: it must stay inside it, and be text (`1` or `true` are not).
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise DistillError(
+            f"`{stage}` entry name `{shown(name)}` is not a folder name: use printable text without / or \\, e.g. math"
+        )
+    return name
+
+
+def _section(recipe: dict, stage: str, where: str) -> dict | None:
+    """A single-mapping section (mix, train, eval, publish); None when absent or left empty."""
+    section = recipe.get(stage)
+    if section is not None and not isinstance(section, dict):
+        raise DistillError(f"section `{stage}` of {where} must be a mapping of keys to values")
+    return section
+
+
 def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     """Every step with its resolved config, validated before anything runs."""
     check_keys_top(recipe, recipe_path)
+    if not isinstance(recipe.get("out") or "", str):
+        raise DistillError(f"`out` in {recipe_path} must be a folder path, got `{shown(recipe['out'])}`")
     root = Path(recipe.get("out") or "runs/" + Path(recipe_path).stem)
+    mix_section, train_section, eval_section, publish_section = (
+        _section(recipe, stage, recipe_path) for stage in ("mix", "train", "eval", "publish")
+    )
     steps: list[Step] = []
 
     generates = _entries(recipe.get("generate"), "generate")
@@ -133,7 +168,12 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         inputs = section.pop("inputs", None)
         if inputs is None:  # a filter named like a generate entry reads it; a lone filter reads everything
             inputs = [gen_outs[name]] if name in gen_outs else list(gen_outs.values())
-        inputs = [gen_outs.get(i, i) for i in ([inputs] if isinstance(inputs, str) else inputs)]
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise DistillError(
+                f"filter {name}: `inputs` must be a generate entry's name or a folder, or a list of them"
+            )
+        inputs = [gen_outs.get(i, i) for i in inputs]
         if not inputs:
             raise DistillError(f"filter {name} has no inputs: add a generate section or `inputs:`")
         config = build_config(
@@ -145,32 +185,37 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         steps.append(Step("filter", name, config, Path(config.out)))
 
     dataset_dirs = list(filter_outs.values())
-    if recipe.get("mix") is not None:
-        mix = build_config(MixConfig, {"out": str(root / "mix"), **recipe["mix"]}, {}, f"{recipe_path}: mix")
+    if mix_section is not None:
+        mix = build_config(MixConfig, {"out": str(root / "mix"), **mix_section}, {}, f"{recipe_path}: mix")
         unknown = [n for n in mix.ratio if n not in filter_outs]
         if unknown or not mix.ratio:
             raise DistillError(
                 f"mix.ratio must name filter entries ({', '.join(filter_outs)}), got {unknown or 'none'}"
             )
+        shares = list(mix.ratio.values())
+        if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:
+            raise DistillError(f"mix.ratio shares must be numbers of at least 0, not all 0, got {shares}")
+        if mix.total is not None and mix.total < 1:
+            raise DistillError(f"mix.total must be at least 1, got {mix.total}")
         steps.append(Step("mix", "default", mix, Path(mix.out)))
         dataset_dirs = [mix.out]
 
     train_out = None
-    if recipe.get("train") is not None:
+    if train_section is not None:
         from distill.train.config import TrainConfig
 
-        section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **recipe["train"]}
+        section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **train_section}
         config = build_config(TrainConfig, section, {}, f"{recipe_path}: train")
         config.validate()
         train_out = config.out
         steps.append(Step("train", "default", config, Path(config.out)))
 
-    if recipe.get("eval") is not None:
+    if eval_section is not None:
         from distill.train.eval import EvalConfig
 
-        section = dict(recipe["eval"])
+        section = dict(eval_section)
         if "models" not in section:  # the student before and after training
-            student = recipe.get("train", {}).get("student") if train_out else None
+            student = train_section.get("student") if train_out else None
             section["models"] = [student, train_out] if train_out else [student]
             section.setdefault("labels", ["before", "after"] if train_out else ["model"])
         config = build_config(
@@ -181,8 +226,8 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         _check_engine(config.engine, "eval")
         steps.append(Step("eval", "default", config, Path(config.out)))
 
-    if recipe.get("publish") is not None:
-        config = build_config(PublishSection, recipe["publish"], {}, f"{recipe_path}: publish")
+    if publish_section is not None:
+        config = build_config(PublishSection, publish_section, {}, f"{recipe_path}: publish")
         if config.model and not train_out:
             raise DistillError("publish.model needs a train section")
         if config.dataset and not dataset_dirs:
@@ -192,6 +237,8 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     if not steps:
         raise DistillError(f"{recipe_path} has no stage: add a generate, filter, train, eval or publish section")
     for step in steps:
+        if step.out.exists() and not step.out.is_dir():
+            raise DistillError(f"{step.label}: its output {step.out} is a file, not a folder: choose another `out`")
         step.complete = is_complete(step)
         step.partial = not step.complete and step.out.exists() and any(step.out.iterdir())
     return steps
@@ -202,9 +249,9 @@ def check_keys_top(recipe: dict, where: str) -> None:
 
     for key in recipe:
         if key not in TOP_KEYS:
-            near = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            near = difflib.get_close_matches(key, TOP_KEYS, n=1) if isinstance(key, str) else []
             hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown section `{key}` in {where}{hint}")
+            raise DistillError(f"unknown section `{shown(key)}` in {where}{hint}")
 
 
 def _check_source(source: str, where: str) -> None:
@@ -299,7 +346,7 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             from distill.filter.report import write_report
             from distill.filter.run import run_filter
 
-            step.config.overwrite = step.partial  # filtering is cheap next to generation: redo it whole
+            step.config.resume = step.partial
             stats = run_filter(step.config)
             echo(f"[{step.label}] kept {stats['kept']} of {stats['total']} rows; report: {write_report(step.out)}")
         elif step.stage == "mix":
