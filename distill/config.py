@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import types
@@ -85,6 +86,7 @@ class GenerateConfig:
             raise DistillError(f"-n must be at least 1, got {self.num_samples}")
         if self.max_tokens < 1:
             raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        check_sampling(self.temperature, self.top_p)
         if self.num_prompts is not None and self.num_prompts < 1:
             raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
@@ -106,6 +108,14 @@ def shown(value, limit: int = 80) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Engines take these as they come; NaN or a negative temperature would fail deep inside one, or not at all."""
+    if not math.isfinite(temperature) or temperature < 0:
+        raise DistillError(f"--temperature must be a number of 0 or more, got {temperature}")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
+        raise DistillError(f"--top-p must be in (0, 1], got {top_p}")
 
 
 def field_names(cls) -> list[str]:

@@ -38,3 +38,18 @@ def test_validate(changes, message):
     config = GenerateConfig(**{"source": "x.jsonl", "out": "o", **changes})
     with pytest.raises(DistillError, match=message):
         config.validate()
+
+
+@pytest.mark.parametrize("temperature, top_p", [(float("nan"), 0.95), (-0.1, 0.95), (0.6, 0.0), (0.6, 1.5)])
+def test_sampling_must_be_sane_in_generate_and_eval(temperature, top_p):
+    from distill.config import GenerateConfig
+    from distill.errors import DistillError
+    from distill.train.eval import EvalConfig
+
+    for config in (
+        GenerateConfig(source="s", out="o", temperature=temperature, top_p=top_p),
+        EvalConfig(source="s", out="o", temperature=temperature, top_p=top_p),
+    ):
+        with pytest.raises(DistillError, match="temperature|top-p"):
+            config.validate()
+    assert EvalConfig(source="s", out="o", stop="###").stop == ["###"]

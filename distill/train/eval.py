@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.config import GenerateConfig, dump_config, field_names
+from distill.config import GenerateConfig, check_sampling, dump_config, field_names
 from distill.engines import ENGINES
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
@@ -121,6 +121,8 @@ class EvalConfig:
             self.models = [self.models] if self.models else []
         if isinstance(self.labels, str):
             self.labels = [self.labels]
+        if isinstance(self.stop, str):  # one stop string, not one per character
+            self.stop = [self.stop]
         if isinstance(self.verifiers, str):
             self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
         if isinstance(self.verifiers, list):
@@ -138,6 +140,7 @@ class EvalConfig:
             raise DistillError(f"-n/--samples must be at least 1, got {self.num_samples}")
         if self.max_tokens < 1:
             raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        check_sampling(self.temperature, self.top_p)
         if self.num_prompts is not None and self.num_prompts < 1:
             raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
         if self.labels and len(self.labels) != max(1, len(self.models)):
