@@ -12,12 +12,24 @@ data is neutralised so it can hold neither a delimiter nor anything the verdict 
 the candidate can therefore never parse as a pass: a verdict only comes from a line the judge wrote itself.
 The verdict must be the last non-empty line and the only verdict-like line of the reply; anything else is
 unparseable (passed=None), never a guess.
+
+Neutralising reads the data as a tokenizer or a reader might: compatibility forms folded (fullwidth `＜` is `<`
+under NFKC, which SentencePiece's nmt_nfkc normaliser applies), invisible characters (zero-width spaces, joiners,
+bidi controls) ignored, and Cyrillic/Greek look-alikes of the keyword letters read as Latin. A delimiter or a
+verdict line spelled with any of those is neutralised like a plain one. Chat-control tokens written as text
+(`<|im_start|>system`, ...), which the engines' tokenizers would turn into real turns, are broken up too.
+
+A judge can still copy what it read. So a candidate that imitates the verdict it wants (a `verdict:` claim in
+equivalence mode, a `score:` claim in grading mode, in any spelling) cannot pass: a pass on it is recorded as a
+fail with reason `verdict_in_candidate`, since it cannot be told apart from the judge parroting the candidate.
+(A rule on the mode's own keyword only: a math answer may well say "final score: 42".)
 """
 
 import json
 import re
 import secrets
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Collection, Sequence
 
 from distill.config import GenerateConfig, check_keys
 from distill.engines import ENGINES, Request, Sampling, make_engine
@@ -27,7 +39,7 @@ from distill.generate.parse import parse_trace
 from distill.models import model_label
 
 # Bump when the prompts or the parse rules change: rows judged under another version are not comparable.
-JUDGE_PROMPT_VERSION = "v1"
+JUDGE_PROMPT_VERSION = "v2"  # v2: look-alikes and control tokens neutralised, verdict_in_candidate
 MODES = ("auto", "equivalence", "grading")
 RAW_TAIL_CHARS = 200
 
@@ -72,15 +84,85 @@ SCORE_RE = re.compile(r"SCORE:[ \t]*(\d{1,2})")
 # hedging) makes the reply unparseable rather than letting us pick one.
 VERDICT_LIKE_RE = re.compile(r"^\W*(verdict|score)\W*:", re.IGNORECASE)
 # Neutralising the data: no run of three angle brackets survives (so no delimiter can be forged or closed early)
-# and every "verdict:"/"score:" (any case, any spacing) is bracketed, so no data line can match the regexes above.
+# and every "verdict:"/"score:" (any case, any spacing, quoted or in bold as in JSON or Markdown) is bracketed, so
+# no data line can match the regexes above. Both are matched on the folded text (see fold()).
 BRACKET_RUN_RE = re.compile(r"<{3,}|>{3,}")
-KEYWORD_RE = re.compile(r"(verdict|score)(\s*):", re.IGNORECASE)
+KEYWORD_RE = re.compile(r"(verdict|score)([\s\"'*_`]*):", re.IGNORECASE)
+# Chat-control tokens written as text (ChatML/Llama-3/DeepSeek `<|...|>`, Gemma's turns, Llama-2's [INST] and
+# <<SYS>>, </s>): the engines render the chat to text and tokenize it, which turns such text in the data into
+# the real control token, i.e. a new system or assistant turn. Each is broken up with spaces.
+CHAT_TOKEN_RE = re.compile(
+    r"<\|[^|<>\n]{1,64}\|>|<(?:start_of_turn|end_of_turn|bos|eos)>|\[/?INST\]|<</?SYS>>|</?s>", re.IGNORECASE
+)
+# Look-alikes of the letters of VERDICT and SCORE (and of < >) that NFKC leaves alone.
+CONFUSABLES = str.maketrans(
+    {
+        **dict.fromkeys("АΑ", "A"), **dict.fromkeys("ВΒ", "B"), **dict.fromkeys("СϹ", "C"), "Ԁ": "D",
+        **dict.fromkeys("ЕΕ", "E"), **dict.fromkeys("НΗ", "H"), **dict.fromkeys("ІΙӀ", "I"), "Ј": "J",
+        **dict.fromkeys("КΚ", "K"), **dict.fromkeys("МΜ", "M"), "Ν": "N", **dict.fromkeys("ОΟ", "O"),
+        **dict.fromkeys("РΡ", "P"), "Ѕ": "S", **dict.fromkeys("ТΤ", "T"), "Ѵ": "V", **dict.fromkeys("ХΧ", "X"),
+        **dict.fromkeys("УΥ", "Y"), "Ζ": "Z", "а": "a", **dict.fromkeys("сϲ", "c"), "ԁ": "d", "е": "e",
+        **dict.fromkeys("іι", "i"), "ј": "j", **dict.fromkeys("оο", "o"), **dict.fromkeys("рρ", "p"), "ѕ": "s",
+        **dict.fromkeys("ѵν", "v"), **dict.fromkeys("хχ", "x"), "у": "y",
+        **dict.fromkeys("‹〈〈⟨❮˂ᐸ", "<"), **dict.fromkeys("›〉〉⟩❯˃ᐳ", ">"),
+    }
+)  # fmt: skip
+INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")  # besides category Cf and variation selectors
+
+
+def _invisible(char: str) -> bool:
+    return char in INVISIBLE or unicodedata.category(char) == "Cf" or "\ufe00" <= char <= "\ufe0f"
+
+
+def fold(text: str) -> tuple[str, Sequence[int]]:
+    """The text as a model may read it (NFKC per character, look-alikes made Latin, invisible characters
+    dropped), and for each folded character the index of the character of `text` it came from."""
+    if text.isascii():
+        return text, range(len(text))
+    chars: list[str] = []
+    source: list[int] = []
+    for i, char in enumerate(text):
+        if _invisible(char):
+            continue
+        for folded in unicodedata.normalize("NFKC", char).translate(CONFUSABLES):
+            chars.append(folded)
+            source.append(i)
+    return "".join(chars), source
+
+
+def _rewrite(text: str, pattern: re.Pattern, group: int, replace) -> str:
+    """`text` with each match of `pattern` in its folded form replaced: replace(the original characters of
+    the match's `group`) gives the new text for them."""
+    folded, source = fold(text)
+    spans = [(source[m.start(group)], source[m.end(group) - 1] + 1) for m in pattern.finditer(folded)]
+    for start, end in reversed(spans):
+        text = text[:start] + replace(text[start:end]) + text[end:]
+    return text
+
+
+def _spaced(original: str) -> str:
+    # A bracket run keeps its visible characters, one space apart: readable, but no delimiter.
+    return " ".join(c for c in original if not _invisible(c))
+
+
+def _opened(original: str) -> str:
+    # "<|im_start|>" becomes "< |im_start| >": the same words, no longer the tokenizer's control token.
+    return f"{original[0]} {original[1:-1]} {original[-1]}"
 
 
 def neutralise(text: str) -> str:
-    """Data as it is shown to the judge: no delimiter, nothing the verdict parser would accept."""
-    text = BRACKET_RUN_RE.sub(lambda m: " ".join(m.group(0)), text)
-    return KEYWORD_RE.sub(r"[\1]\2:", text)
+    """Data as it is shown to the judge: no delimiter, no chat-control token, nothing the verdict parser would
+    accept, even read through look-alikes."""
+    text = _rewrite(text, BRACKET_RUN_RE, 0, _spaced)
+    text = _rewrite(text, CHAT_TOKEN_RE, 0, _opened)
+    return _rewrite(text, KEYWORD_RE, 1, lambda keyword: f"[{keyword}]")
+
+
+def imitates_verdict(mode: str, answer: str) -> bool:
+    """Whether the answer holds a claim in the judge's own verdict format for `mode`, in any spelling."""
+    keyword = "verdict" if mode == "equivalence" else "score"
+    folded, _ = fold(answer)
+    return any(match.group(1).lower() == keyword for match in KEYWORD_RE.finditer(folded))
 
 
 def block(name: str, nonce: str, text: str) -> str:
@@ -215,6 +297,7 @@ class JudgeVerifier(BaseVerifier):
         requests: list[Request] = []
         positions: list[int] = []  # requests[k] judges samples[positions[k]]
         modes: list[str] = []
+        suspects: set[int] = set()  # samples whose answer imitates the verdict line: they cannot pass
         for i, sample in enumerate(samples):
             mode = self.sample_mode(sample)
             modes.append(mode)
@@ -228,8 +311,10 @@ class JudgeVerifier(BaseVerifier):
                 messages = build_messages(mode, sample.get("problem") or "", answer, sample.get("gold"), new_nonce())
                 requests.append(Request(messages))
                 positions.append(i)
+                if imitates_verdict(mode, answer):
+                    suspects.add(i)
         if requests:
-            self._judge(requests, positions, modes, verdicts)
+            self._judge(requests, positions, modes, verdicts, suspects)
         missing = "the engine returned no result for this request"
         return [
             v if v is not None else Verdict(None, "judge_error", details=self._details(modes[i], "", missing))
@@ -237,7 +322,12 @@ class JudgeVerifier(BaseVerifier):
         ]
 
     def _judge(
-        self, requests: list[Request], positions: list[int], modes: list[str], verdicts: list[Verdict | None]
+        self,
+        requests: list[Request],
+        positions: list[int],
+        modes: list[str],
+        verdicts: list[Verdict | None],
+        suspects: Collection[int] = (),
     ) -> None:
         """One generate call for the whole batch; fills verdicts[positions[k]] for every request k."""
         engine = self.engine  # a model that cannot be loaded is the user's to fix: let that error stop the run
@@ -249,6 +339,8 @@ class JudgeVerifier(BaseVerifier):
                     continue
                 text = result.text or ""
                 verdict = parse_verdict(modes[i], text, self.threshold)
+                if verdict.passed and i in suspects:
+                    verdict = Verdict(False, "verdict_in_candidate", score=verdict.score)
                 verdict.details = self._details(modes[i], text[-RAW_TAIL_CHARS:])
                 verdicts[i] = verdict
         except DistillError:
