@@ -429,20 +429,20 @@ def start_vllm_server(
 
 
 def stop_server(process: subprocess.Popen | None) -> None:
-    """Stop a server started by start_vllm_server and its whole process group (SIGTERM, then SIGKILL)."""
-    if process is None or process.poll() is not None:
+    """SIGTERM the process group of a server (or any command started in its own session), then SIGKILL what is
+    left, even when the leader has already exited: vLLM's engine-core children must not outlive it."""
+    if process is None:
         return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-    except subprocess.TimeoutExpired:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
-    except ProcessLookupError:
-        pass
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.5)  # the leader is gone; give the group a moment, then make sure no child outlives it
 
 
 def _has_cuda() -> bool:

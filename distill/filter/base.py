@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)  # shared: the math verifier hands out remembered verdicts
 class Verdict:
     """What a verifier says of one sample.
 

@@ -25,6 +25,7 @@ fail with reason `verdict_in_candidate`, since it cannot be told apart from the 
 (A rule on the mode's own keyword only: a math answer may well say "final score: 42".)
 """
 
+import dataclasses
 import json
 import re
 import secrets
@@ -341,8 +342,7 @@ class JudgeVerifier(BaseVerifier):
                 verdict = parse_verdict(modes[i], text, self.threshold)
                 if verdict.passed and i in suspects:
                     verdict = Verdict(False, "verdict_in_candidate", score=verdict.score)
-                verdict.details = self._details(modes[i], text[-RAW_TAIL_CHARS:])
-                verdicts[i] = verdict
+                verdicts[i] = dataclasses.replace(verdict, details=self._details(modes[i], text[-RAW_TAIL_CHARS:]))
         except DistillError:
             raise  # bad credentials, wrong model or URL: every other batch would fail the same way
         except Exception as exc:  # noqa: BLE001 - a crashed batch becomes null verdicts, never a stopped run

@@ -128,44 +128,47 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
     """One math verdict. Runs in a worker process (or the main thread): math-verify's timeouts are SIGALRM-based,
     which only works in the main thread of a process.
     """
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-    from math_verify.errors import TimeoutException
-
-    latex = [LatexExtractionConfig()]
-    gold_config = [LatexExtractionConfig(), ExprExtractionConfig()]
     if gold is None or not gold.strip():
         return Verdict(None, "unverified", details="no gold answer")
-    gold_text = gold_for_parsing(gold)
-    try:
-        # raise_on_error so that a timeout is told apart from "did not parse": with the default (False) math-verify
-        # turns a timeout into [] (parse) or False (verify), which we would report as a wrong answer.
-        gold_parsed = parse(gold_text, gold_config, parsing_timeout=timeout_seconds, raise_on_error=True)
-    except TimeoutException:
-        return Verdict(None, "timeout", details=f"parsing the gold {_clip(gold)!r}")
-    except Exception:  # noqa: BLE001 - a gold latex2sympy chokes on is unverifiable, not a failure
-        gold_parsed = []
-    if not _has_sympy(gold_parsed):
-        return Verdict(None, "unverified", details=f"math-verify cannot parse the gold {_clip(gold)!r}")
-
     answer = answer or ""
     boxed = last_boxed(answer)
     if boxed is not None and boxed.strip():
-        pred_text, pred_config, shown = "\\boxed{" + boxed + "}", latex, boxed
+        shown, lenient = boxed, False
     elif boxed is not None and extraction != "lenient":
         return Verdict(False, "no_final_answer", details="the last \\boxed{} of the answer is empty")
     elif extraction == "lenient" and answer.strip():
         # Weak teachers also write "within \\boxed{} is 1.5": an empty box is no box, so read the text instead.
-        # math-verify's own extraction over the whole answer: "final answer is"/"answer:" anchors first, then the
-        # last LaTeX expression, then the last plain number or expression ("So the answer is 14." -> 14).
-        pred_text, pred_config, shown = answer, [LatexExtractionConfig(), ExprExtractionConfig()], answer
+        shown, lenient = answer, True
     else:
         return Verdict(False, "no_final_answer", details="no \\boxed{} in the answer")
+    return _compare(gold, shown, lenient, timeout_seconds)
+
+
+# Samples of one prompt share its gold and mostly agree on the final answer (R1 drew 4-16 per prompt), and parsing
+# is most of math-verify's cost: each worker remembers recent parses and verdicts. Verdicts are immutable and
+# depend only on these arguments, so a remembered one is exactly the one that would be computed again.
+MATH_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=MATH_CACHE_SIZE)
+def _compare(gold: str, shown: str, lenient: bool, timeout_seconds: int) -> Verdict:
+    """The verdict for a gold and a final answer (the box's content, or with `lenient` the whole answer text)."""
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
+
     try:
-        pred_parsed = parse(pred_text, pred_config, parsing_timeout=timeout_seconds, raise_on_error=True)
+        gold_parsed = _parse(gold_for_parsing(gold), True, timeout_seconds)
+    except TimeoutException:
+        return Verdict(None, "timeout", details=f"parsing the gold {_clip(gold)!r}")
+    if not _has_sympy(gold_parsed):
+        return Verdict(None, "unverified", details=f"math-verify cannot parse the gold {_clip(gold)!r}")
+    # Lenient: math-verify's own extraction over the whole answer: "final answer is"/"answer:" anchors first, then
+    # the last LaTeX expression, then the last plain number or expression ("So the answer is 14." -> 14).
+    pred_text = shown if lenient else "\\boxed{" + shown + "}"
+    try:
+        pred_parsed = _parse(pred_text, lenient, timeout_seconds)
     except TimeoutException:
         return Verdict(None, "timeout", details=f"parsing the answer {_clip(shown)!r}")
-    except Exception:  # noqa: BLE001 - an answer that does not parse is simply not equivalent
-        pred_parsed = []
     if not pred_parsed:
         return Verdict(False, "no_final_answer", details=f"no answer found in {_clip(shown)!r}")
 
@@ -188,6 +191,25 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
     if timed_out:
         return Verdict(None, "timeout", details=details)
     return Verdict(False, "wrong_answer", details=details)
+
+
+@functools.lru_cache(maxsize=MATH_CACHE_SIZE)
+def _parse(text: str, with_expressions: bool, timeout_seconds: int) -> tuple:
+    """math-verify's parse: LaTeX only for a boxed answer; LaTeX and plain expressions for the gold and lenient
+    answers. An empty result when it does not parse; a timeout raises (and is not remembered)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    config = [LatexExtractionConfig(), ExprExtractionConfig()] if with_expressions else [LatexExtractionConfig()]
+    try:
+        # raise_on_error so that a timeout is told apart from "did not parse": with the default (False) math-verify
+        # turns a timeout into [] (parse) or False (verify), which we would report as a wrong answer.
+        return tuple(parse(text, config, parsing_timeout=timeout_seconds, raise_on_error=True))
+    except Exception as exc:
+        from math_verify.errors import TimeoutException
+
+        if isinstance(exc, TimeoutException):
+            raise
+        return ()  # text latex2sympy chokes on: the gold is unverifiable, the answer not equivalent
 
 
 def check_math_chunk(jobs: list[tuple[str | None, str | None]], extraction: str, timeout_seconds: int) -> list:
