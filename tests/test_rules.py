@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distill.errors import DistillError
 from distill.filter.base import Verdict
@@ -373,3 +375,11 @@ def test_lenient_reads_past_an_empty_box():
     answer = "The final answer within \\boxed{} is 1.5."
     assert check_math("1.5", answer, "lenient", 5).passed is True
     assert check_math("1.5", answer, "boxed", 5).reason == "no_final_answer"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_ascii_fast_path_counts_what_the_character_loop_counts(text):
+    from distill.filter.rules import _count_units, _count_units_by_char
+
+    assert _count_units(text) == _count_units_by_char(text)

@@ -497,7 +497,20 @@ def script_units(text: str) -> Counter:
     return _count_units(strip_non_prose(text))
 
 
+# A word of two or more ASCII letters: what _count_units counts in ASCII text (single letters are variables).
+ASCII_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+
+
 def _count_units(prose: str) -> Counter:
+    if prose.isascii():
+        # The common case, and 10x faster than the loop below: ASCII has one script (Latin) and no combining
+        # marks, so the units are the maximal runs of letters, less the single letters. Same counts, by design.
+        words = len(ASCII_WORD_RE.findall(prose))
+        return Counter({"latin": words}) if words else Counter()
+    return _count_units_by_char(prose)
+
+
+def _count_units_by_char(prose: str) -> Counter:
     units: Counter = Counter()
     run_script, run_len = None, 0
 
