@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import distill.filter.sandbox as sandbox_mod
+from benchmarks.checks.attacks import processes_with
 from distill.errors import DistillError
 from distill.filter.sandbox import Sandbox
 
@@ -44,20 +45,6 @@ def run_py(box: Sandbox, code: str, *args: str, stdin: str = "", timeout: float 
     return box.run({"main.py": textwrap.dedent(code)}, ["python3", "main.py", *args], stdin=stdin, timeout=timeout)
 
 
-def pids_with(marker: str) -> list[int]:
-    """Processes whose command line contains `marker` (no psutil: scan /proc)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 def pids_of_uids(uids: range) -> list[int]:
     found = []
     for entry in os.scandir("/proc"):
@@ -79,7 +66,7 @@ def host_is_fine() -> None:
 
 
 def no_sandbox_processes(box: Sandbox, marker: str) -> None:
-    assert pids_with(marker) == []
+    assert processes_with(marker) == []
     if box.drop_privileges:
         assert pids_of_uids(range(box.uid_base, box.uid_base + 2)) == []
 
