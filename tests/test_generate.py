@@ -201,7 +201,7 @@ def test_malformed_jsonl_names_the_line(tiny_model, tmp_path):
     source.write_text('{"problem": "a"}\n{"problem": "b"\n')
     result = CliRunner().invoke(main, ["generate", *base_args(tiny_model, source, tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.output.strip() == f"Error: {source}:2: not valid JSON (Expecting ',' delimiter)"
+    assert result.output.strip() == f"Error: {source}:2: not valid JSON (Expecting ',' delimiter at column 16)"
     assert not (tmp_path / "out").exists()
 
 

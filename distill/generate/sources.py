@@ -207,9 +207,9 @@ def _read_jsonl(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # columns then count within the line as shown
             except (ValueError, RecursionError) as exc:
-                raise DistillError(f"{path}:{number}: not valid JSON ({_json_problem(exc)})") from None
+                raise DistillError(f"{path}:{number}: not valid JSON ({_json_problem(exc, one_line=True)})") from None
             if not isinstance(row, dict):
                 raise DistillError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             rows.append(row)
@@ -230,10 +230,13 @@ def _read_json(path: Path) -> list[dict]:
     return data
 
 
-def _json_problem(exc: Exception) -> str:
-    """What is wrong with a JSON text, in words: the parser's own message, or the two limits Python sets."""
+def _json_problem(exc: Exception, one_line: bool = False) -> str:
+    """What is wrong with a JSON text, in words: the parser's own message, or the two limits Python sets.
+    `one_line`: the text is a JSONL line, whose number the caller gives; only the column is news."""
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        return (
+            f"{exc.msg} at column {exc.pos + 1}" if one_line else f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        )
     if isinstance(exc, RecursionError):
         return "nested too deeply"
     return f"a number with more than {sys.get_int_max_str_digits()} digits"  # int() refuses longer ones
