@@ -159,6 +159,12 @@ def stats(folder):
 @click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
 @click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run into the same folder.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
+@click.option(
+    "--backend",
+    help="local: a process pool on this machine; ray: Ray Data stages across a cluster (pip install "
+    "'distill[ray]'), the same output.  [default: local]",
+)
+@click.option("--ray-address", help="With --backend ray: auto, HOST:PORT or ray://HOST:PORT.  [default: a local Ray]")
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
 @click.pass_context
 @_fail_cleanly

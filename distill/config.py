@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 
 
 @dataclass(slots=True)
@@ -286,6 +286,10 @@ class FilterConfig:
     resume: bool = False  # finish an interrupted run into the same folder
     overwrite: bool = False
     quiet: bool = False
+    backend: str = "local"  # local (a process pool on this machine) | ray (Ray Data, one stage per verifier)
+    ray_address: str | None = None  # --backend ray: auto, HOST:PORT or ray://...; None starts a local Ray
+    ray_judge_rps: float | None = None  # --backend ray: judge requests per second, all actors together
+    ray_stages: dict[str, dict] = field(default_factory=dict)  # verifier -> {num_cpus, max_actors, batch_size}
 
     def __post_init__(self):
         if isinstance(self.inputs, str):
@@ -315,3 +319,9 @@ class FilterConfig:
             raise DistillError("--batch-size and --rows-per-file must be at least 1")
         if self.resume and self.overwrite:
             raise DistillError("--resume and --overwrite contradict each other: pass one")
+        if self.backend not in ("local", "ray"):
+            raise DistillError(
+                f"unknown --backend `{self.backend}`{near_hint(self.backend, ('local', 'ray'))}: use local or ray"
+            )
+        if self.ray_judge_rps is not None and self.ray_judge_rps <= 0:
+            raise DistillError(f"ray_judge_rps must be positive, got {self.ray_judge_rps}: requests per second")

@@ -131,3 +131,27 @@ def test_bands_match_the_threshold():
 def test_bad_settings_are_user_errors(kwargs):
     with pytest.raises(DistillError):
         PromptDeduper(**kwargs)
+
+
+@pytest.mark.parametrize("exact_only", [False, True])
+def test_hashing_elsewhere_then_deciding_gives_the_same_answers(exact_only):
+    """The Ray backend hashes on workers (`hash_batch`) and decides on the driver (`check_hashed`)."""
+    import random
+
+    rng = random.Random(5)
+    words = "what is the sum of two and three numbers find value x y".split()
+    items = []
+    for _ in range(400):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        if items and rng.random() < 0.3:  # a copy of an earlier prompt, sometimes with one word changed
+            text = rng.choice(items)[1] + rng.choice(["", " x"])
+        items.append((f"p{rng.randint(0, 300)}", text))
+    one = PromptDeduper(threshold=0.6, exact_only=exact_only)
+    expected = [one.check(prompt_id, text) for prompt_id, text in items]
+    two, got = PromptDeduper(threshold=0.6, exact_only=exact_only), []
+    for start in range(0, len(items), 37):
+        batch = items[start : start + 37]
+        hashes = PromptDeduper(threshold=0.6, exact_only=exact_only).hash_batch([t for _, t in batch])
+        got += two.check_hashed([p for p, _ in batch], hashes)
+    assert got == expected
+    assert sum(d is not None for d in expected) > 20  # duplicates, exact and near, were there to find

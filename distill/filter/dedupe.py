@@ -144,6 +144,36 @@ class PromptDeduper:
             self._decide(list(new), [normalize(t) for t in new.values()])
         return [self._decisions[prompt_id] for prompt_id, _ in items]
 
+    def hash_batch(self, texts: list[str]) -> "PromptHashes":
+        """The hashes of raw prompt texts that decisions need: pure and parallel (no state is read or written).
+
+        Workers of a cluster compute these; `check_hashed` then decides in input order on one machine.
+        """
+        normalized = [normalize(t) for t in texts]
+        exact = np.asarray(
+            [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) for t in normalized], dtype=np.uint64
+        )
+        if self.exact_only or not texts:
+            return PromptHashes(exact, None, None)
+        signatures = self._signatures(normalized)
+        # 16 bits of each min-hash suffice to compare (see the module doc).
+        return PromptHashes(exact, self._band_keys(signatures), signatures.astype(np.uint16))
+
+    def check_hashed(self, prompt_ids: list[str], hashes: "PromptHashes") -> list[Duplicate | None]:
+        """`check_batch` for prompts hashed by `hash_batch` (here or elsewhere): the same answers, in order."""
+        first: dict[str, int] = {}
+        for i, prompt_id in enumerate(prompt_ids):
+            if prompt_id not in self._decisions and prompt_id not in first:
+                first[prompt_id] = i
+        if first:
+            rows = list(first.values())
+            exact = hashes.exact[rows].tolist()
+            bands = None
+            if hashes.keys is not None and not self.exact_only:
+                bands = self._bands_from(hashes.keys[rows], hashes.signatures[rows])
+            self._decide_hashed(list(first), exact, bands, {i: i for i in range(len(rows))})
+        return [self._decisions[prompt_id] for prompt_id in prompt_ids]
+
     def _decide(self, prompt_ids: list[str], texts: list[str]) -> None:
         exact_keys = [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) for t in texts]
         # Min-hash only the prompts that are not exact duplicates of an earlier batch (the common case is cheap
@@ -151,7 +181,11 @@ class PromptDeduper:
         need = [i for i, key in enumerate(exact_keys) if key not in self._exact]
         row_of = {i: row for row, i in enumerate(need)}
         bands = self._bands_of([texts[i] for i in need]) if not self.exact_only and need else None
+        self._decide_hashed(prompt_ids, exact_keys, bands, row_of)
 
+    def _decide_hashed(
+        self, prompt_ids: list[str], exact_keys: list[int], bands: "_BatchBands | None", row_of: dict[int, int]
+    ) -> None:
         # Sequential on purpose: a prompt may duplicate one kept earlier in this same batch.
         batch_keys: dict[int, int] = {}  # band keys met more than once in this batch -> first kept prompt
         kept_rows: list[int] = []
@@ -184,13 +218,16 @@ class PromptDeduper:
     def _bands_of(self, texts: list[str]) -> "_BatchBands":
         """Signatures and band keys of a batch, and what each key is owned by or shared with."""
         signatures = self._signatures(texts)
-        keys = self._band_keys(signatures)
+        # 16 bits of each min-hash suffice to compare (see the module doc).
+        return self._bands_from(self._band_keys(signatures), signatures.astype(np.uint16))
+
+    def _bands_from(self, keys: np.ndarray, signatures: np.ndarray) -> "_BatchBands":
+        """What each band key of a batch is owned by (in the index) or shared with (in the batch)."""
         owners = self._lsh.lookup(keys.ravel()).reshape(keys.shape)
         _, inverse, counts = np.unique(keys.ravel(), return_inverse=True, return_counts=True)
         repeated = (counts[inverse] > 1).reshape(keys.shape)  # the key of another prompt of this batch too
         may_match = (owners >= 0).any(axis=1) | repeated.any(axis=1)
-        # 16 bits of each min-hash suffice to compare (see the module doc).
-        return _BatchBands(signatures.astype(np.uint16), keys, owners, may_match.tolist())
+        return _BatchBands(signatures, keys, owners, may_match.tolist())
 
     def _near(
         self, signature: np.ndarray, keys: list[int], owners: list[int], batch_keys: dict[int, int]
@@ -281,6 +318,15 @@ class PromptDeduper:
         used = signatures[:, : self.bands * self.rows].astype(np.uint64)
         banded = used.reshape(len(signatures), self.bands, self.rows)
         return (banded * self._row_mul[None, None, :]).sum(axis=2, dtype=np.uint64) + self._band_salt[None, :]
+
+
+@dataclass(slots=True)
+class PromptHashes:
+    """`PromptDeduper.hash_batch` of some texts: exact keys, and for near dedupe band keys and signatures."""
+
+    exact: np.ndarray  # (n,) uint64
+    keys: np.ndarray | None  # (n, bands) uint64
+    signatures: np.ndarray | None  # (n, num_perm) uint16
 
 
 @dataclass(slots=True)

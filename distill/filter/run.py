@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,7 +34,17 @@ from distill.schema import GENERATE_SCHEMA, filter_schema
 KEPT_PREFIX = "train-00000-of-00001"
 REJECTED_PREFIX = "rejected-00000-of-00001"
 PROGRESS = "progress.json"
-OUTPUT_ENTRIES = {"data", "rejected", ".staging", "stats.json", "config.resolved.yaml", "report.html", PROGRESS}
+SHARDS = ".shards"  # --backend ray: its run record and one commit marker per input shard
+OUTPUT_ENTRIES = {
+    "data",
+    "rejected",
+    ".staging",
+    "stats.json",
+    "config.resolved.yaml",
+    "report.html",
+    PROGRESS,
+    SHARDS,
+}
 # The settings that decide which row lands where: a run may only be resumed with the same ones.
 RESULT_SETTINGS = (
     "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
@@ -168,11 +179,17 @@ def is_complete(out: str | Path) -> bool:
 
 def run_filter(config: FilterConfig) -> dict:
     config.validate()
+    if config.backend == "ray":
+        from distill.filter.ray_backend import run_filter_ray
+
+        return run_filter_ray(config)
     files = input_files(config.inputs)
     check_columns(files)
     out = Path(config.out)
     _check_output(out, config)
     fingerprint = _fingerprint(config, files)
+    if config.resume and (out / SHARDS).exists():
+        raise DistillError(f"{out} was written by --backend ray: resume it with --backend ray, or pass --overwrite")
     progress = _load_progress(out, fingerprint) if config.resume else None
     if progress is not None and is_complete(out):
         return json.loads((out / "stats.json").read_text(encoding="utf-8"))
@@ -395,32 +412,56 @@ def _screen(batch: list[dict], deduper, decontam) -> list[str | None]:
 
 def _verify_batch(batch, verifiers, deduper, decontam, config: FilterConfig) -> list[str | None]:
     """The drop reason of each row, or None for a row that passed everything; verdicts go into the rows."""
-    for row in batch:
-        for verifier in verifiers:
-            row[f"verdict_{verifier.name}"] = None
-    reasons = _screen(batch, deduper, decontam)
-    unverified = [False] * len(batch)  # some verifier could not check it
-    decided = [False] * len(batch)  # a correctness verifier (math, code) gave a yes or no
+    cascade = start_cascade(batch, [verifier.name for verifier in verifiers], deduper, decontam)
     for verifier in verifiers:
-        todo = [i for i, row in enumerate(batch) if reasons[i] is None and _applies(verifier, row, decided[i])]
-        if not todo:
+        run_verifier(verifier, batch, cascade, config)
+    return finish_cascade(cascade, config)
+
+
+@dataclass(slots=True)
+class Cascade:
+    """Where each row of a batch stands between verifiers (the Ray backend carries it in columns)."""
+
+    reasons: list[str | None]  # why it is dropped so far; None: alive
+    unverified: list[bool]  # some verifier could not check it
+    decided: list[bool]  # a correctness verifier (math, code) or the judge gave a yes or no
+
+
+def start_cascade(batch: list[dict], names: list[str], deduper, decontam) -> Cascade:
+    """Empty verdict columns, then the drops that come before any verifier."""
+    for row in batch:
+        for name in names:
+            row[f"verdict_{name}"] = None
+    return Cascade(_screen(batch, deduper, decontam), [False] * len(batch), [False] * len(batch))
+
+
+def run_verifier(verifier, batch: list[dict], cascade: Cascade, config: FilterConfig) -> None:
+    """One verifier over the rows still alive that it applies to: their verdicts, and the cascade moved on."""
+    reasons, unverified, decided = cascade.reasons, cascade.unverified, cascade.decided
+    todo = [i for i, row in enumerate(batch) if reasons[i] is None and _applies(verifier, row, decided[i])]
+    if not todo:
+        return
+    verdicts = verifier.verify_batch([batch[i] for i in todo])
+    for i, verdict in zip(todo, verdicts, strict=True):
+        batch[i][f"verdict_{verifier.name}"] = _verdict_dict(verdict)
+        if verdict.passed is None:
+            unverified[i] = True
+            if verdict.reason == "verifier_error" and not config.keep_unverified:
+                reasons[i] = "verifier_error"
             continue
-        verdicts = verifier.verify_batch([batch[i] for i in todo])
-        for i, verdict in zip(todo, verdicts, strict=True):
-            batch[i][f"verdict_{verifier.name}"] = _verdict_dict(verdict)
-            if verdict.passed is None:
-                unverified[i] = True
-                if verdict.reason == "verifier_error" and not config.keep_unverified:
-                    reasons[i] = "verifier_error"
-                continue
-            if verifier.name in CORRECTNESS or verifier.name == "judge":
-                decided[i] = True
-                if verdict.passed:
-                    unverified[i] = False  # the judge settled what a rule could not
-            if not verdict.passed:
-                reasons[i] = f"{verifier.name}_{verdict.reason}"
-    for i in range(len(batch)):
-        if reasons[i] is None and unverified[i] and not config.keep_unverified:
+        if verifier.name in CORRECTNESS or verifier.name == "judge":
+            decided[i] = True
+            if verdict.passed:
+                unverified[i] = False  # the judge settled what a rule could not
+        if not verdict.passed:
+            reasons[i] = f"{verifier.name}_{verdict.reason}"
+
+
+def finish_cascade(cascade: Cascade, config: FilterConfig) -> list[str | None]:
+    """The final drop reasons: a row no verifier could check is dropped unless --keep-unverified."""
+    reasons = list(cascade.reasons)
+    for i in range(len(reasons)):
+        if reasons[i] is None and cascade.unverified[i] and not config.keep_unverified:
             reasons[i] = "unverified"
     return reasons
 

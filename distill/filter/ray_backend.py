@@ -1,0 +1,573 @@
+"""`distill filter --backend ray`: the same filter on Ray Data, from one machine to a cluster, with the same output.
+
+The pipeline (each step is the local backend's code, called from here, so the two cannot drift apart):
+
+1. Dedupe, when asked (`--dedupe`): workers hash the prompts (`PromptDeduper.hash_batch`: exact keys, MinHash
+   band keys and 16-bit signatures, the costly part); the driver gathers the hashes in input order and decides
+   (`PromptDeduper.check_hashed`: the LSH lookups and the first-kept-wins rule, exactly as one process decides).
+   Decontamination (word n-grams against small benchmarks) is a lookup per word and runs in every worker.
+2. Verification: Parquet read by Ray Data, then one `map_batches` stage per verifier in the configured order
+   (the cascade order: the recipe puts cheap rules first), each with its own actor pool and CPU budget. The first
+   stage screens (generate errors, contamination, duplicate prompts: `_screen`), every stage runs its verifier
+   over the rows still alive (`run_verifier`), the last one settles the reasons (`finish_cascade`) and builds
+   the `messages` column (`to_messages`). The cascade's state travels between stages as columns.
+   - Code runs on the nodes that advertise a `sandbox` resource (`ray start --resources='{"sandbox": 16}'`),
+     one unit per sandbox slot; a cluster that advertises none runs it anywhere, where CodeVerifier's own
+     bwrap check refuses a node without bubblewrap.
+   - The judge (an OpenAI-compatible server) is capped at `ray_judge_rps` requests per second over all its
+     actors by one token-bucket actor.
+3. Output: the driver receives the rows in input order (`preserve_order`) and writes one kept and one rejected
+   file per input shard under a deterministic name (`data/train-00003-of-00012.parquet`,
+   `rejected/rejected-00003-of-00012.parquet`) through our atomic writer, then the shard's commit marker
+   `.shards/shard-00003.json` holding its counts. Ray's own `write_parquet` names files by run and task and
+   commits nothing per shard, so a rerun could neither find nor skip finished shards; writing costs the driver
+   one Parquet encode per row, small next to verification.
+4. `--select best` and `--max-per-prompt` need every sample of a prompt: passing rows wait in `.staging/`, then
+   the driver picks the winners (the local rule) and writes `data/` and `rejected/not-selected-*` per shard.
+5. stats.json: the shards' counts merged in input order, the same numbers and order as the local backend.
+
+Resume (`--resume`): shards with a marker are skipped; files no marker names (a killed run's last shard) are
+deleted and that shard is verified again. Ray's checkpointing is not used: it is at-least-once and needs a
+shared file system; the markers need only the driver's disk.
+"""
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distill.config import FilterConfig, dump_config
+from distill.errors import DistillError, MissingDependency, near_hint
+from distill.filter import run as local
+from distill.filter.registry import build_verifier, verifier_class
+from distill.generate.writer import data_files, fsync_dir, write_atomic
+from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, VERDICT_TYPE, filter_schema
+
+RECORD = "run.json"
+SHARD = "_shard"  # the input shard of each row, added by the reader
+STATE = ("_reason", "_unverified", "_decided")  # the cascade, carried between verifier stages
+STATE_TYPES = (pa.string(), pa.bool_(), pa.bool_())
+CHEAP = ("format", "language", "repetition", "length")  # rules that take microseconds a row
+STAGE_KEYS = ("num_cpus", "max_actors", "batch_size")
+INSTALL = "pip install 'distill[ray]'"
+
+
+def run_filter_ray(config: FilterConfig) -> dict:
+    files = [path.resolve() for path in local.input_files(config.inputs)]
+    local.check_columns(files)
+    out = Path(config.out)
+    local._check_output(out, config)
+    fingerprint = local._fingerprint(config, files)
+    record = _load_record(out, fingerprint) if config.resume else None
+    if record is not None and local.is_complete(out):
+        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    names = [verifier_class(name).name for name in config.verifiers]
+    for name, options in config.ray_stages.items():
+        if name not in config.verifiers:
+            raise DistillError(
+                f"ray_stages names `{name}`, which is not a verifier of this run{near_hint(name, names)}"
+            )
+        for key in options:
+            if key not in STAGE_KEYS:
+                raise DistillError(f"ray_stages.{name}: unknown key `{key}`{near_hint(key, STAGE_KEYS)}")
+    ray = _connect(config)
+
+    decontam = None
+    if config.decontaminate:
+        from distill.filter.decontam import Decontaminator
+
+        decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
+    if record is None:
+        if out.exists():
+            shutil.rmtree(out)
+        (out / local.SHARDS).mkdir(parents=True)
+        dump_config(config, out / "config.resolved.yaml")
+        _save_json(out / local.SHARDS / RECORD, {"backend": "ray", "settings": fingerprint, "shards": len(files)})
+    markers = _committed(out, len(files))
+    staged = config.select == "best" or config.max_per_prompt is not None
+    pending = [i for i in range(len(files)) if i not in markers]
+
+    duplicates = _dedupe(ray, files, decontam, config) if config.dedupe != "none" and pending else {}
+    if pending:
+        context = ray.put({"duplicates": duplicates, "decontam": decontam, "config": config, "names": names})
+        _verify(ray, files, pending, names, context, config, out, staged, decontam)
+    if staged:
+        _select(out, files, names, config)
+    shutil.rmtree(out / ".staging", ignore_errors=True)
+    # The shards' counts merged in input order, whatever order they finished in: the local backend's stats.
+    tally = local.Tally(names, decontam)
+    for i in range(len(files)):
+        _merge(tally, _read_json(out / local.SHARDS / f"shard-{i:05d}.json")["tally"])
+    if staged:
+        _merge(tally, _read_json(out / local.SHARDS / "selected.json")["tally"])
+    stats = tally.as_dict(config)
+    # stats.json is written last: its presence marks the output complete.
+    (out / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    return stats
+
+
+def _connect(config: FilterConfig):
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependency("ray", INSTALL) from None
+    if not ray.is_initialized():
+        # Without an address: a Ray on this machine, started here and stopped at exit.
+        ray.init(address=config.ray_address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows reach the driver in input order: shard by shard
+    context.enable_progress_bars = False  # ours shows rows/s; Ray's would print one bar per stage
+    if config.quiet:
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dedupe: hashing on the workers, deciding on the driver
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _PromptHasher:
+    """Ray Data stage: the dedupe hashes of the rows that reach the deduper (no generate error, not contaminated)."""
+
+    def __init__(self, threshold: float, exact_only: bool, decontam):
+        from distill.filter.dedupe import PromptDeduper
+
+        self.deduper = PromptDeduper(threshold=threshold, exact_only=exact_only)
+        self.decontam = decontam
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = table.select(["prompt_id", "problem", "error"]).to_pylist()
+        alive = [reason is None for reason in local._screen(rows, None, self.decontam)]
+        hashes = self.deduper.hash_batch([row["problem"] for row in rows])
+        columns = {"prompt_id": table.column("prompt_id"), "alive": pa.array(alive), "exact": hashes.exact}
+        if hashes.keys is not None:
+            columns["keys"] = pa.FixedSizeListArray.from_arrays(hashes.keys.ravel(), hashes.keys.shape[1])
+            columns["signatures"] = pa.FixedSizeListArray.from_arrays(
+                hashes.signatures.ravel(), hashes.signatures.shape[1]
+            )
+        return pa.table(columns)
+
+
+def _dedupe(ray, files: list[Path], decontam, config: FilterConfig) -> dict[str, str]:
+    """prompt id -> drop reason of every duplicate prompt in the whole input, decided as the local backend does.
+
+    Every shard is read, finished ones too: a prompt of a pending shard may duplicate one of a finished shard.
+    """
+    import numpy as np
+
+    from distill.filter.dedupe import PromptDeduper, PromptHashes
+
+    deduper = PromptDeduper(threshold=config.dedupe_threshold, exact_only=config.dedupe == "exact")
+    hashed = _read(ray, files, ["prompt_id", "problem", "error"]).map_batches(
+        _PromptHasher,
+        fn_constructor_kwargs={"threshold": config.dedupe_threshold, "exact_only": deduper.exact_only,
+                               "decontam": decontam},
+        batch_format="pyarrow", batch_size=config.batch_size, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus(ray)),
+    )  # fmt: skip
+    duplicates: dict[str, str] = {}
+
+    def matrix(column) -> np.ndarray:
+        array = column.combine_chunks()
+        return array.flatten().to_numpy().reshape(len(array), array.type.list_size)
+
+    for table in hashed.iter_batches(batch_size=None, batch_format="pyarrow"):
+        table = table.filter(table.column("alive"))
+        if not table.num_rows:
+            continue
+        near = "keys" in table.column_names
+        hashes = PromptHashes(
+            table.column("exact").to_numpy(),
+            matrix(table.column("keys")) if near else None,
+            matrix(table.column("signatures")) if near else None,
+        )
+        prompt_ids = table.column("prompt_id").to_pylist()
+        for prompt_id, duplicate in zip(prompt_ids, deduper.check_hashed(prompt_ids, hashes), strict=True):
+            if duplicate is not None:
+                duplicates[prompt_id] = duplicate.reason
+    return duplicates
+
+
+class _Decided:
+    """The deduper's answers, decided before verification: what `_screen` asks a deduper, answered from a dict."""
+
+    def __init__(self, duplicates: dict[str, str]):
+        from distill.filter.dedupe import Duplicate
+
+        self._answers = {pid: Duplicate(reason, "", 0.0) for pid, reason in duplicates.items()}
+
+    def check_batch(self, items):
+        return [self._answers.get(prompt_id) for prompt_id, _ in items]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# verification: one Ray Data stage per verifier
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _VerifierStage:
+    """Ray Data stage: one verifier of the cascade over an Arrow batch (an actor: the verifier's pools live on)."""
+
+    def __init__(self, name: str, options: dict, first: bool, last: bool, context: list, limiter=None):
+        import ray
+
+        shared = ray.get(context[0])
+        self.config: FilterConfig = shared["config"]
+        self.names: list[str] = shared["names"]
+        self.decontam = shared["decontam"]
+        self.deduper = _Decided(shared["duplicates"]) if self.config.dedupe != "none" else None
+        self.verifier = build_verifier(name, options)
+        if limiter is not None:
+            self.verifier = _RateLimited(self.verifier, limiter)
+        self.first, self.last = first, last
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        if self.first:
+            cascade = local.start_cascade(rows, self.names, self.deduper, self.decontam)
+        else:
+            cascade = local.Cascade(*(table.column(name).to_pylist() for name in STATE))
+        local.run_verifier(self.verifier, rows, cascade, self.config)
+        base = table.select([*GENERATE_SCHEMA.names, SHARD])
+        verdicts = {f"verdict_{n}": pa.array([r[f"verdict_{n}"] for r in rows], VERDICT_TYPE) for n in self.names}
+        if self.last:
+            reasons = local.finish_cascade(cascade, self.config)
+            extra = {"messages": pa.array([local.to_messages(row) for row in rows], MESSAGES_TYPE), **verdicts}
+            extra["filter_reason"] = pa.array(reasons, pa.string())
+        else:
+            state = (cascade.reasons, cascade.unverified, cascade.decided)
+            extra = {**verdicts, **{n: pa.array(v, t) for n, v, t in zip(STATE, state, STATE_TYPES, strict=True)}}
+        for name, column in extra.items():
+            base = base.append_column(name, column)
+        return base
+
+    def __del__(self):
+        try:
+            self.verifier.close()
+        except Exception:  # noqa: BLE001 - an actor going away must not fail on its pools' shutdown
+            pass
+
+
+class _RateLimited:
+    """A verifier whose requests wait for tokens of a shared bucket: the judge's server sees at most `rps`."""
+
+    def __init__(self, verifier, limiter):
+        self.inner, self.limiter = verifier, limiter
+        self.name, self.domains = verifier.name, verifier.domains
+        self.chunk = max(1, getattr(verifier, "batch_size", 8))
+
+    def verify_batch(self, samples):
+        import ray
+
+        verdicts = []
+        for start in range(0, len(samples), self.chunk):
+            part = samples[start : start + self.chunk]
+            time.sleep(ray.get(self.limiter.acquire.remote(len(part))))
+            verdicts.extend(self.inner.verify_batch(part))
+        return verdicts
+
+    def close(self):
+        self.inner.close()
+
+
+class TokenBucket:
+    """Requests per second for a whole cluster: each caller is told how long to wait before sending n requests."""
+
+    def __init__(self, rps: float):
+        self.rps = rps
+        self.next_free = time.monotonic()
+        self.lock = threading.Lock()
+
+    def acquire(self, n: int) -> float:
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next_free)
+            self.next_free = start + n / self.rps
+            return start - now
+
+
+def _stage_options(ray, name: str, options: dict, config: FilterConfig) -> tuple[dict, dict]:
+    """(verifier options, map_batches arguments): each verifier's own actors and CPU budget."""
+    options = dict(options)
+    cpus = _cluster_cpus(ray)
+    if name in CHEAP:
+        num_cpus, max_actors = 0.25, max(1, cpus // 4)
+    elif name == "math":
+        # Ray Data calls stages off the main thread, where math-verify's SIGALRM timeouts cannot be armed: at
+        # least one pool process per actor (workers=0, in-process, would leave every row unverified).
+        options["workers"] = max(1, options.get("workers") or 1)
+        num_cpus, max_actors = max(1, options["workers"]), max(1, cpus // max(1, options["workers"]))
+    elif name == "code":
+        options.setdefault("workers", 4)
+        num_cpus, max_actors = options["workers"], max(1, cpus // options["workers"])
+    elif name == "judge":
+        num_cpus, max_actors = 0.25, 4  # waits on a server: threads and sockets, not CPU
+    else:
+        num_cpus, max_actors = 1, cpus
+    own = config.ray_stages.get(name, {})
+    num_cpus, max_actors = own.get("num_cpus", num_cpus), own.get("max_actors", max_actors)
+    args = {
+        "num_cpus": num_cpus,
+        "batch_size": own.get("batch_size", config.batch_size),
+        "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(max_actors))),
+    }
+    if name == "code" and ray.cluster_resources().get("sandbox"):
+        args["resources"] = {"sandbox": options["workers"]}  # only nodes started with bwrap and the label
+    return options, args
+
+
+def _verify(ray, files, pending, names, context, config: FilterConfig, out: Path, staged: bool, decontam) -> None:
+    dataset = _read(ray, files, GENERATE_SCHEMA.names, pending)
+    limiter = None
+    if "judge" in names and config.ray_judge_rps:
+        limiter = ray.remote(num_cpus=0)(TokenBucket).remote(config.ray_judge_rps)
+    for k, name in enumerate(config.verifiers):
+        options, args = _stage_options(ray, name, config.verifiers[name], config)
+        kwargs = {"name": name, "options": options, "first": k == 0, "last": k == len(names) - 1,
+                  "context": [context], "limiter": limiter if name == "judge" else None}  # fmt: skip
+        dataset = dataset.map_batches(_VerifierStage, fn_constructor_kwargs=kwargs, batch_format="pyarrow", **args)
+
+    expected = {i: pq.ParquetFile(files[i]).metadata.num_rows for i in pending}
+    parts: dict[int, list[pa.Table]] = {i: [] for i in pending}
+    got = Counter()
+    from tqdm import tqdm
+
+    total = sum(expected.values())
+    bar = tqdm(total=total, unit="row", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for i in pending:  # empty shards get no rows: commit them now
+            if not expected[i]:
+                _commit_shard(out, files, i, pa.table({}), names, staged, decontam)
+                parts.pop(i)
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            shards = table.column(SHARD)
+            for i in pc.unique(shards).to_pylist():
+                part = table.filter(pc.equal(shards, i))
+                parts[i].append(part)
+                got[i] += part.num_rows
+                if got[i] == expected[i]:
+                    _commit_shard(out, files, i, pa.concat_tables(parts.pop(i)), names, staged, decontam)
+                elif got[i] > expected[i]:
+                    raise DistillError(f"Ray returned more rows of {files[i]} than it holds: rerun with --resume")
+            bar.update(table.num_rows)
+    finally:
+        bar.close()
+    if parts:
+        missing = ", ".join(str(files[i]) for i in sorted(parts))
+        raise DistillError(f"Ray returned too few rows of {missing}: rerun with --resume")
+
+
+def _commit_shard(out: Path, files, i: int, table: pa.Table, names, staged: bool, decontam) -> None:
+    """One input shard's rows, verified: counted in input order, written, then its commit marker."""
+    shard = local.Tally(names, decontam)
+    written = []
+    if table.num_rows:
+        small = table.select(["domain", "prompt_id", "problem", "filter_reason"] + [f"verdict_{n}" for n in names])
+        for row in small.to_pylist():
+            shard.count(row, row["filter_reason"])
+            if row["filter_reason"] is None and not staged:
+                shard.count_kept(row)
+        reasons = table.column("filter_reason")
+        kept = table.filter(pc.is_null(reasons))
+        rejected = table.filter(pc.is_valid(reasons))
+        name = _shard_name(i, len(files))
+        for folder, part, rejected_schema in ((".staging" if staged else "data", kept, False),
+                                              ("rejected", rejected, True)):  # fmt: skip
+            if part.num_rows:
+                prefix = "rejected" if rejected_schema else "train"
+                path = out / folder / f"{prefix}-{name}.parquet"
+                path.parent.mkdir(exist_ok=True)
+                write_atomic(_conform(part, filter_schema(names, rejected=rejected_schema)), path)
+                written.append(f"{folder}/{path.name}")
+    _save_json(out / local.SHARDS / f"shard-{i:05d}.json", {"files": written, "tally": _state(shard)})
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _shard_name(i: int, n: int) -> str:
+    return f"{i:05d}-of-{n:05d}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# --select best / --max-per-prompt: every sample of a prompt, then the winners
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _select(out: Path, files, names: list[str], config: FilterConfig) -> None:
+    """The local backend's choice over the staged rows in input order; one marker when every shard is written."""
+    marker = out / local.SHARDS / "selected.json"
+    if marker.exists():
+        return
+    staged = [(i, out / ".staging" / f"train-{_shard_name(i, len(files))}.parquet") for i in range(len(files))]
+    staged = [(i, path) for i, path in staged if path.exists()]
+    winners: set[str] = set()
+    if config.select == "best":
+        from collections import defaultdict
+
+        best: dict[str, list] = defaultdict(list)
+        columns = ["id", "prompt_id", "sample_index"] + [f"verdict_{n}" for n in names]
+        for _, path in staged:
+            for row in pq.read_table(path, columns=columns).to_pylist():
+                local._remember_best(best, row, names, config.max_per_prompt or 1)
+        winners = {item[2] for heap in best.values() for item in heap}
+    else:
+        per_prompt: Counter = Counter()
+        for _, path in staged:
+            for row in pq.read_table(path, columns=["id", "prompt_id"]).to_pylist():
+                if per_prompt[row["prompt_id"]] < config.max_per_prompt:
+                    per_prompt[row["prompt_id"]] += 1
+                    winners.add(row["id"])
+    change = local.Tally(names)
+    written = []
+    rejected_schema = filter_schema(names, rejected=True)
+    for i, path in staged:
+        table = pq.read_table(path)
+        chosen = pc.is_in(table.column("id"), value_set=pa.array(sorted(winners), pa.string()))
+        keep, drop = table.filter(chosen), table.filter(pc.invert(chosen))
+        for row in keep.select(["domain", "prompt_id"]).to_pylist():
+            change.count_kept(row)
+        name = _shard_name(i, len(files))
+        if keep.num_rows:
+            (out / "data").mkdir(exist_ok=True)
+            write_atomic(keep, out / "data" / f"train-{name}.parquet")
+            written.append(f"data/train-{name}.parquet")
+        if drop.num_rows:
+            change.dropped["not_selected"] += drop.num_rows
+            reason = pa.array(["not_selected"] * drop.num_rows, pa.string())
+            write_atomic(_conform(drop.append_column("filter_reason", reason), rejected_schema),
+                         out / "rejected" / f"not-selected-{name}.parquet")  # fmt: skip
+            written.append(f"rejected/not-selected-{name}.parquet")
+    _save_json(marker, {"files": written, "tally": _state(change)})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# counts, markers, resume
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _state(tally) -> dict:
+    """A Tally as JSON, in its insertion orders (contamination lists benchmarks in the order first met)."""
+    return {
+        "total": tally.total, "kept": tally.kept, "dropped": dict(tally.dropped),
+        "verifier": {name: dict(counts) for name, counts in tally.verifier.items()},
+        "domain_total": dict(tally.domain_total), "domain_kept": dict(tally.domain_kept),
+        "contamination": dict(tally.contamination), "contaminated_examples": dict(tally.contaminated_examples),
+        "prompts": sorted(tally.prompts), "prompts_kept": sorted(tally.prompts_kept),
+    }  # fmt: skip
+
+
+def _merge(tally, state: dict) -> None:
+    """Add one shard's counts; merged in input order, the result is what one pass over all rows counts."""
+    tally.total += state["total"]
+    tally.kept += state["kept"]
+    for name in ("dropped", "domain_total", "domain_kept", "contamination"):
+        getattr(tally, name).update(state[name])
+    for name, counts in state["verifier"].items():
+        tally.verifier[name].update(counts)
+    for benchmark, examples in state["contaminated_examples"].items():
+        have = tally.contaminated_examples[benchmark]
+        have.extend(examples[: max(0, 20 - len(have))])  # Tally.count keeps the first 20 of each benchmark
+    tally.prompts.update(state["prompts"])
+    tally.prompts_kept.update(state["prompts_kept"])
+
+
+def _load_record(out: Path, fingerprint: dict) -> dict | None:
+    if (out / local.PROGRESS).exists():
+        raise DistillError(f"{out} was written by the local backend: resume it without --backend ray, or --overwrite")
+    path = out / local.SHARDS / RECORD
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        before = record["settings"]
+    except (ValueError, KeyError, TypeError):
+        raise DistillError(f"{path} is damaged: pass --overwrite to filter {out} again from the start") from None
+    for name, value in fingerprint.items():
+        if before.get(name) != value:
+            what = "input files" if name == "inputs" else f"`{name}`"
+            raise DistillError(
+                f"cannot resume {out}: it was made with other {what} than this run; "
+                "pass the same ones, or --overwrite to start again"
+            )
+    return record
+
+
+def _committed(out: Path, num_shards: int) -> dict[int, dict]:
+    """The markers of finished shards; every output file no marker names is a killed run's and is deleted."""
+    markers, named = {}, set()
+    for i in range(num_shards):
+        path = out / local.SHARDS / f"shard-{i:05d}.json"
+        if path.exists():
+            markers[i] = _read_json(path)
+            named.update(markers[i]["files"])
+    selected = out / local.SHARDS / "selected.json"
+    if selected.exists():
+        named.update(_read_json(selected)["files"])
+    for folder in ("data", "rejected", ".staging"):
+        for path in data_files(out / folder):
+            if f"{folder}/{path.name}" not in named:
+                path.unlink()
+    (out / "stats.json").unlink(missing_ok=True)
+    return markers
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DistillError(f"{path} is missing or damaged: pass --overwrite to filter again from the start") from None
+
+
+def _save_json(path: Path, value: dict) -> None:
+    """Atomic and durable: a marker exists only once the files it names are complete on disk."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _read(ray, files: list[Path], columns: list[str], shards: list[int] | None = None):
+    """The rows of some input shards, one read task per Parquet row group, each row tagged with its shard index.
+
+    Read with pyarrow in the workers (no row passes through the driver); Ray's `read_parquet` would do the
+    same but lists files in a task asking a whole CPU, which a two-CPU machine running actors cannot give.
+    """
+    shards = list(range(len(files))) if shards is None else shards
+    items = [{"shard": i, "path": str(files[i]), "group": g}
+             for i in shards for g in range(pq.ParquetFile(files[i]).metadata.num_row_groups)]  # fmt: skip
+    if not items:
+        items = [{"shard": -1, "path": "", "group": -1}]  # a dataset of no rows still needs one item
+    dataset = ray.data.from_items(items, override_num_blocks=len(items))
+    return dataset.map_batches(_read_group, fn_kwargs={"columns": columns}, batch_size=1, batch_format="pyarrow",
+                               num_cpus=0.25)  # fmt: skip
+
+
+def _read_group(item: pa.Table, columns: list[str]) -> pa.Table:
+    shard, path, group = (item.column(name)[0].as_py() for name in ("shard", "path", "group"))
+    schema = pa.schema([GENERATE_SCHEMA.field(name) for name in columns] + [pa.field(SHARD, pa.int64())])
+    if shard < 0:
+        return schema.empty_table()
+    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+    table = pa.Table.from_arrays([table.column(name).cast(GENERATE_SCHEMA.field(name).type) for name in columns],
+                                 names=columns)  # fmt: skip
+    return table.append_column(SHARD, pa.array([shard] * table.num_rows, pa.int64()))
+
+
+def _cluster_cpus(ray) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
