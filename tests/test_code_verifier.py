@@ -167,3 +167,35 @@ def test_parse_tests_builds_one_case_per_io_pair_and_one_for_asserts():
 def test_unknown_language_is_a_user_error():
     with pytest.raises(DistillError, match="unknown code language"):
         CodeVerifier(language="cobol")
+
+
+HOSTILE_FENCES = ["```python\n", "```python\nx = 1\n", "```python\n```\n", "```", "x```", "\n", "``` ```py\n"]
+
+
+@pytest.mark.parametrize("shape", HOSTILE_FENCES, ids=range(len(HOSTILE_FENCES)))
+def test_extract_code_is_linear_on_hostile_answers(shape):
+    """Repeated unclosed fences stalled the old regex for 26 s on 78 KB: 1 MB must stay far under a second, and ten
+    times the text about ten times the work (quadratic would be a hundred)."""
+    import time
+
+    def seconds(size: int) -> float:
+        text = (shape * (size // len(shape) + 1))[:size]
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            extract_code(text)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = seconds(100_000), seconds(1_000_000)
+    assert large < 2.0, f"1 MB took {large:.2f} s"
+    assert large < 30 * small + 0.05, f"100 KB: {small:.4f} s, 1 MB: {large:.4f} s"
+
+
+def test_extract_code_matches_the_fence_rules():
+    assert extract_code("```python\nA\n```python\nB\n```\n") == "A\n```python\nB\n"  # a tagged fence does not close
+    assert extract_code("```python\nA\n") is None  # unclosed
+    assert extract_code("```c\nC\n```\n```\nU\n```") == "U\n"  # untagged preferred over another language
+    assert extract_code("```c\nC\n```") == "C\n"
+    assert extract_code("  ```py extra words\nP\n  ```  \ntext") == "P\n"
+    assert extract_code("```python") is None

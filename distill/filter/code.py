@@ -52,7 +52,9 @@ LANGUAGES: dict[str, Language] = {
     "python": Language("main.py", ("python3", "-B", "main.py"), ("python", "py", "python3"), "print('ok')"),
 }
 
-FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+# A fence line, matched one line at a time: an opener (with its tag) and a closer (a bare fence).
+FENCE_OPEN = re.compile(r"[ \t]*```[ \t]*([\w+#.-]*)")
+FENCE_CLOSE = re.compile(r"[ \t]*```[ \t]*")
 DETAILS_LIMIT = 300
 HARNESS_FILE = "_distill_harness.py"
 HARNESS = """\
@@ -114,8 +116,32 @@ _warn_lock = threading.Lock()
 
 
 def extract_code(answer: str | None, fence_tags: Sequence[str] = ("python", "py", "python3")) -> str | None:
-    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in FENCE.finditer(answer or "")]
+    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag.
+
+    One pass over the lines (linear in the answer's length): a fence line opens a block, the next bare fence line
+    closes it, and an unclosed block at the end is no block. (A regex searching for the closer from every opener
+    is quadratic on an answer of many unclosed fences: 26 s for 78 KB.)
+    """
+    text = answer or ""
+    blocks: list[tuple[str, str]] = []
+    open_tag: str | None = None  # the tag of the block being read, None outside a block
+    start = 0
+    pos = text.find("```")
+    while pos >= 0:
+        # Only lines holding a fence matter: jump from one to the next, each line looked at once.
+        line_start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        line = text[line_start : len(text) if end < 0 else end]
+        if open_tag is None:
+            opener = FENCE_OPEN.match(line)
+            if opener and end >= 0:  # an opener needs its newline
+                open_tag, start = opener.group(1).lower(), end + 1
+        elif FENCE_CLOSE.fullmatch(line):
+            blocks.append((open_tag, text[start:line_start]))
+            open_tag = None
+        if end < 0:
+            break
+        pos = text.find("```", end + 1)
     if not blocks:
         return None
     preferred = [code for tag, code in blocks if tag in fence_tags or tag == ""]
