@@ -421,3 +421,45 @@ def test_uids_are_claimed_per_host_not_per_process(tmp_path, monkeypatch):
     assert again == 5000
     os.close(lock2)
     os.close(lock3)
+
+
+def test_uid_lock_folder_cannot_be_hijacked(tmp_path, monkeypatch):
+    """The lock folder is not in world-writable /tmp, and one made by someone else, or a link, or a lock file that
+    is a link, is refused instead of followed."""
+    from distill.filter import sandbox
+
+    assert not sandbox.UID_LOCKS.startswith("/tmp/")
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    # Another user's folder (a local user who created it first), and a world-writable one.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(theirs, 12345, 12345)
+        monkeypatch.setattr(sandbox, "UID_LOCKS", str(theirs))
+        with pytest.raises(DistillError, match="owned by uid 12345"):
+            sandbox._claim_uid(5000)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    os.chmod(open_to_all, 0o777)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(open_to_all))
+    with pytest.raises(DistillError, match="mode 777"):
+        sandbox._claim_uid(5000)
+    # The folder as a symlink to a folder of the attacker's choosing.
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(link))
+    with pytest.raises(DistillError, match="lock folder"):
+        sandbox._claim_uid(5000)
+    # A lock file planted as a link to a file root would then truncate or create.
+    (real / "5000.lock").symlink_to(victim)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(real))
+    with pytest.raises(DistillError, match="5000.lock"):
+        sandbox._claim_uid(5000)
+    assert victim.read_text() == "root's file\n"
+    os.remove(real / "5000.lock")
+    uid, fd = sandbox._claim_uid(5000)
+    assert uid == 5000
+    os.close(fd)

@@ -12,7 +12,8 @@ clock.
 Each concurrent run gets its own uid (RLIMIT_NPROC counts the processes of a uid, so one sample's fork bomb must
 not starve another sample's run of processes). The uids come from `uid_base` upwards: a range that systemd leaves
 unused (above its container ranges, which end at 0x6FFFFFFF; below 2**31, which some tools read as signed). A run
-holds its uid with an exclusive lock on a file in /tmp/distill-sandbox-uids, so that every process of the host
+holds its uid with an exclusive lock on a file in /run/distill-sandbox-uids (root's own folder, mode 0700,
+checked before use: never world-writable /tmp), so that every process of the host
 (two filters, a math pool's workers, two test sessions) gets a different one: after a run, every process of its uid
 is killed, which must never hit another run's program. The kernel drops the lock when its holder dies.
 
@@ -53,7 +54,8 @@ SANDBOX_WORKDIR = "/work"
 SANDBOX_PATH = "/usr/bin:/bin"
 # Above systemd's container uid ranges and below 2**31 (see the module docstring).
 DEFAULT_UID_BASE = 0x70000000
-UID_LOCKS = "/tmp/distill-sandbox-uids"
+# Root-owned (root is the only user that claims uids, see `_lock_folder`); /run is a tmpfs: no stale locks.
+UID_LOCKS = "/run/distill-sandbox-uids" if os.path.isdir("/run") else "/var/lib/distill-sandbox-uids"
 UID_RANGE = 4096  # uids tried from uid_base: the most sandboxed runs at once on one host, all processes together
 # System files a program may need besides /usr (the dynamic linker's cache, the time zone, `alternatives`
 # symlinks some /usr/bin entries point through). Bound read-only, and only the ones that exist.
@@ -513,16 +515,51 @@ def _kill_group_and_reap(proc: subprocess.Popen) -> None:
 
 def _claim_uid(uid_base: int) -> tuple[int, int]:
     """The first uid from `uid_base` that no other run on this host holds, and the descriptor of its lock."""
-    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
-    for uid in range(uid_base, uid_base + UID_RANGE):
-        fd = os.open(os.path.join(UID_LOCKS, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return uid, fd
+    folder = _lock_folder(UID_LOCKS)
+    try:
+        for uid in range(uid_base, uid_base + UID_RANGE):
+            # O_NOFOLLOW and dir_fd: a lock file is never a link, and the folder checked is the folder used.
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(f"{uid}.lock", flags, 0o600, dir_fd=folder)
+            except OSError as exc:
+                raise DistillError(
+                    f"cannot open the sandbox uid lock {UID_LOCKS}/{uid}.lock ({exc.strerror}): remove it"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return uid, fd
+    finally:
+        os.close(folder)
     raise DistillError(f"all {UID_RANGE} sandbox uids from {uid_base} are in use: run fewer code verifiers at once")
+
+
+def _lock_folder(path: str) -> int:
+    """Open the uid lock folder, creating it 0700; refuse one that is a link, or that another user owns or may write.
+
+    It lives in root's /run, not in world-writable /tmp, where a local user who made it first could point root at
+    their links or hold every lock. The checks are on the opened descriptor (O_NOFOLLOW), so a swap after them
+    changes nothing.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DistillError(
+            f"cannot use the sandbox uid lock folder {path} ({exc.strerror}): remove it, or make it a folder owned "
+            "by this user with mode 0700"
+        ) from exc
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise DistillError(
+            f"the sandbox uid lock folder {path} is owned by uid {st.st_uid} with mode {st.st_mode & 0o777:o}: "
+            "remove it (it must be this user's own, mode 0700)"
+        )
+    return fd
 
 
 def _kill_uid(uid: int, patience: float = 5.0) -> None:
