@@ -6,14 +6,23 @@ Tests (the `tests` column, JSON) come in two shapes:
 - `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program, then the asserts in its
   namespace, must run to the end; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
 
-The asserts run through a small harness (`HARNESS`), not appended to the program: appended, a program that exits
-with status 0 before them (`sys.exit(0)` at import, `os._exit(0)` in the candidate, an `atexit` hook) would pass
-without being checked. The harness reads the asserts and a random token from stdin before the program runs (so they
-are in no file the program can read), runs the program, restores what it may have tampered with (builtins, trace
-and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all held: a test passes
-on the token, not on the exit status. What it does not stop: a program that digs the token out of the harness's
-frames, or returns an object that equals anything (`__eq__` always True) - deliberate attacks on the asserts
-shape; the stdin/stdout shape is immune to both (its expected output never enters the sandbox).
+Asserts are split where they can be (`split_asserts`): `assert candidate(1, 2) == 3` becomes a call, `add(1, 2)`,
+which a small harness (`CALLS_HARNESS`) evaluates in the sandbox after running the program, printing the values as
+tagged plain data (ints, floats, strings, lists, tuples, dicts, sets, bytes, None: any other type, subclasses
+included, is an error), and a check, `_Slot(0) == 3`, which this process evaluates on those values
+(`judge_split`): comparisons, arithmetic and a few functions (`abs`, `len`, `sorted`, `set`, `math.isclose`, ...).
+The sandbox never holds an expected value or a secret, so nothing a program does to its own process (shadowed
+builtins, patched modules, an object equal to everything, reading frames, memory or the asserts' source) helps it
+pass: it must return the right values. Even printing the results line itself gains nothing it could not compute.
+
+Asserts that cannot be split (loops, helpers, `try`, imports other than `math`) run whole through `HARNESS`, in
+one process after the program: it reads the asserts and a random token from stdin before the program runs (so
+they are in no file), runs the program, restores what it may have tampered with (builtins, `sys.modules`,
+`sys.path`, trace and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all
+held; `python -I` keeps the working folder off the import path. What remains possible there, for a program written
+to beat its tests: digging the token out of its own memory or frames, module-level names that shadow builtins,
+patching objects the asserts reach, an `__eq__` that is always true. The stdin/stdout shape is immune to all of it
+(its expected output never enters the sandbox).
 """
 
 from __future__ import annotations

@@ -1,10 +1,30 @@
 """Run untrusted, model-written programs in a sandbox.
 
-Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid namespace, no nested user namespaces),
-a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its working
-directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the rest of
-`/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes and file size, and a
+Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC namespaces, no nested user
+namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
+working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
+rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
+file size, a seccomp filter (`SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
 wall-clock timeout after which its whole process tree is killed.
+
+What is bounded, and how:
+- memory: RLIMIT_AS per process (`memory_mb`), times at most `max_processes` processes; the memory RLIMIT_AS does
+  not count is refused by the seccomp filter (System V shared memory, message queues and semaphores, memfds,
+  POSIX message queues: a sample pinned 1.25 GB of detached System V segments and 1.2 GB of memfds under a 512 MB
+  limit before, 0 MB now, measured by /proc/meminfo Shmem), and the tmpfs folders are size-limited;
+- disk: nothing of the host is writable; output goes through pipes (a file would let `fallocate` with
+  FALLOC_FL_KEEP_SIZE reserve host disk at size 0), `max_output_bytes` kept of each of stdout and stderr, the rest
+  read and dropped (so a flood is neither stored nor blocks the program), flagged apart: `output_truncated` for
+  stdout, `stderr_truncated` for stderr;
+- host kernel state: no keyring calls (the launching shell's session keyring held secrets a sample could read,
+  and a key a sample added was read by the next), and none of the other calls Docker's default profile refuses
+  that a test has no use for (io_uring, bpf, perf events, userfaultfd, ptrace, mounts, namespaces, modules, ...);
+- CPU time, processes and threads, open files, file size, wall clock: rlimits and the kill of the whole tree.
+What is not: kernel memory a process holds outside these limits (socket buffers, up to a few hundred KB per
+socket and 256 sockets per process; pipe buffers, up to the kernel's per-user cap; page tables), CPU contention
+between runs, timing side channels. No cgroup is used (containers rarely delegate one). The seccomp filter exists
+for x86_64 and aarch64; on other machines those calls are allowed. The unsandboxed mode has none of this but the
+rlimits.
 When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
 RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
 clock.
@@ -22,6 +42,7 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
     prlimit --cpu=S:S --as=B --nproc=N --fsize=B --core=0 --nofile=256 --
       setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
       bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
+        --seccomp 4
         --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
         --proc /proc --dev /dev --size B --tmpfs /dev/shm --remount-ro /dev
         --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
