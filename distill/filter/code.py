@@ -77,7 +77,8 @@ import builtins, json, linecache, os, sys, threading, types
 def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=sys.stderr,
          settrace=sys.settrace, setprofile=sys.setprofile, thread_hooks=(threading.settrace, threading.setprofile),
          builtins_dict=vars(builtins), clear=dict.clear, update=dict.update, excepthook=sys.__excepthook__,
-         monitoring=getattr(sys, "monitoring", None), modules=sys.modules, path=sys.path):
+         monitoring=getattr(sys, "monitoring", None), modules=sys.modules, path=sys.path, kind=type,
+         attr=getattr, module_type=types.ModuleType, names=list):
     given = json.loads(sys.stdin.read())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -111,9 +112,18 @@ def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=
                 pass
     clear(builtins_dict)
     update(builtins_dict, clean_builtins)
+    # Modules the program replaced are put back; ones it brought from outside /usr (or planted as other objects)
+    # are dropped, so the asserts import the real ones. (Modules it imported from /usr stay: a fresh copy would
+    # make its objects compare unequal to the asserts' own.)
     clean_modules["__main__"] = module
-    clear(modules)
-    update(modules, clean_modules)  # modules the program imported or planted are imported afresh by the asserts
+    for name in names(modules):
+        if name in clean_modules:
+            continue
+        mod = modules[name]
+        origin = attr(mod, "__file__", None) if kind(mod) is module_type else "planted"
+        if origin is not None and not (kind(origin) is str and origin.startswith("/usr/")):
+            del modules[name]
+    update(modules, clean_modules)
     path[:] = clean_path
     sys.excepthook, sys.stdout, sys.stderr = excepthook, stdout, stderr
     try:
