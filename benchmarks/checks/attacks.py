@@ -1117,6 +1117,8 @@ class Rig:
         if broken:
             problems.append(broken)
         how = f"{'pass' if verdict.passed else verdict.reason} in {elapsed:.1f} s"
+        if "memory" in attack.attacks:
+            how += f", host Shmem +{shm.peak_mb} MB"
         if verdict.details and not attack.expect_pass:
             how += f" ({verdict.details.splitlines()[-1][:60]})"
         note = how if not problems else f"{how}; NOT CONTAINED: " + "; ".join(problems)
