@@ -8,18 +8,10 @@ from hypothesis import strategies as st
 
 from distill.errors import DistillError
 from distill.filter.base import Verdict
-from distill.filter.rules import (
-    RULE_VERIFIERS,
-    FormatVerifier,
-    LanguageVerifier,
-    LengthVerifier,
-    MathVerifier,
-    RepetitionVerifier,
-    build,
-    detect_language,
-    last_boxed,
-    repetition_ratio,
-)
+from distill.filter.language import LanguageVerifier, detect_language
+from distill.filter.math import MathVerifier, last_boxed
+from distill.filter.registry import build_verifier
+from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
 
 R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -349,28 +341,38 @@ def test_length_bounds():
 # ------------------------------------------------------------------------------------------------ build
 
 
+RULES = {
+    "math": MathVerifier,
+    "format": FormatVerifier,
+    "language": LanguageVerifier,
+    "repetition": RepetitionVerifier,
+    "length": LengthVerifier,
+}
+
+
 def test_build_makes_each_verifier():
-    for name, cls in RULE_VERIFIERS.items():
-        verifier = build(name, {"workers": 0} if name == "math" else None)
+    for name, cls in RULES.items():
+        verifier = build_verifier(name, {"workers": 0} if name == "math" else {})
         assert isinstance(verifier, cls) and verifier.name == name
-    assert build("language", {"threshold": 0.8}).threshold == 0.8
+    assert build_verifier("language", {"threshold": 0.8}).threshold == 0.8
+    assert build_verifier("format", {"domains": ["math"]}).domains == ("math",)
     assert MathVerifier.domains == ("math", "science") and "general" in FormatVerifier.domains
 
 
 def test_build_errors_name_the_near_option():
     with pytest.raises(DistillError, match=r"`thresold` for verifier `language` \(did you mean `threshold`\?\)"):
-        build("language", {"thresold": 0.9})
+        build_verifier("language", {"thresold": 0.9})
     with pytest.raises(DistillError, match="valid options are extraction, timeout_seconds, workers"):
-        build("math", {"extract": "lenient"})
+        build_verifier("math", {"extract": "lenient"})
     with pytest.raises(DistillError, match=r"did you mean `repetition`"):
-        build("repetiton")
+        build_verifier("repetiton", {})
     with pytest.raises(DistillError, match="extraction must be"):
-        build("math", {"extraction": "loose"})
+        build_verifier("math", {"extraction": "loose"})
 
 
 def test_lenient_reads_past_an_empty_box():
     # SmolLM2 writes "The final answer within \boxed{} is 1.5." - the instruction echoed, the box left empty.
-    from distill.filter.rules import check_math
+    from distill.filter.math import check_math
 
     answer = "The final answer within \\boxed{} is 1.5."
     assert check_math("1.5", answer, "lenient", 5).passed is True
@@ -380,6 +382,6 @@ def test_lenient_reads_past_an_empty_box():
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
 def test_ascii_fast_path_counts_what_the_character_loop_counts(text):
-    from distill.filter.rules import _count_units, _count_units_by_char
+    from distill.filter.language import _count_units, _count_units_by_char
 
     assert _count_units(text) == _count_units_by_char(text)

@@ -36,8 +36,7 @@ from distill.config import GenerateConfig, check_sampling, dump_config, field_na
 from distill.engines import ENGINES
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
-from distill.filter.registry import build_verifier, verifier_class
-from distill.filter.rules import option_names
+from distill.filter.registry import build_verifier, option_names, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
 from distill.generate.writer import data_files, write_atomic
