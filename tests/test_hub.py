@@ -10,8 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from distill.cards import size_category
 from distill.errors import DistillError
-from distill.hub import PublishConfig, publish_dataset, publish_model, size_category
+from distill.hub import PublishConfig, publish_dataset, publish_model
 from distill.hub_cli import publish_group
 from distill.schema import filter_schema
 
