@@ -8,36 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.schema import GENERATE_SCHEMA, filter_schema
-
-R1 = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+from distill.schema import GENERATE_SCHEMA, example_row, filter_schema
 
 
 def row(i, problem, completion, gold=None, domain="math", finish="stop", error=None, prompt_id=None, k=0):
-    from distill.generate.parse import parse_trace
-
-    trace = parse_trace(completion) if completion is not None else None
-    return {
-        "id": f"id{i}",
-        "prompt_id": prompt_id or f"p{i}",
-        "sample_index": k,
-        "domain": domain,
-        "source": "test",
-        "problem": problem,
-        "prompt_messages": json.dumps([{"role": "user", "content": problem + (R1 if domain == "math" else "")}]),
-        "gold": gold,
-        "tests": None,
-        "reasoning": trace.reasoning if trace else None,
-        "answer": trace.answer if trace else None,
-        "completion": completion,
-        "finish_reason": finish,
-        "truncated": finish == "length",
-        "prompt_tokens": 10,
-        "completion_tokens": 20,
-        "teacher": "t",
-        "sampling": "{}",
-        "error": error,
-    }
+    """A generate row; reasoning and answer are what the completion parses to."""
+    return example_row(id=f"id{i}", prompt_id=prompt_id or f"p{i}", sample_index=k, domain=domain, problem=problem,
+                       completion=completion, gold=gold, finish_reason=finish, error=error, teacher="t")  # fmt: skip
 
 
 ROWS = [

@@ -14,7 +14,7 @@ from distill.cards import size_category
 from distill.errors import DistillError
 from distill.hub import PublishConfig, publish_dataset, publish_model
 from distill.hub_cli import publish_group
-from distill.schema import filter_schema
+from distill.schema import example_row, filter_schema
 
 TOKEN = "hf_MARKERSECRET123"
 SAMPLING = json.dumps({"max_tokens": 4096, "prefill": "", "stop": [], "temperature": 0.6, "top_p": 0.95})
@@ -89,16 +89,15 @@ def front_matter(card: str) -> dict:
 
 def _row(i, domain="math"):
     prompt = [{"role": "user", "content": f"What is {i} + {i}?"}]
-    return {
-        "id": f"id{i}", "prompt_id": f"p{i}", "sample_index": 0, "domain": domain, "source": "bench.jsonl",
-        "problem": f"What is {i} + {i}?", "prompt_messages": json.dumps(prompt), "gold": str(2 * i), "tests": None,
-        "reasoning": "add", "answer": f"\\boxed{{{2 * i}}}", "completion": "...", "finish_reason": "stop",
-        "truncated": False, "prompt_tokens": 5, "completion_tokens": 9, "teacher": "deepseek-ai/DeepSeek-R1",
-        "sampling": SAMPLING, "error": None,
-        "messages": prompt + [{"role": "assistant", "content": f"<think>\nadd\n</think>\n\n\\boxed{{{2 * i}}}"}],
-        "verdict_math": {"passed": True, "reason": "ok", "score": None, "details": None},
-        "verdict_format": {"passed": True, "reason": "ok", "score": None, "details": None},
-    }  # fmt: skip
+    answer = f"\\boxed{{{2 * i}}}"
+    return example_row(
+        id=f"id{i}", prompt_id=f"p{i}", domain=domain, source="bench.jsonl", problem=f"What is {i} + {i}?",
+        prompt_messages=json.dumps(prompt), gold=str(2 * i), reasoning="add", answer=answer, completion="...",
+        prompt_tokens=5, completion_tokens=9, teacher="deepseek-ai/DeepSeek-R1", sampling=SAMPLING,
+        messages=prompt + [{"role": "assistant", "content": f"<think>\nadd\n</think>\n\n{answer}"}],
+        verdict_math={"passed": True, "reason": "ok", "score": None, "details": None},
+        verdict_format={"passed": True, "reason": "ok", "score": None, "details": None},
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -224,7 +223,10 @@ def test_new_repo_is_private_and_gets_one_commit(filtered):
     ]
     assert kwargs["repo_type"] == "dataset" and kwargs["revision"] is None
     assert "4 rows" in kwargs["commit_message"]
-    assert result["commit_url"].endswith("/commit/abc123") and result["private"] is True
+    # What our code reports: the repo's page, the rows, the staged files and their bytes (as the Hub counts them).
+    assert result["url"] == "https://huggingface.co/datasets/me/r1-traces" and result["private"] is True
+    assert result["rows"] == 4 and result["files"] == sorted(op.path_in_repo for op in operations)
+    assert result["bytes"] == sum(op.upload_info.size for op in operations)
 
 
 def test_public_and_commit_message(filtered):

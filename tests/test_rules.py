@@ -12,26 +12,13 @@ from distill.filter.language import LanguageVerifier, detect_language
 from distill.filter.math import MathVerifier, last_boxed
 from distill.filter.registry import build_verifier
 from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
+from distill.schema import example_row
 
 R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def row(answer="The answer is \\boxed{5}.", reasoning="Two plus three is five.", **extra) -> dict:
-    """A generate row, with `completion` assembled the way a thinking teacher writes it."""
-    sample = {
-        "domain": "math",
-        "problem": "What is 2 + 3?",
-        "prompt_messages": json.dumps([{"role": "user", "content": "What is 2 + 3? " + R1_SUFFIX}]),
-        "gold": "5",
-        "reasoning": reasoning,
-        "answer": answer,
-        "completion": f"<think>\n{reasoning}\n</think>\n\n{answer}",
-        "finish_reason": "stop",
-        "truncated": False,
-        "completion_tokens": 20,
-    }
-    sample.update(extra)
-    return sample
+# A generate row: "What is 2 + 3?" (gold 5) in R1's template, answered "The answer is \\boxed{5}." after thinking.
+row = example_row
 
 
 @pytest.fixture(scope="module")
