@@ -1,6 +1,7 @@
 """Rule verifiers of `distill filter` on cases whose truth is known by construction."""
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -8,8 +9,8 @@ from hypothesis import strategies as st
 
 from distill.errors import DistillError
 from distill.filter.base import Verdict
-from distill.filter.language import LanguageVerifier, detect_language
-from distill.filter.math import MathVerifier, last_boxed
+from distill.filter.language import LanguageVerifier, _remove_between, _remove_environments, detect_language
+from distill.filter.math import MathVerifier, last_boxed, lenient_tail
 from distill.filter.registry import build_verifier
 from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
 from distill.schema import example_row
@@ -372,3 +373,80 @@ def test_ascii_fast_path_counts_what_the_character_loop_counts(text):
     from distill.filter.language import _count_units, _count_units_by_char
 
     assert _count_units(text) == _count_units_by_char(text)
+
+
+# ------------------------------------------------------------------------------------ linear-time scans (issue 11)
+
+
+def _last_boxed_by_rescanning(text: str) -> str | None:
+    """The former last_boxed: one scan to the end per opener (quadratic), kept as the reference."""
+    starts = sorted(i + len(o) for o in ("\\boxed{", "\\fbox{") for i in range(len(text)) if text.startswith(o, i))
+    for start in reversed(starts):
+        depth = 1
+        for pos in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[pos], 0)
+            if depth == 0:
+                return text[start:pos]
+    return None
+
+
+BRACES = st.lists(st.sampled_from(["\\boxed{", "\\fbox{", "{", "}", "x", "\\", "box{", " "]), max_size=30).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(BRACES)
+def test_one_pass_last_boxed_finds_what_rescanning_found(text):
+    assert last_boxed(text) == _last_boxed_by_rescanning(text)
+
+
+DELIMITED = st.lists(
+    st.sampled_from(
+        [
+            "\\[",
+            "\\]",
+            "\\(",
+            "\\)",
+            "\\begin{a}",
+            "\\end{a}",
+            "\\begin{b*}",
+            "\\end{b*}",
+            "\\end{ab}",
+            "\\begin{",
+            "x",
+            " ",
+            "\n",
+            "$",
+        ]
+    ),  # fmt: skip
+    max_size=25,
+).map("".join)
+LAZY_REGEXES = [  # the former regexes, quadratic on unclosed openers
+    re.compile(r"\\\[.*?\\\]", re.DOTALL),
+    re.compile(r"\\\(.*?\\\)", re.DOTALL),
+    re.compile(r"\\begin\{([a-zA-Z*]+)\}.*?\\end\{\1\}", re.DOTALL),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(DELIMITED)
+def test_linear_delimiter_removal_removes_what_the_lazy_regexes_removed(text):
+    expected = text
+    for pattern in LAZY_REGEXES:
+        expected = pattern.sub(" ", expected)
+    got = _remove_between(_remove_between(text, "\\[", "\\]"), "\\(", "\\)")
+    assert _remove_environments(got) == expected
+
+
+def test_a_huge_final_box_is_not_sent_to_math_verify(math_inline):
+    verdict = math_inline.verify(row(answer="\\boxed{" + "(" * 5000 + "}"))  # math-verify: minutes on this
+    assert verdict.passed is False and verdict.reason == "answer_too_long" and "5,000 characters" in verdict.details
+    assert math_inline.verify(row(answer="\\boxed{" + " " * 990 + "5}")).passed is True  # under the 1,000 limit
+
+
+def test_lenient_reads_the_tail_of_a_long_answer():
+    lenient = MathVerifier(extraction="lenient", workers=0)
+    chatter = "We try again with another method and compare. " * 500  # 24k characters without an answer
+    assert lenient.verify(row(gold="14", answer=chatter + "So the answer is 14.")).passed is True
+    assert lenient_tail("1234567 " + "x" * 3000).startswith("x")
+    assert lenient_tail("12345 67 89") == "12345 67 89"
+    assert lenient_tail("9" * 150 + " " + "y" * 1900) == "y" * 1900  # never starts mid-number

@@ -1,5 +1,6 @@
 """The `language` verifier: reasoning and answer are in the prompt's language (R1's language-consistency reward)."""
 
+import bisect
 import functools
 import json
 import re
@@ -69,13 +70,15 @@ LATIN_LANGUAGES = {
 SCRIPT_NAMES = {script for script, _, _ in SCRIPT_RANGES}
 
 # Text that is not prose in any language: code, LaTeX, URLs, identifiers. Removed before counting.
+# Each is linear in the text: a lazy `\\[.*?\\]` would rescan to the end from every unclosed `\\[` (quadratic on
+# hostile output), so delimiters whose opener differs from their closer are removed by the functions below instead.
 NON_PROSE_RES = [
     re.compile(r"```.*?(?:```|\Z)", re.DOTALL),  # fenced code (an unclosed fence runs to the end)
     re.compile(r"`[^`\n]*`"),  # inline code
-    re.compile(r"\$\$.*?\$\$", re.DOTALL),
-    re.compile(r"\\\[.*?\\\]", re.DOTALL),
-    re.compile(r"\\\(.*?\\\)", re.DOTALL),
-    re.compile(r"\\begin\{([a-zA-Z*]+)\}.*?\\end\{\1\}", re.DOTALL),
+    re.compile(r"\$\$.*?\$\$", re.DOTALL),  # linear: a start that finds no closing `$$` is the last `$$`
+    ("\\[", "\\]"),  # display math: see _remove_between
+    ("\\(", "\\)"),
+    ("\\begin{", "\\end{"),  # environments, \\begin{x} ... \\end{x}: see _remove_environments
     re.compile(r"(?<!\\)\$[^$\n]*\$"),  # inline $...$
     re.compile(r"\\[A-Za-z]+"),  # stray LaTeX commands (\boxed, \frac, \times) outside math delimiters
     re.compile(r"https?://\S+"),
@@ -107,8 +110,56 @@ def _script_of(ch: str) -> str | None:
 
 def strip_non_prose(text: str) -> str:
     for pattern in NON_PROSE_RES:
-        text = pattern.sub(" ", text)
+        if pattern == ("\\begin{", "\\end{"):
+            text = _remove_environments(text)
+        elif isinstance(pattern, tuple):
+            text = _remove_between(text, *pattern)
+        else:
+            text = pattern.sub(" ", text)
     return text
+
+
+def _remove_between(text: str, opener: str, closer: str) -> str:
+    """Each `opener ... closer` (the nearest closer, as a lazy regex would take) replaced by a space, in one pass.
+
+    When an opener has no closer after it, no later opener has one either: the scan stops there.
+    """
+    out, at = [], 0
+    while (start := text.find(opener, at)) != -1:
+        end = text.find(closer, start + len(opener))
+        if end == -1:
+            break
+        out += [text[at:start], " "]
+        at = end + len(closer)
+    return "".join(out) + text[at:] if out else text
+
+
+BEGIN_RE = re.compile(r"\\begin\{([a-zA-Z*]+)\}")
+END_RE = re.compile(r"\\end\{([a-zA-Z*]+)\}")
+
+
+def _remove_environments(text: str) -> str:
+    """Each `\\begin{x} ... \\end{x}` (to the nearest `\\end` of the same name) replaced by a space.
+
+    The ends of each name are listed once and looked up by bisection, so an unclosed `\\begin` costs a lookup, not
+    a scan to the end of the text.
+    """
+    if "\\begin{" not in text:
+        return text
+    ends: dict[str, list[int]] = {}
+    for match in END_RE.finditer(text):
+        ends.setdefault(match.group(1), []).append(match.start())
+    out, at = [], 0
+    for match in BEGIN_RE.finditer(text):
+        name = match.group(1)
+        if match.start() < at or name not in ends:
+            continue  # inside an environment already removed, or never closed
+        i = bisect.bisect_left(ends[name], match.end())
+        if i == len(ends[name]):
+            continue
+        out += [text[at : match.start()], " "]
+        at = ends[name][i] + len(name) + len("\\end{}")
+    return "".join(out) + text[at:] if out else text
 
 
 def script_units(text: str) -> Counter:

@@ -21,16 +21,24 @@ DETAILS_CHARS = 80  # how much of an answer or gold a verdict's details quote
 
 
 def _clip(text: str, limit: int = DETAILS_CHARS) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * limit].split())  # only the start is shown: never split a megabyte
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 BOX_OPENERS = ("\\boxed{", "\\fbox{")
+# A box opener, or any other brace: what last_boxed walks through.
+BRACE_RE = re.compile(r"\\(?:boxed|fbox)\{|[{}]")
 # Gold that already sits in a LaTeX environment ($...$, \(...\), \[...\]) is parsed as it is; any other gold
 # is wrapped in \boxed{} first, because math-verify only extracts LaTeX from inside an environment ("-11" or
 # "\frac12" alone are not found). \boxed{} rather than $...$ because math-verify's inline $...$ cannot span lines.
 # An escaped or lone dollar (\$10, $5) is currency, not math mode.
 LATEX_ENV_RE = re.compile(r"(?<!\\)\$.*?(?<!\\)\$|\\\(|\\\[", re.DOTALL)
+# What is sent to math-verify, whose parser is superlinear (250 nested parentheses take a second): a final box of
+# at most MAX_BOXED_CHARS (real final answers, matrices included, are far shorter), and for lenient extraction the
+# last LENIENT_TAIL_CHARS of the answer (where "the final answer is ..." and the last number sit). With math-verify's
+# own timeout per parse and comparison, this bounds each sample's cost whatever the model wrote.
+MAX_BOXED_CHARS = 1000
+LENIENT_TAIL_CHARS = 2000
 # GSM8K-style gold: a worked solution ending in "#### 72"; the answer is what follows the marker.
 GSM8K_MARKER = "####"
 
@@ -40,26 +48,23 @@ def last_boxed(text: str) -> str | None:
 
     Braces are matched by hand because the content nests them (`\\boxed{\\frac{1}{2}}`); a box left open at the
     end (a cut-off answer) is skipped in favour of the previous complete one.
+
+    One pass over the braces with a stack (linear time): the text is model output, and a hostile answer of 50,000
+    unclosed `\\boxed{` cost 12 s when each box was matched by its own scan to the end.
     """
-    starts = sorted(i + len(opener) for opener in BOX_OPENERS for i in _find_all(text, opener))
-    for start in reversed(starts):
-        depth = 1
-        for pos in range(start, len(text)):
-            if text[pos] == "{":
-                depth += 1
-            elif text[pos] == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:pos]
-    return None
-
-
-def _find_all(text: str, needle: str) -> list[int]:
-    out, at = [], text.find(needle)
-    while at != -1:
-        out.append(at)
-        at = text.find(needle, at + 1)
-    return out
+    if not any(opener in text for opener in BOX_OPENERS):
+        return None  # the common text without a box: a C-speed scan
+    open_at: list[int] = []  # where the content of each open brace starts; -1 for a plain brace
+    best = None  # (content start, content end) of the closed box that starts last
+    for match in BRACE_RE.finditer(text):
+        if match.group() == "}":
+            if open_at:
+                start = open_at.pop()
+                if start >= 0 and (best is None or start > best[0]):
+                    best = (start, match.start())
+        else:
+            open_at.append(match.end() if len(match.group()) > 1 else -1)
+    return None if best is None else text[best[0] : best[1]]
 
 
 def gold_for_parsing(gold: str) -> str:
@@ -95,10 +100,22 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
         return Verdict(False, "no_final_answer", details="the last \\boxed{} of the answer is empty")
     elif extraction == "lenient" and answer.strip():
         # Weak teachers also write "within \\boxed{} is 1.5": an empty box is no box, so read the text instead.
-        shown, lenient = answer, True
+        shown, lenient = lenient_tail(answer), True
     else:
         return Verdict(False, "no_final_answer", details="no \\boxed{} in the answer")
+    if not lenient and len(shown) > MAX_BOXED_CHARS:
+        details = f"the last \\boxed{{}} holds {len(shown):,} characters, more than the {MAX_BOXED_CHARS:,} compared"
+        return Verdict(False, "answer_too_long", details=details)
     return _compare(gold, shown, lenient, timeout_seconds)
+
+
+def lenient_tail(answer: str) -> str:
+    """The end of an answer that lenient extraction reads: at most LENIENT_TAIL_CHARS, starting at a word."""
+    if len(answer) <= LENIENT_TAIL_CHARS:
+        return answer
+    tail = answer[-LENIENT_TAIL_CHARS:]
+    space = re.search(r"\s", tail[:100])  # not from the middle of a number: "12345" cut to "345" would be read
+    return tail[space.end() :] if space else tail
 
 
 # Samples of one prompt share its gold and mostly agree on the final answer (R1 drew 4-16 per prompt), and parsing
@@ -109,7 +126,7 @@ MATH_CACHE_SIZE = 4096
 
 @functools.lru_cache(maxsize=MATH_CACHE_SIZE)
 def _compare(gold: str, shown: str, lenient: bool, timeout_seconds: int) -> Verdict:
-    """The verdict for a gold and a final answer (the box's content, or with `lenient` the whole answer text)."""
+    """The verdict for a gold and a final answer (the box's content, or with `lenient` the answer's tail)."""
     from math_verify import verify
     from math_verify.errors import TimeoutException
 
@@ -119,7 +136,7 @@ def _compare(gold: str, shown: str, lenient: bool, timeout_seconds: int) -> Verd
         return Verdict(None, "timeout", details=f"parsing the gold {_clip(gold)!r}")
     if not _has_sympy(gold_parsed):
         return Verdict(None, "unverified", details=f"math-verify cannot parse the gold {_clip(gold)!r}")
-    # Lenient: math-verify's own extraction over the whole answer: "final answer is"/"answer:" anchors first, then
+    # Lenient: math-verify's own extraction over the answer's tail: "final answer is"/"answer:" anchors first, then
     # the last LaTeX expression, then the last plain number or expression ("So the answer is 14." -> 14).
     pred_text = shown if lenient else "\\boxed{" + shown + "}"
     try:
@@ -189,8 +206,13 @@ class MathVerifier(BaseVerifier):
     sets and intervals up to order, and percentages as math-verify grades them (`50\\%` matches both `0.5` and
     `50`, which we keep: a teacher that writes the percent sign on a "what percent" question is right).
 
-    Verdicts: (True, "ok"); (False, "wrong_answer"); (False, "no_final_answer"); (None, "unverified") when the gold
-    is missing or math-verify cannot parse it (could not check, which is not a failure); (None, "timeout").
+    Verdicts: (True, "ok"); (False, "wrong_answer"); (False, "no_final_answer"); (False, "answer_too_long") when the
+    final box holds more than MAX_BOXED_CHARS (1,000) characters; (None, "unverified") when the gold is missing or
+    math-verify cannot parse it (could not check, which is not a failure); (None, "timeout").
+
+    Run time: finding the box is one linear pass, and math-verify (whose parser is superlinear) sees at most the
+    box's 1,000 characters, or with lenient extraction the answer's last LENIENT_TAIL_CHARS (2,000), each parse and
+    comparison under timeout_seconds; so a hostile megabyte costs what a normal answer costs.
 
     Options:
     - extraction: "boxed" (default; strict, what R1-class teachers are prompted for) or "lenient". Weak teachers

@@ -93,10 +93,12 @@ TOKEN_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|\
 def repetition_ratio(text: str, n: int = 4) -> float:
     """1 - distinct/total word n-grams: 0 when no n-gram repeats, close to 1 for a loop."""
     tokens = TOKEN_RE.findall(text.lower())
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
+    total = len(tokens) - n + 1
+    if total <= 0:
         return 0.0
-    return 1 - len(set(grams)) / len(grams)
+    # The n-grams without a slice per position; the shorter tails end the zip where the last n-gram ends.
+    distinct = set(zip(*(tokens[i:] for i in range(n)), strict=False))
+    return 1 - len(distinct) / total
 
 
 class RepetitionVerifier(BaseVerifier):
