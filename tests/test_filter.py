@@ -186,6 +186,13 @@ def test_a_verifier_crash_on_one_row_does_not_stop_the_run(generated, tmp_path, 
         (["--option", "math.extractoin=lenient"], "unknown option `extractoin` for verifier `math`"),
         (["--option", "judge.threshold=3"], "--option names verifier `judge`, which is not in --verifiers"),
         (["--select", "worst"], "unknown --select `worst`"),
+        # Fixed vocabularies (issue 11): `domains=maths` once turned the math verifier off and kept wrong answers.
+        (["--option", "math.domains=maths"], "unknown domain 'maths' in option `domains` (did you mean `math`?)"),
+        (["--option", "math.domains=[math, sciense]"], "unknown domain 'sciense' in option `domains` (did you mean"),
+        (["--option", "math.domains=[]"], "option `domains` takes a domain or a list of domains"),
+        (["--option", "math.extraction=lenint"], "got 'lenint' (did you mean `lenient`?)"),
+        (["--verifiers", "format", "--option", "format.require_boxed=[maths]"], "in option `require_boxed` (did you"),
+        (["--verifiers", "language", "--option", "language.language=latn"], "(did you mean `latin`?)"),
     ],
 )
 def test_bad_options(generated, tmp_path, args, message):

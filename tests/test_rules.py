@@ -11,7 +11,7 @@ from distill.errors import DistillError
 from distill.filter.base import Verdict
 from distill.filter.language import LanguageVerifier, _remove_between, _remove_environments, detect_language
 from distill.filter.math import MathVerifier, last_boxed, lenient_tail
-from distill.filter.registry import build_verifier
+from distill.filter.registry import build_verifier, check_options, verifier_class
 from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
 from distill.schema import example_row
 
@@ -356,6 +356,44 @@ def test_build_errors_name_the_near_option():
         build_verifier("repetiton", {})
     with pytest.raises(DistillError, match="extraction must be"):
         build_verifier("math", {"extraction": "loose"})
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("math", {"domains": "maths"}, r"unknown domain 'maths' in option `domains` \(did you mean `math`\?\)"),
+        ("format", {"domains": ["general", "cod"]}, r"unknown domain 'cod' .*\(did you mean `code`\?\)"),
+        ("length", {"domains": []}, "takes a domain or a list of domains"),
+        ("math", {"domains": {"math": 1}}, "takes a domain or a list of domains"),
+        ("math", {"start_method": "fork-server"}, r"\(did you mean `forkserver`\?\)"),
+        ("format", {"require_think": "genral"}, r"option `require_think`.*\(did you mean `general`\?\)"),
+        ("language", {"language": "chinese"}, "unknown language 'chinese'"),
+        ("language", {"language": 7}, "language must be auto or a language code"),
+    ],
+)
+def test_fixed_vocabularies_are_checked_with_a_hint(name, options, message):
+    with pytest.raises(DistillError, match=message):
+        build_verifier(name, {"workers": 0, **options} if name == "math" else options)
+    if "domains" in options:  # the plan of `distill run` and `distill eval` check it without building the verifier
+        with pytest.raises(DistillError, match=message):
+            check_options(verifier_class(name), name, options, extra=("domains",))
+
+
+def test_a_recipe_with_a_misspelt_domain_is_refused_before_anything_runs(tmp_path):
+    from distill.pipeline import plan
+
+    (tmp_path / "prompts.jsonl").write_text('{"problem": "What is 2 + 3?", "answer": "5"}\n')
+    verifiers = {"math": {"domains": ["maths"]}}
+    recipe = {"generate": {"source": str(tmp_path / "prompts.jsonl")}, "filter": {"verifiers": verifiers}}
+    with pytest.raises(DistillError, match=r"filter.*unknown domain 'maths'.*\(did you mean `math`\?\)"):
+        plan(recipe)
+
+
+def test_eval_refuses_a_misspelt_domain_instead_of_leaving_the_verifier_out():
+    from distill.train.eval import build_verifiers
+
+    with pytest.raises(DistillError, match="did you mean `math`"):
+        build_verifiers({"math": {"domains": ["maths"]}, "format": {}}, {"math"})
 
 
 def test_lenient_reads_past_an_empty_box():

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from distill.errors import DistillError, near_hint
 from distill.generate.parse import parse_trace
 
 ALL_DOMAINS = ("math", "code", "science", "general")
@@ -75,3 +76,25 @@ def reasoning_and_answer(sample: dict) -> tuple[str, str]:
         trace = parse_trace(sample.get("completion") or "")
         return trace.reasoning, trace.answer
     return reasoning or "", answer or ""
+
+
+def parse_domains(value, verifier: str, option: str = "domains") -> tuple[str, ...]:
+    """A verifier's domain list: a domain or a non-empty list of them, each one of ALL_DOMAINS.
+
+    A misspelt domain is an error rather than a verifier that silently applies nowhere: `domains=maths` once
+    turned the math verifier off and kept a wrong answer.
+    """
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise DistillError(
+            f"verifier `{verifier}`: option `{option}` takes a domain or a list of domains "
+            f"({', '.join(ALL_DOMAINS)}), got {value!r}"
+        )
+    for domain in value:
+        if domain not in ALL_DOMAINS:
+            raise DistillError(
+                f"verifier `{verifier}`: unknown domain {domain!r} in option `{option}`"
+                f"{near_hint(domain, ALL_DOMAINS)}: choose from {', '.join(ALL_DOMAINS)}"
+            )
+    return tuple(value)

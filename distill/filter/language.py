@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.filter.base import ALL_DOMAINS, BaseVerifier, Verdict, reasoning_and_answer
 
 # Unicode blocks of the scripts we tell apart. A character outside them that is still a letter counts as "other".
@@ -278,9 +278,10 @@ def target_scripts(language: str) -> set[str]:
         return LANGUAGE_SCRIPTS[primary]
     if primary in LATIN_LANGUAGES:
         return {"latin"}
+    known = ["auto", *LANGUAGE_SCRIPTS, *sorted(LATIN_LANGUAGES), *sorted(SCRIPT_NAMES)]
     raise DistillError(
-        f"verifier `language`: unknown language {language!r}: use auto, a code such as en, fr, zh, ja, ko, ru, ar, "
-        f"hi, or a script name ({', '.join(sorted(SCRIPT_NAMES))})"
+        f"verifier `language`: unknown language {language!r}{near_hint(language, known)}: use auto, a code such as "
+        f"en, fr, zh, ja, ko, ru, ar, hi, or a script name ({', '.join(sorted(SCRIPT_NAMES))})"
     )
 
 
@@ -330,6 +331,8 @@ class LanguageVerifier(BaseVerifier):
     domains = ALL_DOMAINS
 
     def __init__(self, language: str = "auto", threshold: float = 0.95, min_english_stopword_share: float = 0.0):
+        if not isinstance(language, str):
+            raise DistillError(f"verifier `language`: language must be auto or a language code, got {language!r}")
         if language != "auto":
             target_scripts(language)  # refuse an unknown code now, not on the first row
         if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:

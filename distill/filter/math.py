@@ -13,11 +13,13 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
-from distill.errors import DistillError, MissingDependency
+from distill.errors import DistillError, MissingDependency, near_hint
 from distill.filter.base import BaseVerifier, Verdict, reasoning_and_answer
 
 BOXED_DOMAINS = ("math", "science")  # the domains whose default prompt asks for \boxed{} (R1's math template)
 DETAILS_CHARS = 80  # how much of an answer or gold a verdict's details quote
+EXTRACTIONS = ("boxed", "lenient")
+START_METHODS = ("spawn", "forkserver", "fork")
 
 
 def _clip(text: str, limit: int = DETAILS_CHARS) -> str:
@@ -244,17 +246,21 @@ class MathVerifier(BaseVerifier):
             import math_verify  # noqa: F401
         except ImportError:
             raise MissingDependency("math-verify", "pip install math-verify") from None
-        if extraction not in ("boxed", "lenient"):
-            raise DistillError(f"verifier `math`: extraction must be `boxed` or `lenient`, got {extraction!r}")
+        if extraction not in EXTRACTIONS:
+            raise DistillError(
+                f"verifier `math`: extraction must be `boxed` or `lenient`, got {extraction!r}"
+                f"{near_hint(extraction, EXTRACTIONS)}"
+            )
         if not isinstance(timeout_seconds, int | float) or timeout_seconds <= 0:
             raise DistillError(f"verifier `math`: timeout_seconds must be a positive number, got {timeout_seconds!r}")
         if workers is not None and (not isinstance(workers, int) or workers < 0):
             raise DistillError(f"verifier `math`: workers must be 0 or more, got {workers!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise DistillError(f"verifier `math`: chunk_size must be at least 1, got {chunk_size!r}")
-        if start_method not in ("spawn", "forkserver", "fork"):
+        if start_method not in START_METHODS:
             raise DistillError(
                 f"verifier `math`: start_method must be spawn, forkserver or fork, got {start_method!r}"
+                f"{near_hint(start_method, START_METHODS)}"
             )
         self.extraction = extraction
         self.timeout_seconds = math.ceil(timeout_seconds)  # signal.alarm takes whole seconds

@@ -5,7 +5,7 @@ import importlib
 import inspect
 
 from distill.errors import DistillError, near_hint
-from distill.filter.base import BaseVerifier
+from distill.filter.base import BaseVerifier, parse_domains
 
 # name -> (module, class), imported on first use.
 VERIFIERS: dict[str, tuple[str, str]] = {
@@ -36,7 +36,8 @@ def option_names(cls: type) -> list[str]:
 
 
 def check_options(cls: type, name: str, options: dict, extra: tuple[str, ...] = ()) -> None:
-    """Refuse an option the verifier's constructor does not take, naming the nearest one."""
+    """Refuse an option the verifier's constructor does not take, naming the nearest one; and a `domains` value
+    that is not a list of known domains (checked here too, so a plan or an eval refuses it before any work)."""
     valid = option_names(cls) + list(extra)
     for key in options:
         if key not in valid:
@@ -44,6 +45,8 @@ def check_options(cls: type, name: str, options: dict, extra: tuple[str, ...] = 
                 f"unknown option `{key}` for verifier `{name}`{near_hint(key, valid)}: valid options are "
                 f"{', '.join(valid)}"
             )
+    if "domains" in options and "domains" not in option_names(cls):
+        parse_domains(options["domains"], name)
 
 
 def build_verifier(name: str, options: dict) -> BaseVerifier:
@@ -57,7 +60,9 @@ def build_verifier(name: str, options: dict) -> BaseVerifier:
     domains = options.pop("domains", None)
     cls = verifier_class(name)
     check_options(cls, name, options)
+    if domains is not None:
+        domains = parse_domains(domains, name)
     verifier = cls(**options)
     if domains is not None:
-        verifier.domains = tuple([domains] if isinstance(domains, str) else domains)
+        verifier.domains = domains
     return verifier

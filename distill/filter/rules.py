@@ -12,26 +12,18 @@ import re
 from collections.abc import Sequence
 
 from distill.errors import DistillError
-from distill.filter.base import ALL_DOMAINS, BaseVerifier, Verdict, reasoning_and_answer
+from distill.filter.base import ALL_DOMAINS, BaseVerifier, Verdict, parse_domains, reasoning_and_answer
 from distill.filter.math import BOXED_DOMAINS, last_boxed
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace
 
 
 def _domains_option(value: bool | Sequence[str], default: tuple[str, ...], option: str, verifier: str) -> frozenset:
-    """A per-domain switch: True means `default`, False none, or an explicit list of domains."""
+    """A per-domain switch: True means `default`, False (or an empty list) none, or an explicit list of domains."""
     if value is True:
         return frozenset(default)
-    if value is False or value is None:
+    if value is False or value is None or (isinstance(value, list | tuple) and not value):
         return frozenset()
-    if isinstance(value, str):
-        value = [value]
-    unknown = [d for d in value if d not in ALL_DOMAINS]
-    if unknown:
-        raise DistillError(
-            f"verifier `{verifier}`: option `{option}` takes true, false or a list of domains "
-            f"({', '.join(ALL_DOMAINS)}), got {unknown[0]!r}"
-        )
-    return frozenset(value)
+    return frozenset(parse_domains(value, verifier, option))
 
 
 # --------------------------------------------------------------------------------------------------------------
