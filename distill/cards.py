@@ -171,7 +171,7 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
         ),
         "",
     ]
-    return _front_matter(meta) + scrub("\n".join(lines))
+    return scrub(_front_matter(meta) + "\n".join(lines))
 
 
 def _sampling_text(sampling_json: str) -> str:
@@ -289,7 +289,7 @@ def model_card(folder: Path, model_dir: Path, repo_id: str, config: "PublishConf
                       "the base model's license and the terms of the training data (and of its teacher)"),
         "",
     ]  # fmt: skip
-    return _front_matter(meta) + scrub("\n".join(lines))
+    return scrub(_front_matter(meta) + "\n".join(lines))
 
 
 def _training_parameters(train: dict) -> dict:

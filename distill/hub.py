@@ -13,6 +13,9 @@ Safety:
   (a new branch of an existing repository is not an overwrite).
 - The token comes only from huggingface_hub's own lookup (HF_TOKEN, then the login cache); we never pass one.
   It is scrubbed from every error we surface, and the staged text files are checked for it before upload.
+- Only files inside the folder go up: a file that resolves outside it (a symbolic link to a key, /etc/passwd, or
+  a linked subfolder) is refused by name, dry runs included. Cards never carry a URL's credentials
+  (distill.secrets.scrub).
 """
 
 import os
@@ -68,6 +71,7 @@ def publish_dataset(folder: str | Path, repo_id: str, config: PublishConfig | No
             raise DistillError(f"`{name}` applies to `distill publish model` only")
     folder = Path(folder)
     files, rows = _dataset_files(folder)
+    _refuse_links_out(folder, [*files, folder / "stats.json", folder / "config.resolved.yaml"])
 
     def stage(target: Path) -> None:
         (target / "data").mkdir(parents=True)
@@ -86,6 +90,8 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
     folder = Path(folder)
     model_dir = find_model_dir(folder)
     files = _model_files(model_dir)
+    card_inputs = [model_dir / name for name in ("adapter_config.json", "train_results.json")]
+    _refuse_links_out(folder, [*files, *card_inputs, folder / "config.resolved.yaml"])
     summary = read_eval_summary(config.eval_summary) if config.eval_summary else None
 
     def stage(target: Path) -> None:
@@ -202,6 +208,24 @@ def _check_no_token_inside(folder: Path) -> None:
             text = path.read_text(encoding="utf-8", errors="replace")
             if any(t in text for t in tokens):
                 raise DistillError(f"refusing to publish: {path.name} contains your Hugging Face token")
+
+
+def _refuse_links_out(folder: Path, paths: list[Path]) -> None:
+    """Refuse to publish when a file we would upload (or read into the card) resolves outside `folder`.
+
+    A symbolic link (or a linked subfolder) can point anywhere: a model folder whose tokenizer.json led to
+    ~/.ssh/id_rsa or /etc/passwd once staged that file for upload. Checked before staging, so a dry run refuses
+    too; a link that stays inside the folder (to a checkpoint's weights, say) is fine.
+    """
+    root = folder.resolve()
+    outside = [p for p in paths if p.exists() and not p.resolve().is_relative_to(root)]
+    if outside:
+        named = "; ".join(f"{p.relative_to(folder)} -> {p.resolve()}" for p in outside[:3])
+        more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        raise DistillError(
+            f"refusing to publish {folder}: {named}{more} resolve{'s' if len(outside) == 1 else ''} outside it; "
+            "copy the real files into the folder or remove the links"
+        )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -275,3 +275,13 @@ def test_mix_command_by_counts(generated, tmp_path):
     assert json.loads((out / "stats.json").read_text())["seed"] == 1
     result = CliRunner().invoke(main, ["mix", f"{a}:999", "--out", str(tmp_path / "m2")])
     assert result.exit_code == 1 and str(a) in result.output
+
+
+def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
+    from distill.config import FilterConfig
+    from distill.filter.run import _fingerprint, input_files
+
+    url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
+    config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})
+    record = json.dumps(_fingerprint(config, input_files(config.inputs)))
+    assert "judge.example.com" in record and "MARKER" not in record

@@ -42,6 +42,7 @@ from distill.generate.sources import Prompt, load_prompts
 from distill.generate.writer import data_files, write_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
+from distill.secrets import scrub_config
 
 # Correctness verifiers by default: math for math and science (it needs a gold answer), code for code (tests).
 DEFAULT_EVAL_VERIFIERS = {"math": {}, "code": {}}
@@ -236,7 +237,7 @@ def run_eval(config: EvalConfig) -> dict:
             "prompts": len(prompts),
             "samples_per_prompt": config.num_samples,
             "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
-            "verifiers": {v.name: config.verifiers[v.name] for v in verifiers},
+            "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
         for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
