@@ -630,3 +630,52 @@ def test_stderr_flood_does_not_hide_a_correct_stdout(sandbox):
     assert result.returncode == 0 and result.stdout == "3\n"
     assert result.stderr_truncated and not result.output_truncated
     assert len(result.stderr) == OUTPUT_CAP
+
+
+@needs_bwrap
+def test_seccomp_refuses_kernel_surface_a_test_never_needs(sandbox):
+    """io_uring, bpf, perf events, userfaultfd, unshare and mounts get EPERM, while what programs use still works
+    (threads, subprocesses, multiprocessing with POSIX semaphores in /dev/shm, mmap, sockets on loopback)."""
+    names = ["io_uring_setup", "bpf", "perf_event_open", "userfaultfd", "unshare", "mount", "keyctl", "memfd_create"]
+    column = 0 if os.uname().machine == "x86_64" else 1
+    numbers = {name: sandbox_mod.SECCOMP_DENIED[name][column] for name in names}
+    result = run_py(
+        sandbox,
+        f"""
+        import ctypes, multiprocessing, socket, subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        for name, nr in {numbers!r}.items():
+            print(name, libc.syscall(nr, 0, 0, 0, 0, 0), ctypes.get_errno())
+        t = threading.Thread(target=print, args=("thread ok",))
+        t.start()
+        t.join()
+        print(subprocess.run(["echo", "subprocess ok"], capture_output=True, text=True).stdout.strip())
+        with multiprocessing.Pool(2) as pool:
+            print("pool", sum(pool.map(abs, [-1, -2, -3])))
+        print("lock", multiprocessing.Lock().acquire())
+        a, b = socket.socketpair()
+        a.send(b"x")
+        print("socket", b.recv(1))
+        """,
+        timeout=20,
+    )
+    for name in names:
+        assert f"{name} -1 1" in result.stdout, result.stdout + result.stderr
+    for line in ("thread ok", "subprocess ok", "pool 6", "lock True", "socket b'x'"):
+        assert line in result.stdout, result.stdout + result.stderr
+
+
+def test_seccomp_filter_is_well_formed():
+    import struct
+
+    for machine in ("x86_64", "aarch64"):
+        program = sandbox_mod.seccomp_filter(machine)
+        assert program is not None and len(program) % 8 == 0 and len(program) // 8 < 4096
+        for i in range(len(program) // 8):
+            code, jt, jf, _k = struct.unpack("=HBBI", program[i * 8 : i * 8 + 8])
+            if code & 0x07 == 0x05:  # BPF_JMP: both branches land on an instruction
+                assert i + 1 + jt < len(program) // 8 and i + 1 + jf < len(program) // 8
+        code, _jt, _jf, k = struct.unpack("=HBBI", program[-8:])
+        assert (code, k) == (0x06, 0x00050001)  # the last instruction returns EPERM
+    assert sandbox_mod.seccomp_filter("riscv64") is None
