@@ -1,0 +1,89 @@
+"""distill rl: verdicts map to rewards (None stays None, weights applied); a few GRPO steps on the tiny model
+change the weights, write rewards.jsonl and report.html; --resume continues from the last checkpoint."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill.errors import DistillError
+from distill.rl.grpo import RlConfig, run_rl
+from distill.rl.rewards import RewardSpec, make_reward_function, parse_reward, weighted_reward
+
+
+def test_verdicts_map_to_rewards_and_none_stays_none():
+    math_reward = make_reward_function(RewardSpec("math", 1.0, {"workers": 0}))
+    completions = [
+        [{"role": "assistant", "content": "<think>2+2</think> \\boxed{4}"}],
+        [{"role": "assistant", "content": "<think>2+2</think> \\boxed{5}"}],
+        [{"role": "assistant", "content": "<think>?</think> \\boxed{4}"}],
+    ]
+    rewards = math_reward(prompts=[None] * 3, completions=completions, gold=["4", "4", None], domain=["math"] * 3)
+    assert rewards == [1.0, 0.0, None]  # no gold: could not check -> TRL's no-reward, not 0
+    assert math_reward.__name__ == "math"
+
+
+def test_format_reward_marks_truncated_completion():
+    fmt = make_reward_function(RewardSpec("format"), max_completion_length=3, eos_token_id=99)
+    text = [[{"role": "assistant", "content": "<think>a</think> \\boxed{1}"}]]
+    full = fmt(prompts=[None], completions=text, completion_ids=[[1, 2, 3]], domain=["math"])
+    ended = fmt(prompts=[None], completions=text, completion_ids=[[1, 2, 99]], domain=["math"])
+    assert full == [0.0] and ended == [1.0]
+
+
+def test_weights_apply_and_none_drops_out():
+    assert weighted_reward([1.0, 1.0], [1.0, 0.2]) == pytest.approx(1.2)
+    assert weighted_reward([None, 1.0], [1.0, 0.2]) == pytest.approx(0.2)
+    assert weighted_reward([None, None], [1.0, 0.2]) is None
+    assert parse_reward("format=0.2").weight == 0.2 and parse_reward("math").weight == 1.0
+    with pytest.raises(DistillError, match="did you mean `math`"):
+        parse_reward("maths=1")
+    with pytest.raises(DistillError, match="must be a number"):
+        parse_reward("math=high")
+
+
+def _config(tiny_model, prompts_file, out, **kw):
+    base = dict(
+        source=str(prompts_file),
+        model=tiny_model,
+        out=str(out),
+        rewards=[
+            RewardSpec("math", 1.0, {"extraction": "lenient", "workers": 0}),
+            RewardSpec("length", 0.5),
+            # Word-level repetition varies between random completions, so groups have a non-zero advantage.
+            RewardSpec("repetition", 1.0, {"n": 1, "max_ratio": 0.2}),
+        ],
+        num_generations=4,
+        max_completion_length=12,
+        max_steps=2,
+        save_steps=2,
+        learning_rate=1e-2,
+        num_prompts=4,
+    )
+    base.update(kw)
+    return RlConfig(**base)
+
+
+def test_grpo_steps_change_weights_log_rewards_and_resume(tiny_model, prompts_file, tmp_path):
+    out = tmp_path / "rl"
+    run_rl(_config(tiny_model, prompts_file, out))
+    before = load_file(f"{tiny_model}/model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(line) for line in (out / "rewards.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    keys = {"reward", "reward_math", "reward_length", "reward_repetition", "pass_rate", "completion_length", "kl"}
+    assert keys <= set(rows[0])
+    assert rows[0]["reward_length"] == 1.0  # no length bounds: every completion passes
+    assert rows[0]["completion_length"] > 0
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert (out / "checkpoint-2").is_dir()
+
+    with pytest.raises(DistillError, match="--resume"):
+        run_rl(_config(tiny_model, prompts_file, out))
+    run_rl(_config(tiny_model, prompts_file, out, max_steps=4, resume=True))
+    rows = [json.loads(line) for line in (out / "rewards.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # continued from step 2, not started over
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
