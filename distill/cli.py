@@ -8,6 +8,7 @@ from distill import __version__
 from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
+from distill.rl.cli import rl_command
 from distill.train.cli import train_command
 from distill.train.eval_cli import eval_command
 
@@ -232,6 +233,7 @@ def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
 
 main.add_command(train_command)
 main.add_command(eval_command)
+main.add_command(rl_command)
 main.add_command(publish_group)
 
 

@@ -87,3 +87,38 @@ def test_grpo_steps_change_weights_log_rewards_and_resume(tiny_model, prompts_fi
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # continued from step 2, not started over
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+
+
+def test_cli_help_and_errors(tmp_path, prompts_file):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["rl", "--help"])
+    assert result.exit_code == 0 and "--num-generations" in result.output and "--reward" in result.output
+    result = runner.invoke(main, ["rl", str(prompts_file), "--out", str(tmp_path / "o"), "--reward", "maths=1"])
+    assert result.exit_code == 1 and "did you mean `math`" in result.output
+    result = runner.invoke(
+        main, ["rl", str(prompts_file), "--out", str(tmp_path / "o"), "--loss-type", "ppo", "--max-steps", "1"]
+    )
+    assert result.exit_code == 1 and "unknown loss type `ppo`" in result.output
+    assert not (tmp_path / "o" / "rewards.jsonl").exists()
+
+
+def test_cli_trains_with_reward_options(tiny_model, prompts_file, tmp_path):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    out = tmp_path / "cli-rl"
+    args = ["rl", str(prompts_file), "--model", tiny_model, "--out", str(out), "--num-prompts", "2", "-G", "2"]
+    args += ["--max-steps", "1", "--max-completion-length", "4", "--reward", "math=1", "--reward", "format=0.2"]
+    args += ["--reward-option", "math.workers=0", "--trl", "logging_steps=1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(str(out))
+    row = json.loads((out / "rewards.jsonl").read_text().splitlines()[0])
+    assert row["reward_format"] == 0.0  # 4 tokens of a random model: no <think>, cut off
+    resolved = (out / "config.resolved.yaml").read_text()
+    assert "workers: 0" in resolved and "weight: 0.2" in resolved

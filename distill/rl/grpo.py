@@ -246,3 +246,42 @@ def run_rl(config: RlConfig) -> Path:
     tokenizer.save_pretrained(str(out))
     write_report(out)
     return out
+
+
+def rewards_from_mapping(value) -> list[RewardSpec]:
+    """A recipe's `rewards:` {name: weight} or {name: {weight: W, OPTION: V, ...}}, checked like --reward."""
+    from distill.rl.rewards import parse_reward
+
+    if not isinstance(value, dict) or not value:
+        raise DistillError("rl.rewards must map verifier names to weights, e.g. {math: 1.0, format: 0.2}")
+    specs = []
+    for name, setting in value.items():
+        spec = parse_reward(str(name))
+        if isinstance(setting, dict):
+            setting = dict(setting)
+            spec.weight = float(setting.pop("weight", 1.0))
+            spec.options = setting
+        elif isinstance(setting, int | float) and not isinstance(setting, bool):
+            spec.weight = float(setting)
+        else:
+            raise DistillError(f"rl.rewards.{name}: give a weight or a mapping with `weight` and options")
+        specs.append(spec)
+    return specs
+
+
+def rl_config(values: dict) -> RlConfig:
+    """An RlConfig from a recipe section or flags; an unknown key is an error naming the nearest one."""
+    from dataclasses import fields
+
+    from distill.errors import near_hint
+
+    names = [f.name for f in fields(RlConfig)]
+    values = dict(values)
+    for key in values:
+        if key not in names:
+            raise DistillError(f"unknown rl setting `{key}`{near_hint(key, names)}")
+    if "rewards" in values and not (
+        isinstance(values["rewards"], list) and all(isinstance(r, RewardSpec) for r in values["rewards"])
+    ):
+        values["rewards"] = rewards_from_mapping(values["rewards"])
+    return RlConfig(**values)
