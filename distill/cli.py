@@ -239,7 +239,7 @@ main.add_command(publish_group)
 
 @main.command("run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--from", "start", help="Start at this stage (generate, filter, mix, train, eval, publish).")
+@click.option("--from", "start", help="Start at this stage (rl, generate, filter, mix, train, eval, publish).")
 @click.option("--until", help="Stop after this stage.")
 @click.option(
     "--set",

@@ -21,7 +21,10 @@ import yaml
 from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml, shown
 from distill.errors import DistillError
 
-STAGES = ("generate", "filter", "mix", "train", "eval", "publish")
+STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
+# Where an `rl` section runs: before generate (the RL'd model is the teacher of rejection sampling, as in R1) or
+# after train (RL on the distilled student, as DeepScaleR did).
+RL_POSITIONS = ("before-generate", "after-train")
 TOP_KEYS = ("out", "description", *STAGES)
 
 
@@ -146,11 +149,26 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         _section(recipe, stage, recipe_path) for stage in ("mix", "train", "eval", "publish")
     )
     steps: list[Step] = []
+    rl_section = _section(recipe, "rl", recipe_path)
+    rl_position = None
+    if rl_section is not None:
+        rl_section = dict(rl_section)
+        rl_position = rl_section.pop("position", "after-train" if train_section is not None else "before-generate")
+        if rl_position not in RL_POSITIONS:
+            raise DistillError(f"rl.position must be one of {', '.join(RL_POSITIONS)}, got `{shown(rl_position)}`")
+        if rl_position == "after-train" and train_section is None:
+            raise DistillError("rl.position after-train needs a train section: add one or use before-generate")
+    rl_step = None
+    if rl_position == "before-generate":
+        rl_step = _rl_step(rl_section, root, None, recipe_path)
+        steps.append(rl_step)
 
     generates = _entries(recipe.get("generate"), "generate")
     gen_outs = {}
     for name, section in generates:
         out = root / "generate" / (name if len(generates) > 1 else "")
+        if rl_step is not None and "model" not in section:  # the RL'd model is the teacher
+            section = {**section, "model": str(rl_step.out)}
         config = build_config(
             GenerateConfig, {"out": str(out), "quiet": True, **section}, {}, f"{recipe_path}: generate"
         )
@@ -209,15 +227,28 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         config.validate()
         train_out = config.out
         steps.append(Step("train", "default", config, Path(config.out)))
+    if rl_position == "after-train":
+        rl_step = _rl_step(rl_section, root, train_out, recipe_path)
+        steps.append(rl_step)
 
     if eval_section is not None:
         from distill.train.eval import EvalConfig
 
         section = dict(eval_section)
-        if "models" not in section:  # the student before and after training
+        if "models" not in section:  # the student before and after training (and RL)
             student = train_section.get("student") if train_out else None
-            section["models"] = [student, train_out] if train_out else [student]
-            section.setdefault("labels", ["before", "after"] if train_out else ["model"])
+            if train_out:
+                section["models"] = [student, train_out]
+                section.setdefault("labels", ["before", "after"])
+                if rl_position == "after-train":
+                    section["models"].append(str(rl_step.out))
+                    section["labels"] = [*section["labels"], "rl"]
+            elif rl_step is not None:  # RL alone: the policy before and after
+                section["models"] = [rl_step.config.model, str(rl_step.out)]
+                section.setdefault("labels", ["before", "after"])
+            else:
+                section["models"] = [student]
+                section.setdefault("labels", ["model"])
         config = build_config(
             EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
         )
@@ -290,6 +321,7 @@ MARKERS = {
     "filter": "stats.json",
     "mix": "stats.json",
     "train": "train_results.json",
+    "rl": "report.html",
     "eval": "summary.json",
     "publish": "publish.json",
 }
@@ -303,9 +335,11 @@ def select(steps: list[Step], start: str | None, until: str | None) -> list[Step
     for bound in (start, until):
         if bound is not None and bound not in STAGES:
             raise DistillError(f"unknown stage `{bound}`: use one of {', '.join(STAGES)}")
-    first = STAGES.index(start) if start else 0
-    last = STAGES.index(until) if until else len(STAGES) - 1
-    return [s for s in steps if first <= STAGES.index(s.stage) <= last]
+    # By the steps' own order: an `rl` step may sit before generate or after train.
+    order = [s.stage for s in steps]
+    first = order.index(start) if start in order else (0 if start is None else len(steps))
+    last = len(order) - 1 - order[::-1].index(until) if until in order else (len(steps) - 1 if until is None else -1)
+    return [s for i, s in enumerate(steps) if first <= i <= last]
 
 
 def describe(steps: list[Step], chosen: list[Step]) -> str:
@@ -359,9 +393,31 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             step.config.resume = step.partial
             summary = run_eval(step.config)
             echo(format_table(summary))
+        elif step.stage == "rl":
+            from distill.rl.grpo import last_checkpoint, run_rl
+
+            # An interrupted run continues from its last checkpoint; one without any starts over.
+            step.config.resume = step.partial and last_checkpoint(step.out) is not None
+            step.config.overwrite = step.partial and not step.config.resume
+            run_rl(step.config)
+            echo(f"[{step.label}] report: {step.out / 'report.html'}")
         elif step.stage == "publish":
             _run_publish(step, dataset_dir, model_dir, echo)
         echo(f"[{step.label}] done: {step.out}")
+
+
+def _rl_step(section: dict, root: Path, policy: str | None, recipe_path: str) -> Step:
+    """The rl step; after train its policy defaults to the trained student."""
+    from distill.rl.grpo import rl_config
+
+    values = {"out": str(root / "rl"), **section}
+    if policy is not None:
+        values.setdefault("model", policy)
+    config = rl_config(values)
+    if not config.source:
+        raise DistillError(f"{recipe_path}: rl needs `source` (prompts with gold answers or tests)")
+    _check_source(config.source, "rl")
+    return Step("rl", "default", config, Path(config.out))
 
 
 def _run_train(step: Step) -> None:

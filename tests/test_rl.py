@@ -122,3 +122,62 @@ def test_cli_trains_with_reward_options(tiny_model, prompts_file, tmp_path):
     assert row["reward_format"] == 0.0  # 4 tokens of a random model: no <think>, cut off
     resolved = (out / "config.resolved.yaml").read_text()
     assert "workers: 0" in resolved and "weight: 0.2" in resolved
+
+
+def _rl_recipe(tiny_model, prompts_file, tmp_path, **extra) -> dict:
+    rl = {
+        "source": str(prompts_file),
+        "model": tiny_model,
+        "num_prompts": 2,
+        "num_generations": 2,
+        "max_steps": 1,
+        "max_completion_length": 4,
+        "rewards": {"math": {"weight": 1.0, "workers": 0}, "format": 0.2},
+    }
+    return {"out": str(tmp_path / "run"), "rl": rl, **extra}
+
+
+def test_recipe_rl_before_generate_makes_the_rl_output_the_teacher(tiny_model, prompts_file, tmp_path):
+    from distill.pipeline import plan, run_steps, select
+
+    generate = {"source": str(prompts_file), "num_prompts": 2, "max_tokens": 4, "prefill_think": False}
+    recipe = _rl_recipe(tiny_model, prompts_file, tmp_path, generate=generate)
+    steps = plan(recipe)
+    assert [s.stage for s in steps] == ["rl", "generate"]
+    rl_out = steps[0].out
+    assert steps[1].config.model == str(rl_out)
+    assert steps[0].config.rewards[1].weight == 0.2
+    run_steps(steps, select(steps, None, None), lambda line: None)
+    rows = [json.loads(line) for line in (rl_out / "rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(next((steps[1].out / "data").glob("*.parquet")))
+    assert set(table.column("teacher").to_pylist()) == {str(rl_out)}
+    # A rerun skips the finished rl step.
+    again = plan(recipe)
+    assert again[0].complete
+
+
+def test_recipe_rl_after_train_starts_from_the_student_and_is_evaluated(tiny_model, prompts_file, tmp_path):
+    from distill.pipeline import plan, select
+
+    recipe = _rl_recipe(
+        tiny_model,
+        prompts_file,
+        tmp_path,
+        train={"student": tiny_model, "data": [str(tmp_path / "data")]},
+        eval={"source": str(prompts_file)},
+    )
+    recipe["rl"].pop("model")
+    steps = plan(recipe)
+    assert [s.stage for s in steps] == ["train", "rl", "eval"]
+    assert steps[1].config.model == str(steps[0].out)
+    assert steps[2].config.models == [tiny_model, str(steps[0].out), str(steps[1].out)]
+    assert [s.stage for s in select(steps, "rl", "rl")] == ["rl"]
+    recipe["rl"]["position"] = "before-train"
+    with pytest.raises(DistillError, match="rl.position must be one of"):
+        plan(recipe)
+    recipe["rl"]["positon"] = recipe["rl"].pop("position")
+    with pytest.raises(DistillError, match="did you mean `position`"):
+        plan(recipe)

@@ -275,8 +275,10 @@ def rl_config(values: dict) -> RlConfig:
 
     from distill.errors import near_hint
 
-    names = [f.name for f in fields(RlConfig)]
+    # `position` places the section in a `distill run` recipe (pipeline.py reads it); here it means nothing.
+    names = [f.name for f in fields(RlConfig)] + ["position"]
     values = dict(values)
+    values.pop("position", None)
     for key in values:
         if key not in names:
             raise DistillError(f"unknown rl setting `{key}`{near_hint(key, names)}")
