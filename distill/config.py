@@ -281,6 +281,9 @@ class FilterConfig:
     dedupe_threshold: float = 0.8
     decontaminate: list[str] = field(default_factory=list)  # benchmark files: drop prompts that overlap them
     decontam_ngram: int = 8
+    input_format: str = "auto"  # auto | distill | messages | sharegpt | openr1 | columns (see filter/inputs.py)
+    map: dict[str, str] = field(default_factory=dict)  # field -> column, for input_format columns
+    pass_rate: str | None = None  # MIN:MAX: keep only prompts whose share of passing samples lies inside
     batch_size: int = 256
     rows_per_file: int = 10000
     resume: bool = False  # finish an interrupted run into the same folder

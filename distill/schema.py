@@ -43,7 +43,8 @@ MESSAGES_TYPE = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("con
 
 def filter_schema(verifier_names: list[str], rejected: bool = False) -> pa.Schema:
     """Kept rows (`data/`) and rejected rows (`rejected/`, with `filter_reason`) of `distill filter`."""
-    fields = list(GENERATE_SCHEMA) + [pa.field("messages", MESSAGES_TYPE)]
+    # `origin`: where the row came from, `file:row` (imported traces: `file:row#generation`).
+    fields = list(GENERATE_SCHEMA) + [pa.field("origin", pa.string()), pa.field("messages", MESSAGES_TYPE)]
     fields += [pa.field(f"verdict_{name}", VERDICT_TYPE) for name in verifier_names]
     if rejected:
         fields.append(pa.field("filter_reason", pa.string(), nullable=False))
