@@ -169,6 +169,10 @@ def stats(folder):
 @click.option(
     "--pass-rate", help="MIN:MAX: keep only prompts whose share of passing samples lies inside, e.g. 0.2:0.8."
 )
+@click.option(
+    "--consensus", help="majority: prompts without gold get their samples' majority answer as gold.  [default: none]"
+)
+@click.option("--min-agreement", type=float, help="Share of samples that must agree for --consensus.  [default: 0.5]")
 @click.option("--batch-size", type=int, help="Rows per verification batch.  [default: 256]")
 @click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
 @click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run into the same folder.")

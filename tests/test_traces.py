@@ -319,3 +319,52 @@ def test_datasets_folder_input(tmp_path):
     filter_cli(str(tmp_path / "saved"), "--out", str(tmp_path / "o"), "--verifiers", "format")
     rows = read(tmp_path / "o" / "data")
     assert len(rows) == 4 and rows[0]["origin"] == f"{tmp_path / 'saved'}:0"
+
+
+def test_consensus_majority_labels_goldless_prompts(tmp_path):
+    """Samples of one prompt share its prompt text, so they share the content-derived prompt id."""
+    samples = {
+        "What is 2 + 3?": ["5", "5", "6"],  # 2 of 3 agree: gold 5
+        "What is 1 / 2?": ["\\frac{1}{2}", "0.5", "3"],  # equal by math-verify, not by text: gold 1/2
+        "What is 7 - 7?": ["1", "2"],  # a tie: no gold
+        "What is 9 + 9?": ["18", "17", "16"],  # 1 of 3 is below --min-agreement 0.6
+    }
+    path = tmp_path / "goldless.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for question, answers in samples.items():
+            for answer in answers:
+                turns = [
+                    {"role": "user", "content": question + SUFFIX},
+                    {"role": "assistant", "content": f"<think>\nhm\n</think>\n\nSo \\boxed{{{answer}}}."},
+                ]
+                fh.write(json.dumps({"messages": turns}) + "\n")
+    out = tmp_path / "o"
+    filter_cli(
+        str(path), "--out", str(out), "--verifiers", "math", "--consensus", "majority", "--min-agreement", "0.6"
+    )
+    kept, rejected = read(out / "data"), read(out / "rejected")
+    assert sorted(r["answer"] for r in kept) == [
+        "So \\boxed{0.5}.",
+        "So \\boxed{5}.",
+        "So \\boxed{5}.",
+        "So \\boxed{\\frac{1}{2}}.",
+    ]
+    assert {r["gold"] for r in kept} == {"5", "\\frac{1}{2}"} and {r["gold_source"] for r in kept} == {"majority"}
+    reasons = sorted(r["filter_reason"] for r in rejected)
+    assert reasons == ["math_wrong_answer", "math_wrong_answer"] + ["unverified"] * 5
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["gold_source"] == {"given": 0, "majority": 6, "none": 5}
+    assert stats["consensus"] == {"method": "majority", "min_agreement": 0.6}
+    # A given gold is never replaced.
+    given = tmp_path / "given.parquet"
+    openr1_file(given)
+    filter_cli(str(given), "--out", str(tmp_path / "g"), "--verifiers", "math", "--consensus", "majority")
+    assert json.loads((tmp_path / "g" / "stats.json").read_text())["gold_source"]["given"] == 6
+
+
+def test_bad_consensus(tmp_path):
+    source = openr1_file(tmp_path / "r1.parquet")
+    result = filter_cli(str(source), "--out", str(tmp_path / "o"), "--consensus", "vote", expect=1)
+    assert "unknown --consensus `vote`" in result.output
+    result = filter_cli(str(source), "--out", str(tmp_path / "o"), "--min-agreement", "2", expect=1)
+    assert "--min-agreement is a share" in result.output

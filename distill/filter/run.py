@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError
 from distill.filter.base import Verdict
+from distill.filter.consensus import check_consensus, label, majority_golds
 from distill.filter.registry import CORRECTNESS, build_verifier
 from distill.generate.writer import ShardWriter, data_files, fsync_dir
 from distill.schema import GENERATE_SCHEMA, filter_schema
@@ -41,7 +42,7 @@ OUTPUT_ENTRIES = {
 # The settings that decide which row lands where: a run may only be resumed with the same ones.
 RESULT_SETTINGS = (
     "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
-    "decontam_ngram", "input_format", "map", "pass_rate",
+    "decontam_ngram", "input_format", "map", "pass_rate", "consensus", "min_agreement",
 )  # fmt: skip
 
 
@@ -77,6 +78,7 @@ class Tally:
         self.verifier = {name: Counter() for name in names}
         self.domain_total: Counter = Counter()
         self.domain_kept: Counter = Counter()
+        self.gold_source: Counter = Counter()  # rows by where their gold came from: given, majority, none
         self.contamination: Counter = Counter()
         self.contaminated_examples: dict[str, list] = defaultdict(list)
         self.prompts: set[str] = set()
@@ -89,6 +91,7 @@ class Tally:
         """One input row, verified: `reason` is why it was dropped, None when it passed."""
         self.total += 1
         self.domain_total[row["domain"]] += 1
+        self.gold_source[row.get("gold_source") or "none"] += 1
         self.prompts.add(row["prompt_id"])
         samples = self.per_prompt[row["prompt_id"]]
         samples[0] += 1
@@ -150,6 +153,9 @@ class Tally:
         stats["prompts"] = len(self.prompts)
         stats["prompts_without_kept_sample"] = len(self.prompts - self.prompts_kept)
         stats["prompt_pass_rate_histogram"] = self.pass_rate_histogram()
+        stats["gold_source"] = {k: self.gold_source[k] for k in ("given", "majority", "none")}
+        if config.consensus != "none":
+            stats["consensus"] = {"method": config.consensus, "min_agreement": config.min_agreement}
         if config.pass_rate:
             stats["pass_rate_window"] = config.pass_rate
         if config.decontaminate:
@@ -224,6 +230,7 @@ def run_filter(config: FilterConfig) -> dict:
     mapping = parse_map(config.map)
     plans = prepare_inputs(config.inputs, config.input_format, mapping)  # every layout checked before writing
     window = parse_window(config.pass_rate)
+    check_consensus(config.consensus, config.min_agreement)
     out = Path(config.out)
     _check_output(out, config)
     if config.resume and (out / PROGRESS).exists():
@@ -268,6 +275,7 @@ def run_filter(config: FilterConfig) -> dict:
     best: dict[str, list] = defaultdict(list)  # prompt -> heap of (score, id), for --select best
     _recount(out, progress, tally, per_prompt, best, staged, config)
     total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    golds = majority_golds(files, config.min_agreement) if config.consensus == "majority" else {}
 
     from tqdm import tqdm
 
@@ -293,6 +301,7 @@ def run_filter(config: FilterConfig) -> dict:
             if done_before:  # verified by the killed run: only the dedupe memory must see these prompts again
                 _screen(batch, deduper, decontam)
                 continue
+            label(batch, golds)
             reasons = _verify_batch(batch, verifiers, deduper, decontam, config)
             for row, reason in zip(batch, reasons, strict=True):
                 row["messages"] = to_messages(row)
