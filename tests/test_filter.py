@@ -280,9 +280,10 @@ def test_mix_command_by_counts(generated, tmp_path):
 
 def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
     from distill.config import FilterConfig
-    from distill.filter.run import _fingerprint, input_files
+    from distill.filter.inputs import find_sources
+    from distill.filter.run import _fingerprint
 
     url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
     config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})
-    record = json.dumps(_fingerprint(config, input_files(config.inputs)))
+    record = json.dumps(_fingerprint(config, [source.path for source in find_sources(config.inputs)]))
     assert "judge.example.com" in record and "MARKER" not in record

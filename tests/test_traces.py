@@ -368,3 +368,30 @@ def test_bad_consensus(tmp_path):
     assert "unknown --consensus `vote`" in result.output
     result = filter_cli(str(source), "--out", str(tmp_path / "o"), "--min-agreement", "2", expect=1)
     assert "--min-agreement is a share" in result.output
+
+
+@pytest.mark.parametrize(
+    "gold, answer, passed",
+    [
+        ("1, 2, 3", "The roots are \\boxed{1}, \\boxed{2}, \\boxed{3}.", True),  # was: last box 3 != 1, 2, 3
+        ("\\boxed{1}, \\boxed{2}, \\boxed{3}", "So \\boxed{3}, \\boxed{1}, \\boxed{2}", True),  # a set: any order
+        ("\\boxed{1}, \\boxed{2}, \\boxed{3}", "So \\boxed{1, 2, 3}", True),  # one box holding the list
+        ("\\boxed{1}, \\boxed{2}, \\boxed{3}", "So \\boxed{3}", False),  # was: the gold cut to its last box, 3 = 3
+        ("\\boxed{\\frac{1}{2}}, \\boxed{2}", "\\boxed{0.5} and \\boxed{2}", True),  # parts equal by math-verify
+        ("\\boxed{1}, \\boxed{2}", "\\boxed{1}, \\boxed{5}", False),
+        ("1,000", "First \\boxed{10}, then the total is \\boxed{1,000}", True),  # one gold: the last box decides
+        ("5", "\\boxed{x = 2} gives \\boxed{5}", True),
+    ],
+)
+def test_several_boxes(gold, answer, passed):
+    from distill.filter.math import check_math
+
+    assert check_math(gold, answer, "boxed", 5).passed is passed
+
+
+def test_all_boxed_is_linear_and_outermost():
+    from distill.filter.multibox import all_boxed, split_parts
+
+    assert all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{\\boxed{3}} \\boxed{4") == ["\\frac{1}{2}", "\\boxed{3}"]
+    assert split_parts("(1, 2), \\{3,4\\}, $5$") == ["(1, 2)", "\\{3,4\\}", "5"]
+    assert len(all_boxed("\\boxed{1}" * 50000)) == 50000

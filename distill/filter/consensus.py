@@ -48,7 +48,7 @@ def majority_answer(answers: list[str | None], min_agreement: float) -> str | No
     Samples with no final answer count in the total: five samples of which two agree and three never answered
     are not a 0.5 consensus on anything worth keeping at --min-agreement 0.5.
     """
-    from distill.filter.rules import check_math, last_boxed
+    from distill.filter.math import check_math, last_boxed
 
     groups: list[list] = []  # [representative box content, count]
     for text in answers:
