@@ -355,6 +355,9 @@ def test_consensus_majority_labels_goldless_prompts(tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["gold_source"] == {"given": 0, "majority": 6, "none": 5}
     assert stats["consensus"] == {"method": "majority", "min_agreement": 0.6}
+    from distill.filter.report import write_report
+
+    assert "Where the gold came from" in write_report(out).read_text()
     # A given gold is never replaced.
     given = tmp_path / "given.parquet"
     openr1_file(given)
@@ -395,3 +398,15 @@ def test_all_boxed_is_linear_and_outermost():
     assert all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{\\boxed{3}} \\boxed{4") == ["\\frac{1}{2}", "\\boxed{3}"]
     assert split_parts("(1, 2), \\{3,4\\}, $5$") == ["(1, 2)", "\\{3,4\\}", "5"]
     assert len(all_boxed("\\boxed{1}" * 50000)) == 50000
+
+
+def test_report_plots_pass_rates_and_gold_sources(tmp_path):
+    from distill.filter.report import write_report
+
+    source = openr1_file(tmp_path / "r1.parquet")
+    out = tmp_path / "o"
+    filter_cli(str(source), "--out", str(out), "--verifiers", "math,format", "--pass-rate", "0.2:0.8")
+    page = write_report(out).read_text()
+    assert "Prompts by pass rate" in page and "pass_rate_too_easy" in page
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
