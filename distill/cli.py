@@ -156,6 +156,12 @@ def stats(folder):
 )
 @click.option("--decontam-ngram", type=int, help="n of the overlap check.  [default: 8]")
 @click.option(
+    "--decontam-overlap",
+    type=float,
+    help="Share of the shorter text two problems sharing an n-gram must have in common to count (0: any "
+    "shared n-gram).  [default: 0.5]",
+)
+@click.option(
     "--input-format",
     help="Layout of the inputs: auto, distill, messages, sharegpt, openr1 or columns.  [default: auto]",
 )

@@ -282,6 +282,7 @@ class FilterConfig:
     dedupe_threshold: float = 0.8
     decontaminate: list[str] = field(default_factory=list)  # benchmark files: drop prompts that overlap them
     decontam_ngram: int = 8
+    decontam_overlap: float = 0.5  # a shared n-gram counts when the pair's word overlap reaches this; 0: n-gram only
     input_format: str = "auto"  # auto | distill | messages | sharegpt | openr1 | columns (see filter/inputs.py)
     map: dict[str, str] = field(default_factory=dict)  # field -> column, for input_format columns
     pass_rate: str | None = None  # MIN:MAX: keep only prompts whose share of passing samples lies inside

@@ -43,7 +43,7 @@ OUTPUT_ENTRIES = {
 # The settings that decide which row lands where: a run may only be resumed with the same ones.
 RESULT_SETTINGS = (
     "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
-    "decontam_ngram", "input_format", "map", "pass_rate", "consensus", "min_agreement",
+    "decontam_ngram", "decontam_overlap", "input_format", "map", "pass_rate", "consensus", "min_agreement",
 )  # fmt: skip
 
 
@@ -253,7 +253,9 @@ def run_filter(config: FilterConfig) -> dict:
     if config.decontaminate:
         from distill.filter.decontam import Decontaminator
 
-        decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
+        decontam = Decontaminator.from_sources(
+            config.decontaminate, n=config.decontam_ngram, min_overlap=config.decontam_overlap
+        )
 
     if progress is None:
         if out.exists():
