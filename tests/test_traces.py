@@ -410,3 +410,24 @@ def test_report_plots_pass_rates_and_gold_sources(tmp_path):
     assert "Prompts by pass rate" in page and "pass_rate_too_easy" in page
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 0, result.output
+
+
+def test_imported_traces_resume_to_the_same_output(tmp_path):
+    """Killed after its first committed file: the resumed run normalizes the input again, the same way."""
+    source = sharegpt_file(tmp_path / "s.jsonl")
+    flags = ["--verifiers", "format", "--rows-per-file", "1", "--batch-size", "1"]
+    whole = tmp_path / "whole"
+    filter_cli(str(source), "--out", str(whole), *flags)
+    out = tmp_path / "o"
+    filter_cli(str(source), "--out", str(out), *flags)
+    progress = json.loads((out / "progress.json").read_text())
+    for name in progress["files"][2:]:  # as if killed after two rows
+        (out / name).unlink()
+    progress["files"], progress["rows_done"] = progress["files"][:2], 2
+    (out / "progress.json").write_text(json.dumps(progress))
+    (out / "stats.json").unlink()
+    filter_cli(str(source), "--out", str(out), *flags, "--resume")
+    assert sorted(r["id"] for r in read(out / "data")) == sorted(r["id"] for r in read(whole / "data"))
+    assert json.loads((out / "stats.json").read_text()) == json.loads((whole / "stats.json").read_text())
+    filter_cli(str(source), "--out", str(out), *flags, "--resume")  # complete: nothing to do, nothing left over
+    assert not (out / ".inputs").exists()

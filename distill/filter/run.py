@@ -241,6 +241,7 @@ def run_filter(config: FilterConfig) -> dict:
     fingerprint = _fingerprint(config, files) if files is not None else None
     progress = _load_progress(out, fingerprint) if config.resume and fingerprint is not None else None
     if progress is not None and is_complete(out):
+        shutil.rmtree(out / INPUTS, ignore_errors=True)  # written again above only to check the fingerprint
         return json.loads((out / "stats.json").read_text(encoding="utf-8"))
 
     verifiers = [build_verifier(name, options) for name, options in config.verifiers.items()]
