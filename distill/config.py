@@ -3,7 +3,6 @@
 import dataclasses
 import difflib
 import math
-import os
 import sys
 import types
 import typing
@@ -258,10 +257,9 @@ def dump_config(config, path: Path) -> None:
 
     Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from distill.io import write_text_atomic
+
+    write_text_atomic(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), Path(path), durable=False)
 
 
 # The verifiers `distill filter` runs when none are named: R1's rule rewards, accuracy and format.

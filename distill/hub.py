@@ -94,6 +94,7 @@ def publish_dataset(folder: str | Path, repo_id: str, config: PublishConfig | No
         if getattr(config, name) is not None:
             raise DistillError(f"`{name}` applies to `distill publish model` only")
     folder = Path(folder)
+    _check_stage_dir(config, folder)
     files, rows = _dataset_files(folder)
 
     def stage(target: Path) -> None:
@@ -111,6 +112,7 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
     """Stage a trained model (full weights or a LoRA adapter) with its card and upload it in one commit."""
     config = config or PublishConfig()
     folder = Path(folder)
+    _check_stage_dir(config, folder)
     model_dir = find_model_dir(folder)
     files = _model_files(model_dir)
     summary = _read_eval_summary(config.eval_summary) if config.eval_summary else None
@@ -144,6 +146,14 @@ def scrub(text: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Staging and upload
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _check_stage_dir(config: PublishConfig, folder: Path) -> None:
+    """The staged copy may not be, hold or lie inside the folder it copies (a dry run would write into it)."""
+    if config.stage_dir:
+        from distill.io import check_not_input
+
+        check_not_input(config.stage_dir, [folder], flag="--stage-dir")
 
 
 def _publish(kind: str, repo_id: str, config: PublishConfig, stage, message: str, api: Any, extra=None) -> dict:
@@ -275,7 +285,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _dataset_files(folder: Path) -> tuple[list[Path], int]:
     import pyarrow.parquet as pq
 
-    from distill.generate.writer import data_files
+    from distill.io import data_files
 
     if not folder.is_dir():
         raise DistillError(f"dataset folder not found: {folder}")
@@ -295,7 +305,7 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     """README.md of a dataset: Hub metadata, then what made it (teacher, sampling, verifiers, counts), then use."""
     import pyarrow.parquet as pq
 
-    from distill.generate.writer import data_files
+    from distill.io import data_files
 
     stats = _read_json(folder / "stats.json")
     own = _read_yaml(folder / "config.resolved.yaml")

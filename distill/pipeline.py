@@ -20,6 +20,7 @@ import yaml
 
 from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml, shown
 from distill.errors import DistillError
+from distill.io import check_not_input, local_paths
 
 STAGES = ("generate", "filter", "mix", "train", "eval", "publish")
 TOP_KEYS = ("out", "description", *STAGES)
@@ -236,12 +237,46 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
 
     if not steps:
         raise DistillError(f"{recipe_path} has no stage: add a generate, filter, train, eval or publish section")
+    _check_outputs(steps)
     for step in steps:
         if step.out.exists() and not step.out.is_dir():
             raise DistillError(f"{step.label}: its output {step.out} is a file, not a folder: choose another `out`")
         step.complete = is_complete(step)
         step.partial = not step.complete and step.out.exists() and any(step.out.iterdir())
     return steps
+
+
+def step_inputs(step: Step, steps: list[Step]) -> list:
+    """The paths a step reads: its output may be, hold or lie inside none of them."""
+    config = step.config
+    if step.stage == "generate":
+        return local_paths([config.source, config.model])
+    if step.stage == "filter":
+        return [*config.inputs, *config.decontaminate]
+    if step.stage == "mix":
+        return [s.out for s in steps if s.stage == "filter" and s.name in config.ratio]
+    if step.stage == "train":
+        return [*config.data, *local_paths([config.student])]
+    if step.stage == "eval":
+        return local_paths([*config.models, config.source])
+    return [s.out for s in steps if s.stage in ("filter", "mix", "train")]  # publish
+
+
+def _check_outputs(steps: list[Step]) -> None:
+    """Before any stage runs: no stage writes into what it reads, and no two stages share a folder."""
+    for step in steps:
+        inputs = step_inputs(step, steps)
+        check_not_input(step.out, inputs, flag=f"{step.label}: out")
+        if step.stage == "publish" and step.config.stage_dir:
+            check_not_input(step.config.stage_dir, inputs, flag="publish: stage_dir")
+    for i, step in enumerate(steps):
+        for other in steps[:i]:
+            try:
+                check_not_input(step.out, [other.out])
+            except DistillError:
+                raise DistillError(
+                    f"{step.label} and {other.label} would both write into {other.out}: give each its own `out`"
+                ) from None
 
 
 def check_keys_top(recipe: dict, where: str) -> None:
@@ -424,8 +459,10 @@ def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
         stage_dir = options.get("stage_dir")
         config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/model" if stage_dir else None})
         done["model"] = publish_model(model_dir, section.model, config)
+    from distill.io import write_json_atomic
+
     step.out.mkdir(parents=True, exist_ok=True)
-    (step.out / "publish.json").write_text(json.dumps(done, indent=2, default=str), encoding="utf-8")
+    write_json_atomic(done, step.out / "publish.json")
 
 
 def load_recipe(path: str, sets: tuple[str, ...] = ()) -> dict:

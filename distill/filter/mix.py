@@ -24,10 +24,8 @@ refuse duplicate ids, then each input file's chosen row groups are read once and
 positions, into at most MAX_BUCKETS temporary Arrow files; each bucket is then sorted into its output shards.
 """
 
-import json
 import math
 import numbers
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError
-from distill.generate.writer import data_files, fsync_dir, write_atomic
+from distill.io import check_output, data_files, write_json_atomic, write_table_atomic
 
 REQUIRED_COLUMNS = ("id", "messages")
 POSITION = "__mix_position"  # the output position of a row, carried through the temporary buckets
@@ -73,7 +71,9 @@ def mix(
     if rows_per_file < 1:
         raise DistillError(f"rows per file must be at least 1, got {rows_per_file}")
     out_path = Path(out)
-    sources = [_open_input(folder, weight, out_path) for folder, weight in inputs]
+    # Before anything is read: the output may not be, hold or lie inside an input folder.
+    check_output(out_path, inputs=[folder for folder, _ in inputs], overwrite=True)
+    sources = [_open_input(folder, weight) for folder, weight in inputs]
     _assign_counts(sources, total)
     schema = _union_schema(sources)
     grand_total = sum(s.count for s in sources)
@@ -109,13 +109,11 @@ def mix(
         "files": num_files,
         "columns": schema.names,
     }
-    _write_json_atomic(stats, out_path / "stats.json")
+    write_json_atomic(stats, out_path / "stats.json")
     return stats
 
 
-def _open_input(folder: str, weight, out: Path) -> _Input:
-    if Path(folder).resolve() == out.resolve():
-        raise DistillError(f"output folder {out} is also an input: write the mix to another folder")
+def _open_input(folder: str, weight) -> _Input:
     # bool is an int in Python: refuse it rather than read True as a count of 1.
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
         raise DistillError(f"weight {weight!r} for {folder}: use a row count (int) or a ratio in (0, 1] (float)")
@@ -147,13 +145,11 @@ def _open_input(folder: str, weight, out: Path) -> _Input:
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
     entries = [out / "data", out / "stats.json", out / TMP_DIR]
-    if any(e.exists() for e in entries):
-        if not overwrite:
-            raise DistillError(f"output folder {out} already holds a dataset: pass --overwrite to replace it")
-        # Only what a mix writes: other files in the folder (a README, a recipe) stay.
-        (out / "stats.json").unlink(missing_ok=True)  # first: the folder no longer claims to be complete
-        for folder in (out / "data", out / TMP_DIR):
-            shutil.rmtree(folder, ignore_errors=True)
+    check_output(out, overwrite=overwrite, holds="a dataset", can_resume=False, busy=any(e.exists() for e in entries))
+    # Only what a mix writes: other files in the folder (a README, a recipe) stay.
+    (out / "stats.json").unlink(missing_ok=True)  # first: the folder no longer claims to be complete
+    for folder in (out / "data", out / TMP_DIR):
+        shutil.rmtree(folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -287,16 +283,5 @@ def _write_shards(tmp: Path, data_dir: Path, rows_per_file: int, num_files: int)
         for start in range(0, bucket.num_rows, rows_per_file):
             shard = (first_position + start) // rows_per_file
             final = data_dir / f"train-{shard:05d}-of-{num_files:05d}.parquet"
-            write_atomic(bucket.slice(start, rows_per_file), final)
+            write_table_atomic(bucket.slice(start, rows_per_file), final)
         sink.unlink()
-
-
-def _write_json_atomic(data: dict, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)

@@ -13,7 +13,6 @@ rows already done), and goes on from the next row: no row is lost or written twi
 
 import heapq
 import json
-import os
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -27,7 +26,7 @@ from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError
 from distill.filter.base import Verdict
 from distill.filter.registry import CORRECTNESS, build_verifier
-from distill.generate.writer import ShardWriter, data_files, fsync_dir
+from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic
 from distill.schema import GENERATE_SCHEMA, filter_schema
 
 KEPT_PREFIX = "train-00000-of-00001"
@@ -171,7 +170,15 @@ def run_filter(config: FilterConfig) -> dict:
     files = input_files(config.inputs)
     check_columns(files)
     out = Path(config.out)
-    _check_output(out, config)
+    # Before anything is read into or deleted from the output: it may not be, hold or lie in an input.
+    check_output(
+        out,
+        inputs=[*config.inputs, *config.decontaminate],
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="a filter output",
+        ours=lambda p: p.name in OUTPUT_ENTRIES,
+    )
     fingerprint = _fingerprint(config, files)
     progress = _load_progress(out, fingerprint) if config.resume else None
     if progress is not None and is_complete(out):
@@ -190,9 +197,8 @@ def run_filter(config: FilterConfig) -> dict:
         decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
 
     if progress is None:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        clear_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
         dump_config(config, out / "config.resolved.yaml")
         progress = {"settings": fingerprint, "rows_done": 0, "selected": False, "files": []}
         _save_progress(out, progress)
@@ -265,21 +271,8 @@ def run_filter(config: FilterConfig) -> dict:
             verifier.close()
     stats = tally.as_dict(config)
     # stats.json is written last: its presence marks the output complete.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, out / "stats.json")
     return stats
-
-
-def _check_output(out: Path, config: FilterConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.overwrite or config.resume):
-            raise DistillError(
-                f"output folder {out} already exists: pass --resume to finish it or --overwrite to replace it"
-            )
-        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-        if strangers:
-            raise DistillError(f"refusing to write into {out}: it holds files distill did not write ({strangers[0]})")
 
 
 def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
@@ -311,13 +304,7 @@ def _load_progress(out: Path, fingerprint: dict) -> dict | None:
 
 def _save_progress(out: Path, progress: dict) -> None:
     """Atomic and durable: the record never names a file that is not complete on disk."""
-    tmp = out / f".{PROGRESS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(progress, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out / PROGRESS)
-    fsync_dir(out)
+    write_json_atomic(progress, out / PROGRESS, indent=None)
 
 
 def _drop_uncommitted(out: Path, progress: dict) -> None:

@@ -21,7 +21,6 @@ merges again), so a large student does not leave a second copy of its weights be
 
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -40,7 +39,7 @@ from distill.filter.registry import build_verifier, verifier_class
 from distill.filter.rules import option_names
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
-from distill.generate.writer import data_files, write_atomic
+from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
 
@@ -250,9 +249,7 @@ def run_eval(config: EvalConfig) -> dict:
         for verifier in verifiers:
             verifier.close()
     # summary.json is written last, whole or not at all: its presence marks the evaluation complete.
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    write_json_atomic(summary, out / "summary.json")
     return summary
 
 
@@ -268,7 +265,7 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
     finally:
         shutil.rmtree(folder / MERGED, ignore_errors=True)
     samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers)
-    write_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
+    write_table_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
     result = summarize(samples)
     if base is not None:
         result["adapter_base"] = base
@@ -427,24 +424,23 @@ def merge_adapter(adapter: Path, base: str, target: Path, quiet: bool = False) -
 
 
 def _prepare_output(out: Path, config: EvalConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.resume or config.overwrite):
-            raise DistillError(f"output folder {out} already holds an evaluation: pass --resume or --overwrite")
-        strangers = sorted(p.name for p in out.iterdir() if not _is_ours(p))
-        if strangers:
-            raise DistillError(
-                f"refusing to reuse {out}: it holds files distill eval did not write ({', '.join(strangers[:3])})"
-            )
-        if config.overwrite:
-            shutil.rmtree(out)
+    # No model folder, adapter or benchmark file may be, hold or lie inside the output.
+    busy = check_output(
+        out,
+        inputs=local_paths([*config.models, config.source]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="an evaluation",
+        ours=_is_ours,
+    )
+    if busy and config.overwrite:
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)  # incomplete until the new summary is written
 
 
 def _is_ours(path: Path) -> bool:
-    if path.name in ("summary.json", ".summary.json.tmp", "config.resolved.yaml"):
+    if path.name in ("summary.json", "config.resolved.yaml") or (path.name.startswith(".") and path.suffix == ".tmp"):
         return True
     return path.is_dir() and all(p.name in ("generations", "samples.parquet", MERGED) for p in path.iterdir())
 
