@@ -25,16 +25,15 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from distill.config import DEFAULT_LICENSE, PublishConfig
 from distill.errors import DistillError, MissingDependency
 from distill.models import ALIASES, EMBEDDED, model_label
 
-DEFAULT_LICENSE = "other"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded teacher is, for cards
 DATASET_TAGS = ["reasoning", "distillation", "synthetic"]
 MODEL_TAGS = ["reasoning", "distillation", "sft", "trl"]
@@ -63,23 +62,6 @@ SECRET_KEY = re.compile(r"token|secret|password|api_key|credential", re.IGNORECA
 HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
 RUN_CONTROL = {"resume", "overwrite", "quiet", "num_processes", "num_machines", "accelerate_config"}
 TEXT_SUFFIXES = {".md", ".json", ".yaml", ".yml", ".txt", ".jinja", ".model"}
-
-
-@dataclass(slots=True)
-class PublishConfig:
-    """Settings of `distill publish dataset|model` (a recipe's `publish:` section)."""
-
-    private: bool = True
-    overwrite: bool = False
-    revision: str | None = None  # a branch; created when missing
-    commit_message: str | None = None
-    license: str = DEFAULT_LICENSE
-    dry_run: bool = False
-    stage_dir: str | None = None  # the staged folder is kept here (required to see a dry run's files on disk)
-    # models only
-    eval_summary: str | None = None  # a `distill eval` summary.json: its table goes into the card
-    dataset: str | None = None  # the dataset repo id the model was trained on, for the card
-    base_model: str | None = None  # default: the training config's `student`, or the adapter's base
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_validate(changes, message):
 def test_sampling_must_be_sane_in_generate_and_eval(temperature, top_p):
     from distill.config import GenerateConfig
     from distill.errors import DistillError
-    from distill.train.eval import EvalConfig
+    from distill.config import EvalConfig
 
     for config in (
         GenerateConfig(source="s", out="o", temperature=temperature, top_p=top_p),

@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from distill.config import TrainConfig
 from distill.errors import DistillError
 from distill.schema import filter_schema
 from distill.train.cli import train_command
-from distill.train.config import TrainConfig
 from distill.train.sft import choose_precision, run_train, sft_arguments
 from distill.train.templates import CHATML, PROBE, check_template, resolve_template, without_generation_markers
 

@@ -28,6 +28,7 @@ import math
 import numbers
 import shutil
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -164,13 +165,8 @@ def _assign_counts(sources: list[_Input], total: int | None) -> None:
         if isinstance(src.weight, int):
             src.count = src.weight
     if ratios:
-        exact = [s.weight * total for s in ratios]
-        counts = [math.floor(x) for x in exact]
-        short = round(sum(exact)) - sum(counts)
-        # Give the rows lost to rounding down to the largest remainders (ties: input order).
-        for i in sorted(range(len(ratios)), key=lambda i: -(exact[i] - counts[i]))[:short]:
-            counts[i] += 1
-        for src, count in zip(ratios, counts, strict=True):
+        exact = [Fraction(s.weight) * total for s in ratios]
+        for src, count in zip(ratios, apportion(exact, round(sum(exact))), strict=True):
             src.count = count
     if total is not None and sum(s.count for s in sources) != total:
         taken = " + ".join(str(s.count) for s in sources)
@@ -180,6 +176,57 @@ def _assign_counts(sources: list[_Input], total: int | None) -> None:
             raise DistillError(
                 f"{src.folder} holds {src.available} rows, fewer than the {src.count} asked: lower its weight"
             )
+
+
+def apportion(exact: list[Fraction], total: int) -> list[int]:
+    """Whole counts adding up to `total` for the exact shares `exact` (which add up to about `total`): each share
+    rounded down, and the rows lost to rounding given to the largest remainders (ties: input order). Python's
+    round on each share would lose or add rows: 1:1 of 1001 rounds to 500 + 500, 1:1:1 of 100 to 33 x 3."""
+    counts = [math.floor(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: -(exact[i] - counts[i]))[: max(0, total - sum(counts))]:
+        counts[i] += 1
+    return counts
+
+
+def ratio_counts(ratio: dict[str, float], available: dict[str, int], total: int | None = None) -> dict[str, int]:
+    """Rows to take from each named input for a mix with exactly `ratio`: `total` rows, or, when None, the most
+    the inputs hold (`available` rows each). Exact arithmetic, so 1:1:1 of 3 available each gives 9, not 8."""
+    shares = {name: Fraction(share) for name, share in ratio.items()}
+    whole = sum(shares.values())
+    if total is None:
+        total = min(math.floor(available[n] * whole / shares[n]) for n in shares if shares[n] > 0)
+    counts = dict(zip(shares, apportion([total * share / whole for share in shares.values()], total), strict=True))
+    short = {n: (counts[n], available[n]) for n in counts if counts[n] > available[n]}
+    if short:
+        raise DistillError(
+            f"mix: not enough kept rows for total {total}: "
+            + ", ".join(f"{n} needs {need}, has {have}" for n, (need, have) in short.items())
+        )
+    return counts
+
+
+def mix_ratio(
+    ratio: dict[str, float], folders: dict[str, str | Path], out, total: int | None = None, seed: int = 0,
+    overwrite: bool = False, rows_per_file: int = 10_000,
+) -> dict:  # fmt: skip
+    """A recipe's `mix:`: the named folders by `ratio`, `total` rows (None: the largest mix with exactly that
+    ratio that the folders hold). Counts by largest remainder, so the mix has exactly `total` rows."""
+    available = {name: _rows(Path(folders[name])) for name in ratio}
+    counts = ratio_counts(ratio, available, total)
+    if sum(counts.values()) == 0:
+        raise DistillError("mix: the filters kept no rows, so there is nothing to mix")
+    return mix(
+        [(str(folders[n]), c) for n, c in counts.items() if c > 0],
+        str(out),
+        seed=seed,
+        overwrite=overwrite,
+        rows_per_file=rows_per_file,
+    )
+
+
+def _rows(folder: Path) -> int:
+    """Rows in a folder's data/*.parquet, from the Parquet footers (nothing else is read)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in data_files(folder / "data"))
 
 
 def _union_schema(sources: list[_Input]) -> pa.Schema:

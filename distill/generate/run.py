@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill.config import GenerateConfig, dump_config
-from distill.engines import Request, Sampling, make_engine
+from distill.engines import Request, make_engine
 from distill.errors import DistillError
 from distill.generate.parse import assemble_completion, parse_trace
 from distill.generate.sources import Prompt, load_prompts, shard_of
@@ -43,13 +43,16 @@ OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
 
 def sampling_params(config: GenerateConfig) -> dict:
     """The parameters that change what a sample is; they are part of every sample's id."""
-    return {
+    params = {
         "temperature": config.temperature,
         "top_p": config.top_p,
         "max_tokens": config.max_tokens,
         "stop": list(config.stop),
         "prefill": THINK_PREFILL if config.prefill_think else NO_THINK_PREFILL if config.no_think else "",
     }
+    if config.min_p:  # only when set: the ids of samples drawn without it stay what they were
+        params["min_p"] = config.min_p
+    return params
 
 
 def sample_id(prompt_id: str, sample_index: int, teacher: str, sampling_json: str) -> str:
@@ -155,7 +158,7 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
 
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
-    engine_sampling = Sampling(config.temperature, config.top_p, config.max_tokens, list(config.stop))
+    engine_sampling = config.sampling()
     buffer: list[dict] = []
     run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
     last_flush = start = time.monotonic()

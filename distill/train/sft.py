@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from distill.config import dump_config
+from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
 from distill.errors import DistillError, MissingDependency
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model
-from distill.train.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig
 from distill.train.templates import check_template, resolve_template, without_generation_markers
 
 if TYPE_CHECKING:
