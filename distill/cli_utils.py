@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import sys
 
 import click
@@ -20,7 +21,12 @@ def _fail_cleanly(func):
         except DistillError as exc:
             if os.environ.get("DISTILL_DEBUG") == "1":
                 raise
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(clip(str(exc))) from None
+        except OSError as exc:  # a path the system refuses (too long, no permission, a full disk): one line too
+            if os.environ.get("DISTILL_DEBUG") == "1" or exc.strerror is None:
+                raise
+            where = f" {clip(str(exc.filename))}" if exc.filename is not None else ""
+            raise click.ClickException(f"cannot use{where}: {exc.strerror} (DISTILL_DEBUG=1 shows where)") from None
         except KeyboardInterrupt:
             click.echo("interrupted: finished samples are saved; rerun with --resume to complete the rest", err=True)
             sys.exit(130)
@@ -28,9 +34,20 @@ def _fail_cleanly(func):
     return wrapper
 
 
+def clip(message: str, limit: int = 200) -> str:
+    """An error message with every run of more than `limit` characters without a space cut short: a message may
+    quote a value from a user's file, and a 10 MB value must not come back whole (on one line, whatever it holds).
+    """
+    from distill.config import shown
+
+    return re.sub(rf"\S{{{limit + 1},}}", lambda m: shown(m.group(), limit), message.replace("\n", " "))
+
+
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
     """KEY=VALUE flags; values are read as YAML so numbers, booleans and lists keep their types."""
     import yaml
+
+    from distill.config import yaml_value
 
     out = {}
     for pair in pairs:
@@ -38,7 +55,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got `{pair}`", param_hint=flag)
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = yaml_value(value, flag)
         except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int too long to convert
             raise click.BadParameter(f"the value of `{key}` is not valid YAML: quote it", param_hint=flag) from None
     return out

@@ -3,6 +3,7 @@
 import dataclasses
 import difflib
 import math
+import os
 import sys
 import types
 import typing
@@ -253,10 +254,76 @@ def _is_float(text: str) -> bool:
     return True
 
 
+# A recipe is a few hundred values. YAML aliases can make a few bytes stand for exponentially many (nested
+# anchors, "billion laughs": a 300-byte file expanded to 10^7 items, 4 GB, 138 s), so the size of a document
+# with every alias expanded is counted before anything is built from it, and a document past this is refused.
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 1 << 20  # and the file itself: 1 MiB is thousands of recipes; YAML parses ~0.4 MB/s in Python
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases would expand past MAX_YAML_NODES nodes, or refer to
+    themselves; counted on the composed node graph (one visit per distinct node), before construction."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            expanded_size(node, MAX_YAML_NODES)
+        return node
+
+
+class YamlTooLarge(DistillError):
+    pass
+
+
+def expanded_size(node, limit: int) -> int:
+    """Nodes in `node` with every alias expanded (a shared node counts at each use), up to `limit`."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(n) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise YamlTooLarge("refers to itself through an alias: write the value out")
+        busy.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        busy.discard(key)
+        if total > limit:
+            raise YamlTooLarge(
+                f"expands to more than {limit:,} values through its aliases (&anchor, *alias): use fewer aliases"
+            )
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def yaml_value(text: str, where: str):
+    """A value typed on the command line (`--set`, `--option`, KEY=VALUE), read as YAML with the same bounds."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader, bounded
+    except YamlTooLarge as exc:
+        raise DistillError(f"{where}: the value {exc}") from None
+
+
 def load_yaml(path: str | Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_YAML_BYTES:
+                raise YamlTooLarge(
+                    f"is {size / 2**20:.1f} MiB, more than a recipe's {MAX_YAML_BYTES >> 20} MiB: shorten it (prompts "
+                    "belong in a --source file)"
+                )
+            data = yaml.load(fh, Loader=BoundedLoader) or {}  # noqa: S506 - a SafeLoader, bounded
+    except YamlTooLarge as exc:
+        raise DistillError(f"config file {path} {exc}") from None
     except FileNotFoundError:
         raise DistillError(f"config file not found: {path}") from None
     except OSError as exc:  # a folder, no permission
@@ -424,11 +491,12 @@ class MixConfig:
     seed: int = 0
     out: str = ""
 
-    def validate(self, filter_names) -> None:
-        unknown = [n for n in self.ratio if n not in filter_names]
+    def validate(self, filter_names: list[str] | None = None) -> None:
+        """`filter_names`: the recipe's filter entries, which the ratio must name (None: not checked here)."""
+        unknown = [shown(n) for n in self.ratio if filter_names is not None and n not in filter_names]
         if unknown or not self.ratio:
             raise DistillError(
-                f"mix.ratio must name filter entries ({', '.join(filter_names)}), got {unknown or 'none'}"
+                f"mix.ratio must name filter entries ({', '.join(filter_names or [])}), got {unknown or 'none'}"
             )
         shares = list(self.ratio.values())
         if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:

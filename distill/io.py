@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill.config import shown
 from distill.errors import DistillError
 
 # --------------------------------------------------------------------------------------------------------------
@@ -152,7 +153,8 @@ def check_not_input(out, inputs: Iterable, flag: str = "--out") -> None:
         else:
             continue
         raise DistillError(
-            f"{flag} {out} {relation} the input {name}: a stage never writes into its inputs, give another folder"
+            f"{flag} {shown(str(out), 200)} {relation} the input {shown(str(name), 200)}: a stage never writes into "
+            "its inputs, give another folder"
         )
 
 
@@ -177,21 +179,22 @@ def check_output(
     check_not_input(out, inputs)
     if out.is_symlink() and not out.exists():
         raise DistillError(
-            f"--out {out} is a link to {os.readlink(out)}, which does not exist: create that folder or give another"
+            f"--out {shown(str(out), 200)} is a link to {shown(os.readlink(out), 200)}, which does not exist: create "
+            "that folder or give another"
         )
     if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
+        raise DistillError(f"--out {shown(str(out), 200)} is a file: give a folder")
     if busy is None:
         busy = out.is_dir() and any(out.iterdir())
     if busy and not ((resume and can_resume) or overwrite):
         flags = "--resume or --overwrite" if can_resume else "--overwrite to replace it"
-        raise DistillError(f"output folder {out} already holds {holds}: pass {flags}")
+        raise DistillError(f"output folder {shown(str(out), 200)} already holds {holds}: pass {flags}")
     if busy and ours is not None:
         strangers = sorted(p.name for p in out.iterdir() if not ours(p))
         if strangers:
             raise DistillError(
-                f"refusing to {'overwrite' if overwrite else 'write into'} {out}: it holds files distill did not "
-                f"write ({', '.join(strangers[:3])})"
+                f"refusing to {'overwrite' if overwrite else 'write into'} {shown(str(out), 200)}: it holds files "
+                f"distill did not write ({', '.join(shown(n, 80) for n in strangers[:3])})"
             )
     return busy
 

@@ -26,6 +26,7 @@ from distill.config import (
     build_config,
     load_yaml,
     shown,
+    yaml_value,
 )
 from distill.errors import DistillError
 from distill.io import check_not_input, local_paths
@@ -82,7 +83,7 @@ def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
         if not isinstance(node, dict):
             raise DistillError(f"--set {shown(key)}: `{'.'.join(parts[:-1])}` in the recipe is not a mapping of keys")
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = yaml_value(value, f"--set {shown(key)}")
         except (yaml.YAMLError, ValueError, RecursionError):
             raise DistillError(f"--set {shown(key)}: the value `{shown(value)}` is not valid YAML: quote it") from None
     return recipe
