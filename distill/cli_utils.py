@@ -9,6 +9,7 @@ import click
 from click.core import ParameterSource
 
 from distill.errors import DistillError
+from distill.secrets import scrub
 
 
 def _fail_cleanly(func):
@@ -21,11 +22,11 @@ def _fail_cleanly(func):
         except DistillError as exc:
             if os.environ.get("DISTILL_DEBUG") == "1":
                 raise
-            raise click.ClickException(clip(str(exc))) from None
+            raise click.ClickException(clip(scrub(str(exc)))) from None  # no credentials in a URL or token
         except OSError as exc:  # a path the system refuses (too long, no permission, a full disk): one line too
             if os.environ.get("DISTILL_DEBUG") == "1" or exc.strerror is None:
                 raise
-            where = f" {clip(str(exc.filename))}" if exc.filename is not None else ""
+            where = f" {clip(scrub(str(exc.filename)))}" if exc.filename is not None else ""
             raise click.ClickException(f"cannot use{where}: {exc.strerror} (DISTILL_DEBUG=1 shows where)") from None
         except KeyboardInterrupt:
             click.echo("interrupted: finished samples are saved; rerun with --resume to complete the rest", err=True)

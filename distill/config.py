@@ -15,6 +15,7 @@ import yaml
 
 from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
 from distill.errors import DistillError
+from distill.secrets import scrub_config
 
 # --------------------------------------------------------------------------------------------------------------
 # A teacher and how to sample it: the settings generate, eval, the judge (and any later sampling stage) share,
@@ -366,7 +367,8 @@ def dump_config(config, path: Path) -> None:
     """
     from distill.io import write_text_atomic
 
-    write_text_atomic(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), Path(path), durable=False)
+    text = yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False)
+    write_text_atomic(text, Path(path), durable=False)
 
 
 # The verifiers `distill filter` runs when none are named: R1's rule rewards, accuracy and format.

@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 from distill.config import EvalConfig, GenerateConfig, SampledConfig, dump_config, field_names
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
-from distill.filter.registry import build_verifier, verifier_class
-from distill.filter.rules import option_names
+from distill.filter.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
 from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
+from distill.secrets import scrub_config
 
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
 MERGED = "merged"
@@ -145,7 +145,7 @@ def run_eval(config: EvalConfig) -> dict:
             "samples_per_prompt": config.num_samples,
             "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
             | ({"min_p": config.min_p} if config.min_p else {}),
-            "verifiers": {v.name: config.verifiers[v.name] for v in verifiers},
+            "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
         for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
@@ -197,10 +197,7 @@ def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
     chosen = []
     for name, options in specs.items():
         cls = verifier_class(name)
-        unknown = [key for key in options if key not in (*option_names(cls), "domains")]
-        if unknown:  # build_verifier says the same with a hint; this covers the verifiers not built
-            raise DistillError(f"unknown option `{unknown[0]}` for verifier `{name}`: valid options are "
-                               f"{', '.join([*option_names(cls), 'domains'])}")  # fmt: skip
+        check_options(cls, name, options, extra=("domains",))  # also the verifiers not built: a typo is an error
         applies = options.get("domains", cls.domains)
         if set([applies] if isinstance(applies, str) else applies) & domains:
             chosen.append((name, options))
