@@ -139,11 +139,11 @@ def local_paths(names: Iterable) -> list[Path]:
 def check_not_input(out, inputs: Iterable, flag: str = "--out") -> None:
     """Refuse an output folder that is, holds or lies inside one of `inputs` (paths; symlinks resolved), so no
     stage can write into or delete what it reads. Inputs that do not exist are skipped."""
-    target = Path(out).resolve()
+    target = _resolved(out, flag)
     for name in inputs:
         if not name:
             continue
-        source = Path(name).resolve()
+        source = _resolved(name, "the input")
         if target == source:
             relation = "is"
         elif source.is_relative_to(target):
@@ -156,6 +156,13 @@ def check_not_input(out, inputs: Iterable, flag: str = "--out") -> None:
             f"{flag} {shown(str(out), 200)} {relation} the input {shown(str(name), 200)}: a stage never writes into "
             "its inputs, give another folder"
         )
+
+
+def _resolved(path, what: str) -> Path:
+    try:
+        return Path(path).resolve()
+    except ValueError:  # a NUL character: no file system takes it
+        raise DistillError(f"{what} {shown(str(path), 200)} is not a path (it holds a NUL character)") from None
 
 
 def check_output(
