@@ -39,9 +39,7 @@ from distill.errors import DistillError
 from distill.generate.sources import load_prompts
 from distill.pipeline import apply_sets, plan
 
-# The code verifier's extract_code is left out here until its linear rewrite lands (the sandbox work of issue 11);
-# the reliability table's fuzz line runs it.
-LINEAR_SCANS = sorted(name for name in extractors() if name != "code.extract_code")
+LINEAR_SCANS = sorted(extractors())
 
 FAST = settings(
     max_examples=40,
