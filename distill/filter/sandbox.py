@@ -4,7 +4,7 @@ Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC
 namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
 working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
 rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
-file size, a seccomp filter (`SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
+file size, a seccomp filter (`seccomp.SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
 wall-clock timeout after which its whole process tree is killed.
 
 What is bounded, and how:
