@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from distill.filter.run import to_messages
 from distill.generate.run import sample_id
 from distill.generate.sources import DEFAULT_TEMPLATES
-from distill.generate.writer import ShardWriter, shard_prefix
+from distill.io import ShardWriter, shard_prefix
 from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, example_row
 
 TEACHER = "deepseek-ai/DeepSeek-R1"

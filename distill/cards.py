@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from distill.config import DEFAULT_LICENSE
 from distill.errors import DistillError
 from distill.models import ALIASES, EMBEDDED, model_label
 from distill.secrets import scrub
 
 if TYPE_CHECKING:
-    from distill.hub import PublishConfig
+    from distill.config import PublishConfig
 
-DEFAULT_LICENSE = "other"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded teacher is, for cards
 DATASET_TAGS = ["reasoning", "distillation", "synthetic"]
 MODEL_TAGS = ["reasoning", "distillation", "sft", "trl"]
@@ -63,7 +63,7 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     """README.md of a dataset: Hub metadata, then what made it (teacher, sampling, verifiers, counts), then use."""
     import pyarrow.parquet as pq
 
-    from distill.generate.writer import data_files
+    from distill.io import data_files
 
     stats = _read_json(folder / "stats.json")
     own = _read_yaml(folder / "config.resolved.yaml")

@@ -21,11 +21,11 @@ Safety:
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.cards import DEFAULT_LICENSE, dataset_card, model_card, read_eval_summary
+from distill.cards import dataset_card, model_card, read_eval_summary
+from distill.config import PublishConfig
 from distill.errors import DistillError, MissingDependency
 from distill.secrets import known_tokens, scrub
 
@@ -41,23 +41,6 @@ MODEL_SUBFOLDERS = ("final", "model", "final_model")  # where a training output 
 TEXT_SUFFIXES = {".md", ".json", ".yaml", ".yml", ".txt", ".jinja", ".model"}
 
 
-@dataclass(slots=True)
-class PublishConfig:
-    """Settings of `distill publish dataset|model` (a recipe's `publish:` section)."""
-
-    private: bool = True
-    overwrite: bool = False
-    revision: str | None = None  # a branch; created when missing
-    commit_message: str | None = None
-    license: str = DEFAULT_LICENSE
-    dry_run: bool = False
-    stage_dir: str | None = None  # the staged folder is kept here (required to see a dry run's files on disk)
-    # models only
-    eval_summary: str | None = None  # a `distill eval` summary.json: its table goes into the card
-    dataset: str | None = None  # the dataset repo id the model was trained on, for the card
-    base_model: str | None = None  # default: the training config's `student`, or the adapter's base
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------------------------
@@ -70,6 +53,7 @@ def publish_dataset(folder: str | Path, repo_id: str, config: PublishConfig | No
         if getattr(config, name) is not None:
             raise DistillError(f"`{name}` applies to `distill publish model` only")
     folder = Path(folder)
+    _check_stage_dir(config, folder)
     files, rows = _dataset_files(folder)
     _refuse_links_out(folder, [*files, folder / "stats.json", folder / "config.resolved.yaml"])
 
@@ -88,6 +72,7 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
     """Stage a trained model (full weights or a LoRA adapter) with its card and upload it in one commit."""
     config = config or PublishConfig()
     folder = Path(folder)
+    _check_stage_dir(config, folder)
     model_dir = find_model_dir(folder)
     files = _model_files(model_dir)
     card_inputs = [model_dir / name for name in ("adapter_config.json", "train_results.json")]
@@ -108,6 +93,14 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
 # --------------------------------------------------------------------------------------------------------------
 # Staging and upload
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _check_stage_dir(config: PublishConfig, folder: Path) -> None:
+    """The staged copy may not be, hold or lie inside the folder it copies (a dry run would write into it)."""
+    if config.stage_dir:
+        from distill.io import check_not_input
+
+        check_not_input(config.stage_dir, [folder], flag="--stage-dir")
 
 
 def _publish(kind: str, repo_id: str, config: PublishConfig, stage, message: str, api: Any, extra=None) -> dict:
@@ -243,7 +236,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _dataset_files(folder: Path) -> tuple[list[Path], int]:
     import pyarrow.parquet as pq
 
-    from distill.generate.writer import data_files
+    from distill.io import data_files
 
     if not folder.is_dir():
         raise DistillError(f"dataset folder not found: {folder}")

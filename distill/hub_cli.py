@@ -50,8 +50,7 @@ def _common_options(func):
 
 
 def _build_config(ctx, config_file, public, flags):
-    from distill.config import build_config
-    from distill.hub import PublishConfig
+    from distill.config import PublishConfig, build_config
 
     recipe, overrides = section_and_flags(ctx, config_file, "publish", flags)
     if public is not None:

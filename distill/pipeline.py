@@ -11,15 +11,25 @@ complete stage is skipped, an incomplete one resumed, which is what makes an int
 import copy
 import dataclasses
 import importlib.util
-import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml, shown
+from distill.config import (
+    EvalConfig,
+    FilterConfig,
+    GenerateConfig,
+    MixConfig,
+    PublishConfig,
+    TrainConfig,
+    build_config,
+    load_yaml,
+    shown,
+    yaml_value,
+)
 from distill.errors import DistillError
+from distill.io import check_not_input, local_paths
 
 STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
 # Where an `rl` section runs: before generate (the RL'd model is the teacher of rejection sampling, as in R1) or
@@ -42,27 +52,6 @@ class Step:
     @property
     def label(self) -> str:
         return self.stage if self.name == "default" else f"{self.stage}:{self.name}"
-
-
-@dataclass(slots=True)
-class MixConfig:
-    """Mix filter outputs by ratio (R1: 600k reasoning + 200k general, i.e. math: 3, general: 1)."""
-
-    ratio: dict[str, float] = field(default_factory=dict)  # filter name -> share
-    total: int | None = None  # None: as many rows as the ratio allows from what survived the filters
-    seed: int = 0
-    out: str = ""
-
-
-@dataclass(slots=True)
-class PublishSection:
-    dataset: str | None = None  # repo id for the dataset (the mix, or the filter output)
-    model: str | None = None  # repo id for the trained student
-    private: bool = True
-    dry_run: bool = False
-    stage_dir: str | None = None
-    license: str | None = None
-    overwrite: bool = False
 
 
 def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
@@ -97,7 +86,7 @@ def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
         if not isinstance(node, dict):
             raise DistillError(f"--set {shown(key)}: `{'.'.join(parts[:-1])}` in the recipe is not a mapping of keys")
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = yaml_value(value, f"--set {shown(key)}")
         except (yaml.YAMLError, ValueError, RecursionError):
             raise DistillError(f"--set {shown(key)}: the value `{shown(value)}` is not valid YAML: quote it") from None
     return recipe
@@ -205,23 +194,12 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     dataset_dirs = list(filter_outs.values())
     if mix_section is not None:
         mix = build_config(MixConfig, {"out": str(root / "mix"), **mix_section}, {}, f"{recipe_path}: mix")
-        unknown = [n for n in mix.ratio if n not in filter_outs]
-        if unknown or not mix.ratio:
-            raise DistillError(
-                f"mix.ratio must name filter entries ({', '.join(filter_outs)}), got {unknown or 'none'}"
-            )
-        shares = list(mix.ratio.values())
-        if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:
-            raise DistillError(f"mix.ratio shares must be numbers of at least 0, not all 0, got {shares}")
-        if mix.total is not None and mix.total < 1:
-            raise DistillError(f"mix.total must be at least 1, got {mix.total}")
+        mix.validate(list(filter_outs))
         steps.append(Step("mix", "default", mix, Path(mix.out)))
         dataset_dirs = [mix.out]
 
     train_out = None
     if train_section is not None:
-        from distill.train.config import TrainConfig
-
         section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **train_section}
         config = build_config(TrainConfig, section, {}, f"{recipe_path}: train")
         config.validate()
@@ -232,8 +210,6 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         steps.append(rl_step)
 
     if eval_section is not None:
-        from distill.train.eval import EvalConfig
-
         section = dict(eval_section)
         if "models" not in section:  # the student before and after training (and RL)
             student = train_section.get("student") if train_out else None
@@ -258,7 +234,7 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         steps.append(Step("eval", "default", config, Path(config.out)))
 
     if publish_section is not None:
-        config = build_config(PublishSection, publish_section, {}, f"{recipe_path}: publish")
+        config = build_config(PublishConfig, publish_section, {}, f"{recipe_path}: publish")
         if config.model and not train_out:
             raise DistillError("publish.model needs a train section")
         if config.dataset and not dataset_dirs:
@@ -267,12 +243,46 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
 
     if not steps:
         raise DistillError(f"{recipe_path} has no stage: add a generate, filter, train, eval or publish section")
+    _check_outputs(steps)
     for step in steps:
         if step.out.exists() and not step.out.is_dir():
             raise DistillError(f"{step.label}: its output {step.out} is a file, not a folder: choose another `out`")
         step.complete = is_complete(step)
         step.partial = not step.complete and step.out.exists() and any(step.out.iterdir())
     return steps
+
+
+def step_inputs(step: Step, steps: list[Step]) -> list:
+    """The paths a step reads: its output may be, hold or lie inside none of them."""
+    config = step.config
+    if step.stage == "generate":
+        return local_paths([config.source, config.model])
+    if step.stage == "filter":
+        return [*config.inputs, *config.decontaminate]
+    if step.stage == "mix":
+        return [s.out for s in steps if s.stage == "filter" and s.name in config.ratio]
+    if step.stage == "train":
+        return [*config.data, *local_paths([config.student])]
+    if step.stage == "eval":
+        return local_paths([*config.models, config.source])
+    return [s.out for s in steps if s.stage in ("filter", "mix", "train")]  # publish
+
+
+def _check_outputs(steps: list[Step]) -> None:
+    """Before any stage runs: no stage writes into what it reads, and no two stages share a folder."""
+    for step in steps:
+        inputs = step_inputs(step, steps)
+        check_not_input(step.out, inputs, flag=f"{step.label}: out")
+        if step.stage == "publish" and step.config.stage_dir:
+            check_not_input(step.config.stage_dir, inputs, flag="publish: stage_dir")
+    for i, step in enumerate(steps):
+        for other in steps[:i]:
+            try:
+                check_not_input(step.out, [other.out])
+            except DistillError:
+                raise DistillError(
+                    f"{step.label} and {other.label} would both write into {other.out}: give each its own `out`"
+                ) from None
 
 
 def check_keys_top(recipe: dict, where: str) -> None:
@@ -442,45 +452,29 @@ def _run_train(step: Step) -> None:
 
 
 def _run_mix(step: Step, steps: list[Step]) -> None:
-    """Counts from the ratio and what survived each filter: the largest mix with exactly that ratio."""
-    from distill.filter.mix import mix
+    from distill.filter.mix import mix_ratio
 
     config: MixConfig = step.config
-    kept = {}
-    for s in steps:
-        if s.stage == "filter" and s.name in config.ratio:
-            kept[s.name] = json.loads((s.out / "stats.json").read_text())["kept"]
-    shares = {name: share / sum(config.ratio.values()) for name, share in config.ratio.items()}
-    total = config.total or int(min(kept[n] / shares[n] for n in shares if shares[n] > 0))
-    counts = {name: int(round(total * share)) for name, share in shares.items()}
-    short = {n: (counts[n], kept[n]) for n in counts if counts[n] > kept[n]}
-    if short:
-        raise DistillError(
-            f"mix: not enough kept rows for total {total}: "
-            + ", ".join(f"{n} needs {need}, has {have}" for n, (need, have) in short.items())
-        )
-    if sum(counts.values()) == 0:
-        raise DistillError("mix: the filters kept no rows, so there is nothing to mix")
-    outs = {s.name: s.out for s in steps if s.stage == "filter"}
-    mix([(str(outs[n]), c) for n, c in counts.items() if c > 0], str(step.out), seed=config.seed, overwrite=True)
+    folders = {s.name: s.out for s in steps if s.stage == "filter" and s.name in config.ratio}
+    mix_ratio(config.ratio, folders, step.out, total=config.total, seed=config.seed, overwrite=True)
 
 
 def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
-    from distill.hub import PublishConfig, publish_dataset, publish_model
+    from distill.hub import publish_dataset, publish_model
+    from distill.io import write_json_atomic
 
-    section: PublishSection = step.config
-    options = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("dataset", "model") and v is not None}
+    config: PublishConfig = step.config
     done = {}
-    if section.dataset:
-        stage_dir = options.get("stage_dir")
-        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/dataset" if stage_dir else None})
-        done["dataset"] = publish_dataset(dataset_dir, section.dataset, config)
-    if section.model:
-        stage_dir = options.get("stage_dir")
-        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/model" if stage_dir else None})
-        done["model"] = publish_model(model_dir, section.model, config)
+    stage_dir = config.stage_dir
+    if config.dataset:  # the model-only settings stay with the model
+        staged = dataclasses.replace(config, eval_summary=None, base_model=None)
+        staged.stage_dir = f"{stage_dir}/dataset" if stage_dir else None
+        done["dataset"] = publish_dataset(dataset_dir, config.dataset, staged)
+    if config.model:
+        staged = dataclasses.replace(config, stage_dir=f"{stage_dir}/model" if stage_dir else None)
+        done["model"] = publish_model(model_dir, config.model, staged)
     step.out.mkdir(parents=True, exist_ok=True)
-    (step.out / "publish.json").write_text(json.dumps(done, indent=2, default=str), encoding="utf-8")
+    write_json_atomic(done, step.out / "publish.json")
 
 
 def load_recipe(path: str, sets: tuple[str, ...] = ()) -> dict:

@@ -217,7 +217,7 @@ def test_existing_output_needs_resume_or_overwrite(generated, tmp_path):
     out = tmp_path / "out"
     run(str(generated), "--out", str(out))
     result = run(str(generated), "--out", str(out), expect=1)
-    assert "pass --resume to finish it or --overwrite to replace it" in result.output
+    assert "already holds a filter output: pass --resume or --overwrite" in result.output
     run(str(generated), "--out", str(out), "--overwrite")
     result = run(str(generated), "--out", str(out), "--resume", "--overwrite", expect=1)
     assert "contradict" in result.output

@@ -11,8 +11,9 @@ import yaml
 from click.testing import CliRunner
 
 from distill.cards import size_category
+from distill.config import PublishConfig
 from distill.errors import DistillError
-from distill.hub import PublishConfig, publish_dataset, publish_model
+from distill.hub import publish_dataset, publish_model
 from distill.hub_cli import publish_group
 from distill.schema import example_row, filter_schema
 from distill.secrets import scrub, scrub_url

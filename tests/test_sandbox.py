@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import distill.filter.sandbox as sandbox_mod
+import distill.filter.seccomp as seccomp
 from benchmarks.checks.attacks import processes_with
 from distill.errors import DistillError
 from distill.filter.sandbox import Sandbox
@@ -638,7 +639,7 @@ def test_seccomp_refuses_kernel_surface_a_test_never_needs(sandbox):
     (threads, subprocesses, multiprocessing with POSIX semaphores in /dev/shm, mmap, sockets on loopback)."""
     names = ["io_uring_setup", "bpf", "perf_event_open", "userfaultfd", "unshare", "mount", "keyctl", "memfd_create"]
     column = 0 if os.uname().machine == "x86_64" else 1
-    numbers = {name: sandbox_mod.SECCOMP_DENIED[name][column] for name in names}
+    numbers = {name: seccomp.SECCOMP_DENIED[name][column] for name in names}
     result = run_py(
         sandbox,
         f"""
@@ -670,7 +671,7 @@ def test_seccomp_filter_is_well_formed():
     import struct
 
     for machine in ("x86_64", "aarch64"):
-        program = sandbox_mod.seccomp_filter(machine)
+        program = seccomp.seccomp_filter(machine)
         assert program is not None and len(program) % 8 == 0 and len(program) // 8 < 4096
         for i in range(len(program) // 8):
             code, jt, jf, _k = struct.unpack("=HBBI", program[i * 8 : i * 8 + 8])
@@ -678,4 +679,4 @@ def test_seccomp_filter_is_well_formed():
                 assert i + 1 + jt < len(program) // 8 and i + 1 + jf < len(program) // 8
         code, _jt, _jf, k = struct.unpack("=HBBI", program[-8:])
         assert (code, k) == (0x06, 0x00050001)  # the last instruction returns EPERM
-    assert sandbox_mod.seccomp_filter("riscv64") is None
+    assert seccomp.seccomp_filter("riscv64") is None

@@ -473,11 +473,7 @@ def _typed_values(annotation) -> st.SearchStrategy:
 
 def config_classes() -> dict[str, type]:
     """The class behind each recipe section."""
-    from distill.config import FilterConfig, GenerateConfig
-    from distill.hub import PublishConfig
-    from distill.pipeline import MixConfig, PublishSection
-    from distill.train.config import TrainConfig
-    from distill.train.eval import EvalConfig
+    from distill.config import EvalConfig, FilterConfig, GenerateConfig, MixConfig, PublishConfig, TrainConfig
 
     return {
         "generate": GenerateConfig,
@@ -485,8 +481,7 @@ def config_classes() -> dict[str, type]:
         "mix": MixConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
-        "publish": PublishSection,
-        "publish (CLI)": PublishConfig,
+        "publish": PublishConfig,
     }
 
 

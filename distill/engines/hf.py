@@ -88,6 +88,8 @@ class TransformersEngine:
         kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
         if sampling.temperature > 0:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.min_p:
+                kwargs.update(min_p=sampling.min_p)
         else:
             kwargs.update(do_sample=False)
         if sampling.stop:

@@ -31,6 +31,20 @@ def engine_kwargs(config, on_cpu: bool) -> dict:
     return kwargs
 
 
+def sampling_params(sampling: Sampling, max_tokens: int):
+    """vllm.SamplingParams for one request: our Sampling, with the room left in the context as max_tokens."""
+    import vllm
+
+    return vllm.SamplingParams(
+        n=1,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        max_tokens=max_tokens,
+        stop=list(sampling.stop) or None,
+    )
+
+
 class VllmEngine:
     def __init__(self, llm, model_name: str):
         self.llm = llm
@@ -63,8 +77,6 @@ class VllmEngine:
         return len(ids) + len(self.tokenizer.encode(request.prefill, add_special_tokens=False))
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, Result]]:
-        import vllm
-
         todo, params = [], []
         for i, request in enumerate(requests):
             n = self._prompt_tokens(request)
@@ -74,15 +86,7 @@ class VllmEngine:
                 continue
             todo.append(i)
             # No per-request seed: it crashes the CPU sampler, and the engine seed already fixes the stream.
-            params.append(
-                vllm.SamplingParams(
-                    n=1,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    max_tokens=min(sampling.max_tokens, room),
-                    stop=list(sampling.stop) or None,
-                )
-            )
+            params.append(sampling_params(sampling, min(sampling.max_tokens, room)))
         for start in range(0, len(todo), CHUNK):
             chunk, chunk_params = todo[start : start + CHUNK], params[start : start + CHUNK]
             yield from zip(chunk, self._chat([requests[i] for i in chunk], chunk_params), strict=True)

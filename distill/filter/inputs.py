@@ -397,7 +397,7 @@ def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tup
 
 def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
     """The Parquet files filter reads: exact generate outputs as they are, the others normalized into `folder`."""
-    from distill.generate.writer import write_atomic
+    from distill.io import write_table_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -409,6 +409,6 @@ def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
         if not rows:
             raise DistillError(f"{source.name} has no traces to filter")
         path = folder / f"input-{number:05d}.parquet"
-        write_atomic(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), path)
+        write_table_atomic(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), path)
         files.append(path)
     return files

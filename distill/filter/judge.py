@@ -32,8 +32,8 @@ import secrets
 import unicodedata
 from collections.abc import Collection, Sequence
 
-from distill.config import GenerateConfig, check_keys
-from distill.engines import ENGINES, Request, Sampling, make_engine
+from distill.config import EngineConfig, TeacherConfig, check_keys
+from distill.engines import ENGINES, Request, make_engine
 from distill.errors import DistillError
 from distill.filter.base import BaseVerifier, Verdict
 from distill.generate.parse import parse_trace
@@ -248,23 +248,24 @@ class JudgeVerifier(BaseVerifier):
         if max_tokens < 1:
             raise DistillError(f"the judge's max_tokens must be at least 1, got {max_tokens}")
         engine_options = dict(engine_options or {})
-        check_keys(GenerateConfig, engine_options, "the judge's engine_options")
-        own = {"engine", "model", "base_url", "batch_size", "max_tokens", "temperature"} & engine_options.keys()
+        check_keys(EngineConfig, engine_options, "the judge's engine_options")
+        own = {"engine", "model", "base_url", "batch_size"} & engine_options.keys()
         if own:
             raise DistillError(f"pass {', '.join(sorted(own))} as the judge's own option, not inside engine_options")
-        self.config = GenerateConfig(
+        # top_p 1.0: the judge decodes greedily by default, and nucleus cut-offs only matter when sampling.
+        self.config = TeacherConfig(
             engine=engine,
             model=model,
             base_url=base_url,
             batch_size=batch_size,
             max_tokens=max_tokens,
             temperature=temperature,
+            top_p=1.0,
             **engine_options,
         )
         self.threshold = threshold
         self.mode = mode
-        # top_p 1.0: the judge decodes greedily by default, and nucleus cut-offs only matter when sampling.
-        self.sampling = Sampling(temperature=temperature, top_p=1.0, max_tokens=max_tokens)
+        self.sampling = self.config.sampling()
         self._engine = None
 
     @property

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError, MissingDependency
-from distill.generate.writer import data_files
+from distill.io import check_not_input, data_files, write_text_atomic
 
 REPORT_NAME = "report.html"
 HIST_CAP = 100_000  # values per histogram side; a uniform sample beyond that
@@ -388,6 +388,8 @@ def write_report(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     stats = load_stats(folder)
     kept_files, rejected_files = data_files(folder / "data"), data_files(folder / "rejected")
+    # The page is the one thing written: it may not be (a link to) a file it describes.
+    check_not_input(folder / REPORT_NAME, [*kept_files, *rejected_files, folder / "stats.json"], flag="the report")
     kept_lengths, kept_scores, kept_rows = scan(kept_files)
     rejected_lengths, rejected_scores, rejected_rows = scan(rejected_files)
     rng = random.Random(SEED)
@@ -438,8 +440,7 @@ def write_report(folder: str | os.PathLike) -> Path:
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     out = folder / REPORT_NAME
-    # Written under a temporary name and renamed: a reader never sees half a page.
-    tmp = folder / f".{REPORT_NAME}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    # Written under a temporary name and renamed: a reader never sees half a page, and a link planted under the
+    # report's name is replaced, never written through (it could point at the data the page describes).
+    write_text_atomic(page, out, durable=False)
     return out

@@ -13,7 +13,6 @@ rows already done), and goes on from the next row: no row is lost or written twi
 
 import heapq
 import json
-import os
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -28,7 +27,7 @@ from distill.errors import DistillError
 from distill.filter.base import Verdict
 from distill.filter.consensus import check_consensus, label, majority_golds
 from distill.filter.registry import CORRECTNESS, build_verifier
-from distill.generate.writer import ShardWriter, data_files, fsync_dir
+from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic, write_text_atomic
 from distill.schema import GENERATE_SCHEMA, filter_schema
 from distill.secrets import scrub_config
 
@@ -203,16 +202,15 @@ def window_reason(rate: float | None, window) -> str | None:
 
 def write_pass_rates(path: Path, tally: Tally) -> None:
     """One line per prompt: samples, passed, pass rate and the pass rate per verifier (of the samples it checked)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for pid, (n, passed) in sorted(tally.per_prompt.items()):
-            verifiers = {}
-            for name, prompts in tally.per_prompt_verifier.items():
-                if pid in prompts and prompts[pid][0]:
-                    verifiers[name] = round(prompts[pid][1] / prompts[pid][0], 4)
-            record = {"prompt_id": pid, "samples": n, "passed": passed, "pass_rate": _rate(passed, n)}
-            fh.write(json.dumps({**record, "verifiers": verifiers}) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for pid, (n, passed) in sorted(tally.per_prompt.items()):
+        verifiers = {}
+        for name, prompts in tally.per_prompt_verifier.items():
+            if pid in prompts and prompts[pid][0]:
+                verifiers[name] = round(prompts[pid][1] / prompts[pid][0], 4)
+        record = {"prompt_id": pid, "samples": n, "passed": passed, "pass_rate": _rate(passed, n)}
+        lines.append(json.dumps({**record, "verifiers": verifiers}) + "\n")
+    write_text_atomic("".join(lines), path, durable=False)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -233,7 +231,15 @@ def run_filter(config: FilterConfig) -> dict:
     window = parse_window(config.pass_rate)
     check_consensus(config.consensus, config.min_agreement)
     out = Path(config.out)
-    _check_output(out, config)
+    # Before anything is read into or deleted from the output: it may not be, hold or lie in an input.
+    check_output(
+        out,
+        inputs=[*config.inputs, *config.decontaminate],
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="a filter output",
+        ours=lambda p: p.name in OUTPUT_ENTRIES,
+    )
     if config.resume and (out / PROGRESS).exists():
         files = write_normalized(plans, mapping, out / INPUTS)  # deterministic: the same files as the killed run
     else:
@@ -259,9 +265,8 @@ def run_filter(config: FilterConfig) -> dict:
         )
 
     if progress is None:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        clear_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
         files = write_normalized(plans, mapping, out / INPUTS)
         fingerprint = _fingerprint(config, files)
         dump_config(config, out / "config.resolved.yaml")
@@ -340,21 +345,8 @@ def run_filter(config: FilterConfig) -> dict:
             verifier.close()
     stats = tally.as_dict(config)
     # stats.json is written last: its presence marks the output complete.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, out / "stats.json")
     return stats
-
-
-def _check_output(out: Path, config: FilterConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.overwrite or config.resume):
-            raise DistillError(
-                f"output folder {out} already exists: pass --resume to finish it or --overwrite to replace it"
-            )
-        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-        if strangers:
-            raise DistillError(f"refusing to write into {out}: it holds files distill did not write ({strangers[0]})")
 
 
 def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
@@ -386,13 +378,7 @@ def _load_progress(out: Path, fingerprint: dict) -> dict | None:
 
 def _save_progress(out: Path, progress: dict) -> None:
     """Atomic and durable: the record never names a file that is not complete on disk."""
-    tmp = out / f".{PROGRESS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(progress, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out / PROGRESS)
-    fsync_dir(out)
+    write_json_atomic(progress, out / PROGRESS, indent=None)
 
 
 def _drop_uncommitted(out: Path, progress: dict) -> None:

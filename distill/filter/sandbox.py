@@ -4,7 +4,7 @@ Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC
 namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
 working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
 rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
-file size, a seccomp filter (`SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
+file size, a seccomp filter (`seccomp.SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
 wall-clock timeout after which its whole process tree is killed.
 
 What is bounded, and how:
@@ -52,14 +52,11 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import queue
 import resource
-import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -71,6 +68,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.filter.procs import (
+    OutputDrain,
+    count_tasks,
+    kill_child,
+    kill_group_and_reap,
+    kill_uid,
+    read_status,
+    wait_for_exit,
+)
+from distill.filter.seccomp import seccomp_filter
 
 SANDBOX_WORKDIR = "/work"
 SANDBOX_PATH = "/usr/bin:/bin"
@@ -268,14 +275,14 @@ class Sandbox:
         uid, lock = (slot, None)
         if self.drop_privileges:
             uid, lock = _claim_uid(self.uid_base)
-            _kill_uid(uid)  # a run killed with its filter may have left processes under this uid
+            kill_uid(uid)  # a run killed with its filter may have left processes under this uid
         host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=self._tmp_root)
         try:
             return self._run_in(Path(host), uid, files, argv, stdin, timeout)
         finally:
             shutil.rmtree(host, ignore_errors=True)
             if self.drop_privileges:
-                _kill_uid(uid)
+                kill_uid(uid)
             if lock is not None:
                 os.close(lock)  # releases the flock
             self._slots.put(slot)
@@ -306,7 +313,7 @@ class Sandbox:
         cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout + 1.0
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        drains = [_Drain(out_r, self.max_output_bytes), _Drain(err_r, self.max_output_bytes)]
+        drains = [OutputDrain(out_r, self.max_output_bytes), OutputDrain(err_r, self.max_output_bytes)]
         try:
             with (
                 open(io_dir / "stdin", "rb") as f_in,
@@ -344,15 +351,15 @@ class Sandbox:
                     out_w = err_w = -1
                 for drain in drains:
                     drain.start()
-                timed_out = not _wait_for_exit(proc, timeout)
+                timed_out = not wait_for_exit(proc, timeout)
                 elapsed = time.monotonic() - start
                 if timed_out and not self.unsandboxed:
                     # Kill the pid namespace's init (which takes every process in it along) before bwrap, so that
                     # bwrap reaps it: killing bwrap first orphans the init to the host's pid 1, where it may linger
                     # as a zombie that still counts towards the uid's RLIMIT_NPROC.
-                    _kill_child(proc.pid, _read_status(io_dir / "status").get("child-pid"))
-                    _wait_for_exit(proc, 5.0)
-                _kill_group_and_reap(proc)
+                    kill_child(proc.pid, read_status(io_dir / "status").get("child-pid"))
+                    wait_for_exit(proc, 5.0)
+                kill_group_and_reap(proc)
         finally:
             for fd in (out_w, err_w):
                 if fd >= 0:
@@ -367,7 +374,7 @@ class Sandbox:
             if returncode is not None and returncode < 0:
                 returncode = 128 - returncode
         else:
-            status = _read_status(io_dir / "status")
+            status = read_status(io_dir / "status")
             started = "child-pid" in status
             returncode = status.get("exit-code")
             if not started and not timed_out:
@@ -407,7 +414,7 @@ class Sandbox:
             return self.max_processes + BWRAP_PROCESSES
         # Unprivileged, RLIMIT_NPROC counts every process of our uid, the user's shell and editor included:
         # grant the program its processes on top of what the uid already runs.
-        return _count_tasks(os.getuid()) + self.max_processes + BWRAP_PROCESSES
+        return count_tasks(os.getuid()) + self.max_processes + BWRAP_PROCESSES
 
     def _prlimit_argv(self, cpu: float) -> list[str]:
         cpu_s = max(1, int(cpu + 0.999))
@@ -506,162 +513,11 @@ class Sandbox:
         return argv
 
 
-# ---------------------------------------------------------------------------------------------------- seccomp
-
-# System calls a sample never needs, refused with EPERM, by number on (x86_64, aarch64). Most are what Docker's
-# default profile refuses; a few are here for what they let a sample hold or see outside its limits:
-# - memory outside RLIMIT_AS: memfds (`memfd_create`, `memfd_secret`: file pages no rlimit counts, each under the
-#   file-size limit) and System V IPC (`shmget` segments stay when detached; `msgget` and `semget` queue kernel
-#   memory), POSIX message queues (`mq_open`);
-# - host kernel state shared across samples: the keyrings (`keyctl`, `add_key`, `request_key`: the session keyring
-#   of the shell that launched us holds its secrets, and a key added there is read by the next sample);
-# - kernel attack surface a sample has no use for: io_uring, bpf, perf events, userfaultfd, ptrace and
-#   process_vm_*, mounts and namespaces, modules, kexec, clocks, swap, quotas, NUMA policy.
-SECCOMP_DENIED: dict[str, tuple[int, int]] = {
-    "keyctl": (250, 219),
-    "add_key": (248, 217),
-    "request_key": (249, 218),
-    "memfd_create": (319, 279),
-    "memfd_secret": (447, 447),
-    "shmget": (29, 194),
-    "msgget": (68, 186),
-    "semget": (64, 190),
-    "mq_open": (240, 180),
-    "io_uring_setup": (425, 425),
-    "io_uring_enter": (426, 426),
-    "io_uring_register": (427, 427),
-    "bpf": (321, 280),
-    "perf_event_open": (298, 241),
-    "userfaultfd": (323, 282),
-    "ptrace": (101, 117),
-    "process_vm_readv": (310, 270),
-    "process_vm_writev": (311, 271),
-    "pidfd_getfd": (438, 438),
-    "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294),
-    "init_module": (175, 105),
-    "finit_module": (313, 273),
-    "delete_module": (176, 106),
-    "mount": (165, 40),
-    "umount2": (166, 39),
-    "pivot_root": (155, 41),
-    "open_tree": (428, 428),
-    "move_mount": (429, 429),
-    "fsopen": (430, 430),
-    "fsconfig": (431, 431),
-    "fsmount": (432, 432),
-    "fspick": (433, 433),
-    "mount_setattr": (442, 442),
-    "unshare": (272, 97),
-    "setns": (308, 268),
-    "open_by_handle_at": (304, 265),
-    "name_to_handle_at": (303, 264),
-    "fanotify_init": (300, 262),
-    "swapon": (167, 224),
-    "swapoff": (168, 225),
-    "reboot": (169, 142),
-    "acct": (163, 89),
-    "syslog": (103, 116),
-    "vhangup": (153, 58),
-    "quotactl": (179, 60),
-    "quotactl_fd": (443, 443),
-    "settimeofday": (164, 170),
-    "clock_settime": (227, 112),
-    "clock_adjtime": (305, 266),
-    "adjtimex": (159, 171),
-    "mbind": (237, 235),
-    "set_mempolicy": (238, 237),
-    "migrate_pages": (256, 238),
-    "move_pages": (279, 239),
-}
-AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
-X32_SYSCALL_BIT = 0x40000000
-
-
-def seccomp_filter(machine: str | None = None) -> bytes | None:
-    """The classic-BPF program bwrap loads with `--seccomp FD`: refuse `SECCOMP_DENIED` with EPERM, allow the rest.
-
-    Calls from another ABI than the host's (32-bit `int 0x80`, x32 on x86_64), whose numbers differ, are all
-    refused. None on a machine we have no syscall numbers for (the sandbox then runs without the filter).
-    """
-    machine = machine or os.uname().machine
-    if machine not in AUDIT_ARCH:
-        return None
-    column = 0 if machine == "x86_64" else 1
-    numbers = sorted({nrs[column] for nrs in SECCOMP_DENIED.values()})
-    ld_w_abs, jeq_k, jge_k, ret_k = 0x20, 0x15, 0x35, 0x06
-    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW; SECCOMP_RET_ERRNO | EPERM
-    program: list[tuple[int, int, int, int]] = [(ld_w_abs, 0, 0, 4)]  # seccomp_data.arch
-    program.append((jeq_k, 0, 0xFF, AUDIT_ARCH[machine]))  # jf patched to the deny below
-    program.append((ld_w_abs, 0, 0, 0))  # seccomp_data.nr
-    if machine == "x86_64":
-        program.append((jge_k, 0xFF, 0, X32_SYSCALL_BIT))
-    for nr in numbers:
-        program.append((jeq_k, 0xFF, 0, nr))
-    program.append((ret_k, 0, 0, allow))
-    deny_at = len(program)
-    program.append((ret_k, 0, 0, deny))
-    out = bytearray()
-    for i, (code, jt, jf, k) in enumerate(program):
-        jt, jf = (deny_at - i - 1 if j == 0xFF else j for j in (jt, jf))
-        out += struct.pack("=HBBI", code, jt, jf, k)
-    return bytes(out)
-
-
 # --------------------------------------------------------------------------------------------------- helpers
 
 
 def _existing(path: str) -> str | None:
     return path if os.path.exists(path) else None
-
-
-def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait up to `timeout` s for the process to exit; True if it did. It is not reaped (a pidfd becomes readable
-    when it exits), so its pid, which is also its process group id, stays reserved until `_kill_group_and_reap`."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        pidfd = None
-    if pidfd is None:
-        # No pidfd (not Linux, or an old kernel): waiting reaps it, and the group is killed just after.
-        try:
-            proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    finally:
-        os.close(pidfd)
-
-
-def _kill_child(parent: int, child: int | None) -> None:
-    """SIGKILL `child` if it is still a child of `parent`. The pidfd pins the process before the check, so a pid
-    reused by an unrelated process is never signalled."""
-    if child is None:
-        return
-    try:
-        pidfd = os.pidfd_open(child)
-    except OSError:
-        return
-    try:
-        if _proc_status(f"/proc/{child}").get("PPid", "").strip() == str(parent):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(pidfd)
-
-
-def _kill_group_and_reap(proc: subprocess.Popen) -> None:
-    """SIGKILL whatever is left in the process group (what an unsandboxed program left behind), then reap."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
 
 
 def _claim_uid(uid_base: int) -> tuple[int, int]:
@@ -711,110 +567,6 @@ def _lock_folder(path: str) -> int:
             "remove it (it must be this user's own, mode 0700)"
         )
     return fd
-
-
-def _kill_uid(uid: int, patience: float = 5.0) -> None:
-    """Wait until no process of the run's uid is left, SIGKILLing stragglers.
-
-    The pid namespace dies with bwrap, but asynchronously; the slot's uid must have no process left before the
-    next run gets it (its RLIMIT_NPROC budget, and the promise that nothing outlives a run). The uid is ours alone
-    while we hold its lock, so every process of it is one we started.
-    """
-    deadline = time.monotonic() + patience
-    while True:
-        pids = _pids_of_uid(uid)
-        if not pids or time.monotonic() > deadline:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-
-
-def _proc_status(pid_dir: str) -> dict[str, str]:
-    try:
-        text = Path(pid_dir, "status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    """Live processes (not zombies, which hold nothing but a pid) whose real uid is `uid`."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            status = _proc_status(entry.path)
-            if status and int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith("Z"):
-                pids.append(int(entry.name))
-    return pids
-
-
-class _Drain(threading.Thread):
-    """Reads a pipe to its end, keeping the first `limit` bytes and counting (then dropping) the rest: a program
-    that floods one stream is neither blocked (which would turn a correct answer into a timeout) nor stored."""
-
-    def __init__(self, fd: int, limit: int):
-        super().__init__(daemon=True, name="sandbox-drain")
-        self.fd, self.limit = fd, limit
-        self.kept = bytearray()
-        self.total = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN | select.POLLHUP)
-        while True:
-            if not poller.poll(100):
-                if self._halt.is_set():
-                    return
-                continue
-            try:
-                chunk = os.read(self.fd, 1 << 16)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.total += len(chunk)
-            room = self.limit + 1 - len(self.kept)
-            if room > 0:
-                self.kept += chunk[:room]
-
-    def finish(self, grace: float = 2.0) -> None:
-        """Wait for the end of the stream; past `grace` s (a process of an unsandboxed run that outlived it still
-        holds the pipe), stop reading. Then close our end."""
-        if self.is_alive():
-            self.join(grace)
-            self._halt.set()
-            self.join()
-        os.close(self.fd)
-
-    def text(self) -> tuple[str, bool]:
-        return self.kept[: self.limit].decode("utf-8", errors="replace"), self.total > self.limit
-
-
-def _read_status(path: Path) -> dict:
-    """bwrap's --json-status-fd output: one JSON object per line (child-pid on start, exit-code at the end)."""
-    status: dict = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            status.update(json.loads(line))
-        except ValueError:
-            continue
-    return status
-
-
-def _count_tasks(uid: int) -> int:
-    """Threads count towards RLIMIT_NPROC too, so sum the Threads of every process whose real uid is `uid`."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            status = _proc_status(entry.path)
-            if status and int(status["Uid"].split()[0]) == uid:
-                total += int(status.get("Threads", "1"))
-    return total
 
 
 def _tail(text: str, limit: int) -> str:

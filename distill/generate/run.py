@@ -3,22 +3,35 @@
 import dataclasses
 import hashlib
 import json
-import shutil
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from distill.config import GenerateConfig, dump_config
-from distill.engines import Request, Sampling, make_engine
+from distill.engines import Request, make_engine
 from distill.errors import DistillError
 from distill.generate.parse import assemble_completion, parse_trace
 from distill.generate.sources import Prompt, load_prompts, shard_of
 from distill.generate.stats import folder_stats
-from distill.generate.writer import ShardWriter, data_files, drop_error_rows, scan_done, shard_prefix
+from distill.io import (
+    ShardWriter,
+    check_output,
+    clear_folder,
+    data_files,
+    fsync_dir,
+    local_paths,
+    read_columns,
+    shard_prefix,
+    write_json_atomic,
+    write_table_atomic,
+)
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
@@ -30,13 +43,16 @@ OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
 
 def sampling_params(config: GenerateConfig) -> dict:
     """The parameters that change what a sample is; they are part of every sample's id."""
-    return {
+    params = {
         "temperature": config.temperature,
         "top_p": config.top_p,
         "max_tokens": config.max_tokens,
         "stop": list(config.stop),
         "prefill": THINK_PREFILL if config.prefill_think else NO_THINK_PREFILL if config.no_think else "",
     }
+    if config.min_p:  # only when set: the ids of samples drawn without it stay what they were
+        params["min_p"] = config.min_p
+    return params
 
 
 def sample_id(prompt_id: str, sample_index: int, teacher: str, sampling_json: str) -> str:
@@ -53,9 +69,9 @@ def run_generate(config: GenerateConfig) -> dict:
     config.validate()
     out = Path(config.out)
     prefix = shard_prefix(config.shard_index, config.num_shards)
-    # Everything that can be wrong with the input is found before the output folder is touched.
-    prompts = [p for p in load_prompts(config) if shard_of(p.prompt_id, config.num_shards) == config.shard_index]
+    # Everything that can be wrong with the output folder or the input is found before the folder is touched.
     _check_output_state(out, prefix, config)
+    prompts = [p for p in load_prompts(config) if shard_of(p.prompt_id, config.num_shards) == config.shard_index]
 
     engine = make_engine(config)
     try:
@@ -82,25 +98,26 @@ def run_generate(config: GenerateConfig) -> dict:
 
 
 def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    ours = data_files(out / "data", prefix) or (out / "shards" / f"{prefix}.json").exists()
-    if config.num_shards == 1:
-        ours = out.exists() and any(out.iterdir())
-    if ours and not (config.resume or config.overwrite):
-        raise DistillError(f"output folder {out} already holds samples: pass --resume or --overwrite")
-    if config.overwrite and config.num_shards == 1 and out.exists():
-        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-        if strangers:
-            raise DistillError(
-                f"refusing to overwrite {out}: it holds files distill did not write ({', '.join(strangers[:3])})"
-            )
+    # The output may touch neither the prompt file or folder nor a local teacher folder.
+    inputs = local_paths([config.source, config.model])
+    busy = None  # one host: anything in the folder; many: only this host's own files
+    if config.num_shards > 1:
+        busy = bool(data_files(out / "data", prefix)) or (out / "shards" / f"{prefix}.json").exists()
+    check_output(
+        out,
+        inputs=inputs,
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="samples",
+        busy=busy,
+        ours=(lambda p: p.name in OUTPUT_ENTRIES) if config.overwrite and config.num_shards == 1 else None,
+    )
 
 
 def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
     if config.overwrite:
         if config.num_shards == 1:
-            shutil.rmtree(out, ignore_errors=True)
+            clear_folder(out)
         else:  # other hosts own the other shards: delete only ours
             for path in data_files(out / "data", prefix):
                 path.unlink()
@@ -141,7 +158,7 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
 
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
-    engine_sampling = Sampling(config.temperature, config.top_p, config.max_tokens, list(config.stop))
+    engine_sampling = config.sampling()
     buffer: list[dict] = []
     run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
     last_flush = start = time.monotonic()
@@ -219,7 +236,7 @@ def _finish(out: Path, prefix: str, config: GenerateConfig, num_prompts: int, ru
     stats["tokens_per_second"] = round(run["completion_tokens"] / run["seconds"], 2) if run["seconds"] else 0.0
     shard_dir = out / "shards"
     shard_dir.mkdir(exist_ok=True)
-    (shard_dir / f"{prefix}.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, shard_dir / f"{prefix}.json")
     # The last shard to finish writes the folder's stats.json, which marks the whole output complete.
     finished = sorted(shard_dir.glob(f"train-*-of-{config.num_shards:05d}.json"))
     if len(finished) == config.num_shards:
@@ -227,5 +244,35 @@ def _finish(out: Path, prefix: str, config: GenerateConfig, num_prompts: int, ru
         total["shards"] = config.num_shards
         if config.num_shards == 1:
             total.update({k: stats[k] for k in ("generated_this_run", "seconds_this_run", "tokens_per_second")})
-        (out / "stats.json").write_text(json.dumps(total, indent=2), encoding="utf-8")
+        write_json_atomic(total, out / "stats.json")
     return stats
+
+
+def scan_done(files: Iterable[Path]) -> dict[str, str | None]:
+    """Map every finished sample id to its `error` (None when it succeeded)."""
+    done: dict[str, str | None] = {}
+    for path in files:
+        table = read_columns(path, ["id", "error"])
+        done.update(zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True))
+    return done
+
+
+def drop_error_rows(files: Iterable[Path]) -> int:
+    """Rewrite files without their failed rows, so `--retry-errors` regenerates them without duplicates.
+
+    Dropping comes first and is atomic per file: if we are killed afterwards, the dropped samples are simply
+    missing and the next `--resume` generates them.
+    """
+    dropped = 0
+    for path in files:
+        table = pq.read_table(path)
+        ok = table.filter(pc.is_null(table.column("error")))
+        if ok.num_rows == table.num_rows:
+            continue
+        dropped += table.num_rows - ok.num_rows
+        if ok.num_rows:
+            write_table_atomic(ok, path)
+        else:
+            path.unlink()
+            fsync_dir(path.parent)
+    return dropped

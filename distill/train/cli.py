@@ -88,8 +88,7 @@ class _KeepArgs(click.Command):
 @_fail_cleanly
 def train_command(ctx, data, config_file, trl_args, **flags):
     """Fine-tune a student on `distill filter` output (TRL SFT; LoRA/QLoRA; many GPUs via accelerate)."""
-    from distill.config import build_config
-    from distill.train.config import TrainConfig
+    from distill.config import TrainConfig, build_config
     from distill.train.launch import inside_launch, launch_command
 
     recipe, overrides = section_and_flags(ctx, config_file, "train", flags)

@@ -21,31 +21,25 @@ merges again), so a large student does not leave a second copy of its weights be
 
 import json
 import math
-import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.config import GenerateConfig, check_sampling, dump_config, field_names
-from distill.engines import ENGINES
+from distill.config import EvalConfig, GenerateConfig, SampledConfig, dump_config, field_names
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
 from distill.filter.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
-from distill.generate.writer import data_files, write_atomic
+from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
 from distill.secrets import scrub_config
 
-# Correctness verifiers by default: math for math and science (it needs a gold answer), code for code (tests).
-DEFAULT_EVAL_VERIFIERS = {"math": {}, "code": {}}
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
 MERGED = "merged"
 MERGED_MARKER = "distill-merged-v1"
@@ -65,93 +59,6 @@ EVAL_SAMPLES_SCHEMA = pa.schema(
         pa.field("completion_tokens", pa.int32()),
     ]
 )
-
-
-@dataclass(slots=True)
-class EvalConfig:
-    # Models: aliases, Hugging Face ids, local folders or LoRA adapter folders; none means the embedded SmolLM2.
-    models: list[str | None] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)  # names in the table and summary, in the order of `models`
-    # Benchmark: the same options as `distill generate`
-    source: str = ""
-    split: str = "train"
-    prompt_column: str | None = None
-    answer_column: str | None = None
-    id_column: str | None = None
-    domain: str | None = None
-    system_prompt: str | None = None
-    prompt_template: str | None = None
-    num_prompts: int | None = None
-    seed: int = 0
-    source_options: dict[str, Any] = field(default_factory=dict)
-    # Engine: the same options as `distill generate`
-    engine: str = "transformers"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 64
-    request_timeout: float = 600.0
-    max_retries: int = 6
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1
-    distributed_executor_backend: str | None = None
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    engine_args: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 8
-    device: str | None = None
-    # Sampling: R1's evaluation settings; k samples per prompt (R1 used 4 to 64 depending on benchmark size)
-    num_samples: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 32768
-    stop: list[str] = field(default_factory=list)
-    prefill_think: bool = False
-    # Verification: name -> options, as `distill filter` takes them
-    verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
-    # Output
-    out: str = ""
-    resume: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-
-    def __post_init__(self):
-        if self.models is None or isinstance(self.models, str):
-            self.models = [self.models] if self.models else []
-        if isinstance(self.labels, str):
-            self.labels = [self.labels]
-        if isinstance(self.stop, str):  # one stop string, not one per character
-            self.stop = [self.stop]
-        if isinstance(self.verifiers, str):
-            self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
-        if isinstance(self.verifiers, list):
-            self.verifiers = {name: {} for name in self.verifiers}
-        self.verifiers = {name: dict(options or {}) for name, options in (self.verifiers or {}).items()}
-
-    def validate(self) -> None:
-        if not self.source:
-            raise DistillError("no benchmark: pass --source FILE|DATASET|reasoning-gym:TASK")
-        if not self.out:
-            raise DistillError("no output folder: pass --out DIR")
-        if self.engine not in ENGINES:
-            raise DistillError(f"unknown engine `{self.engine}`: choose one of {', '.join(ENGINES)}")
-        if self.num_samples < 1:
-            raise DistillError(f"-n/--samples must be at least 1, got {self.num_samples}")
-        if self.max_tokens < 1:
-            raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        check_sampling(self.temperature, self.top_p)
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
-        if self.labels and len(self.labels) != max(1, len(self.models)):
-            raise DistillError(
-                f"{len(self.labels)} --label for {max(1, len(self.models))} model(s): give one label per model, "
-                "in the same order, or none"
-            )
-        if self.resume and self.overwrite:
-            raise DistillError("--resume and --overwrite contradict each other: pass one of them")
-        if not self.verifiers:
-            raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -236,7 +143,8 @@ def run_eval(config: EvalConfig) -> dict:
             "split": config.split,
             "prompts": len(prompts),
             "samples_per_prompt": config.num_samples,
-            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
+            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+            | ({"min_p": config.min_p} if config.min_p else {}),
             "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
@@ -250,9 +158,7 @@ def run_eval(config: EvalConfig) -> dict:
         for verifier in verifiers:
             verifier.close()
     # summary.json is written last, whole or not at all: its presence marks the evaluation complete.
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    write_json_atomic(summary, out / "summary.json")
     return summary
 
 
@@ -268,7 +174,7 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
     finally:
         shutil.rmtree(folder / MERGED, ignore_errors=True)
     samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers)
-    write_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
+    write_table_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
     result = summarize(samples)
     if base is not None:
         result["adapter_base"] = base
@@ -276,11 +182,13 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
 
 
 def generate_config(config: EvalConfig, model: str | None, out: Path) -> GenerateConfig:
-    """The GenerateConfig of one model's samples: every shared setting of the eval, k samples per prompt."""
-    shared = set(field_names(GenerateConfig)) & set(field_names(EvalConfig))
-    values = {name: getattr(config, name) for name in shared - {"out", "resume", "overwrite"}}
+    """The GenerateConfig of one model's samples: every setting of the teacher, its sampling and the benchmark
+    (the fields eval and generate share by class, SampledConfig, so a new one reaches both), k samples."""
+    values = {name: getattr(config, name) for name in field_names(SampledConfig)}
     # The eval folder was already checked (and cleared for --overwrite); generations resume inside it.
-    return GenerateConfig(**values, model=model, out=str(out), resume=config.resume, overwrite=False)
+    return GenerateConfig(
+        **{**values, "model": model}, out=str(out), resume=config.resume, overwrite=False, quiet=config.quiet
+    )
 
 
 def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
@@ -424,24 +332,23 @@ def merge_adapter(adapter: Path, base: str, target: Path, quiet: bool = False) -
 
 
 def _prepare_output(out: Path, config: EvalConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.resume or config.overwrite):
-            raise DistillError(f"output folder {out} already holds an evaluation: pass --resume or --overwrite")
-        strangers = sorted(p.name for p in out.iterdir() if not _is_ours(p))
-        if strangers:
-            raise DistillError(
-                f"refusing to reuse {out}: it holds files distill eval did not write ({', '.join(strangers[:3])})"
-            )
-        if config.overwrite:
-            shutil.rmtree(out)
+    # No model folder, adapter or benchmark file may be, hold or lie inside the output.
+    busy = check_output(
+        out,
+        inputs=local_paths([*config.models, config.source]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="an evaluation",
+        ours=_is_ours,
+    )
+    if busy and config.overwrite:
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)  # incomplete until the new summary is written
 
 
 def _is_ours(path: Path) -> bool:
-    if path.name in ("summary.json", ".summary.json.tmp", "config.resolved.yaml"):
+    if path.name in ("summary.json", "config.resolved.yaml") or (path.name.startswith(".") and path.suffix == ".tmp"):
         return True
     return path.is_dir() and all(p.name in ("generations", "samples.parquet", MERGED) for p in path.iterdir())
 

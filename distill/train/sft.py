@@ -24,7 +24,6 @@ import dataclasses
 import difflib
 import importlib.util
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,10 +31,11 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from distill.config import dump_config
+from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
 from distill.errors import DistillError, MissingDependency
+from distill.io import check_output as check_output_folder
+from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model
-from distill.train.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig
 from distill.train.templates import check_template, resolve_template, without_generation_markers
 
 if TYPE_CHECKING:
@@ -128,8 +128,8 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
     # Output folder: every process writes only after all have checked (below), so they all agree.
     state = PartialState()
     if state.is_main_process:
-        if config.overwrite and out.exists():
-            shutil.rmtree(out)
+        if config.overwrite:
+            clear_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         resolved = dataclasses.replace(
             config,
@@ -397,16 +397,17 @@ def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> 
 
 
 def check_output(out: Path, config: TrainConfig) -> str | None:
-    """Refuse an existing output without --resume/--overwrite; return the checkpoint to resume from, if any."""
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if not (out.exists() and any(out.iterdir())):
+    """Refuse an existing output without --resume/--overwrite, or one that is, holds or lies inside the data or
+    the student's folder; return the checkpoint to resume from, if any."""
+    busy = check_output_folder(
+        out,
+        inputs=local_paths([*config.data, config.student]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="a training run",
+    )
+    if not busy:
         return None
-    if not (config.resume or config.overwrite):
-        raise DistillError(
-            f"output folder {out} exists: pass --resume to continue from its last checkpoint, "
-            "or --overwrite to start over"
-        )
     if config.overwrite and not _is_train_output(out):
         raise DistillError(
             f"refusing to overwrite {out}: it is not a `distill train` output (no config.resolved.yaml)"
