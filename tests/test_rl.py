@@ -2,6 +2,7 @@
 change the weights, write rewards.jsonl and report.html; --resume continues from the last checkpoint."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +88,14 @@ def test_grpo_steps_change_weights_log_rewards_and_resume(tiny_model, prompts_fi
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # continued from step 2, not started over
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+
+
+def test_out_never_is_or_lies_inside_an_input(tiny_model, prompts_file, tmp_path):
+    # --overwrite would otherwise delete the policy's own folder or the prompts.
+    for out in (tiny_model, f"{tiny_model}/rl", prompts_file.parent):
+        with pytest.raises(DistillError, match="never writes into its inputs"):
+            run_rl(_config(tiny_model, prompts_file, out, overwrite=True))
+    assert (Path(tiny_model) / "model.safetensors").exists() and prompts_file.exists()
 
 
 def test_cli_help_and_errors(tmp_path, prompts_file):

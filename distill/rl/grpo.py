@@ -164,13 +164,19 @@ def _num(value) -> float | None:
 
 
 def check_out(out: Path, config: RlConfig) -> None:
-    if out.exists() and any(out.iterdir()) and not (config.resume or config.overwrite):
-        raise DistillError(f"output dir {out} exists: pass --resume to continue it or --overwrite to start over")
+    """The shared output checks (distill/io.py): no existing output without --resume/--overwrite, and --out is
+    never the prompts or the policy's folder, nor inside or around them (--overwrite would delete them)."""
+    from distill.io import check_output, local_paths
+
+    check_output(
+        out,
+        inputs=local_paths([config.source, config.model]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="an RL run",
+    )
     if config.resume and not last_checkpoint(out):
         raise DistillError(f"--resume: {out} holds no checkpoint-*/ folder: run without --resume")
-    source = Path(config.source)
-    if source.exists() and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
-        raise DistillError(f"output dir {out} lies inside the prompts {source}: choose another --out")
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -181,14 +187,13 @@ def last_checkpoint(out: Path) -> str | None:
 
 def run_rl(config: RlConfig) -> Path:
     """Train with GRPO; returns the output folder (final model, rewards.jsonl, report.html, config)."""
-    import shutil
-
     import torch
     import yaml
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer
 
+    from distill.io import clear_folder
     from distill.models import resolve_model
     from distill.rl.report import write_report
 
@@ -200,8 +205,8 @@ def run_rl(config: RlConfig) -> Path:
         raise DistillError("no rewards: pass --reward NAME=WEIGHT, e.g. --reward math=1.0")
     out = Path(config.out)
     check_out(out, config)
-    if config.overwrite and not config.resume and out.exists():
-        shutil.rmtree(out)
+    if config.overwrite and not config.resume:
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
 
     use_cpu = not torch.cuda.is_available()
