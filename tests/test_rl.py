@@ -123,7 +123,7 @@ def test_cli_trains_with_reward_options(tiny_model, prompts_file, tmp_path):
     out = tmp_path / "cli-rl"
     args = ["rl", str(prompts_file), "--model", tiny_model, "--out", str(out), "--num-prompts", "2", "-G", "2"]
     args += ["--max-steps", "1", "--max-completion-length", "4", "--reward", "math=1", "--reward", "format=0.2"]
-    args += ["--reward-option", "math.workers=0", "--trl", "logging_steps=1"]
+    args += ["--reward-option", "math.workers=0", "--trl", "logging_steps=1", "--prompt-template", "Q: {problem}"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(str(out))
@@ -131,6 +131,9 @@ def test_cli_trains_with_reward_options(tiny_model, prompts_file, tmp_path):
     assert row["reward_format"] == 0.0  # 4 tokens of a random model: no <think>, cut off
     resolved = (out / "config.resolved.yaml").read_text()
     assert "workers: 0" in resolved and "weight: 0.2" in resolved
+    assert "prompt_template: 'Q: {problem}'" in resolved  # the shared prompt-source flags reach the config
+    result = CliRunner().invoke(main, ["rl", str(prompts_file), "--source", str(prompts_file), "--out", str(out)])
+    assert result.exit_code != 0 and "PROMPTS or --source" in result.output
 
 
 def _rl_recipe(tiny_model, prompts_file, tmp_path, **extra) -> dict:

@@ -2,7 +2,7 @@
 
 import click
 
-from distill.cli_utils import _fail_cleanly, _key_values
+from distill.cli_utils import _fail_cleanly, _key_values, prompt_source_options
 
 
 @click.command("rl")
@@ -10,13 +10,10 @@ from distill.cli_utils import _fail_cleanly, _key_values
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML: flat, or a recipe's `rl:`.")
 @click.option("--model", help="Policy to train: alias, Hugging Face id or folder.  [default: embedded SmolLM2-135M]")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (model, rewards.jsonl, report.html).")
-@click.option("--split", help="Dataset split.  [default: train]")
-@click.option("--prompt-column", help="Prompt column.  [default: problem, prompt, question or instruction]")
-@click.option("--answer-column", help="Gold answer column.  [default: answer or gold]")
-@click.option("--domain", help="math, code, science or general.  [default: the row's, else math]")
-@click.option("--num-prompts", type=int, help="Use the first N prompts (reasoning-gym: generate N).")
-@click.option("--seed", type=int, help="Prompt and training seed.  [default: 0]")
-@click.option("--source-option", multiple=True, metavar="KEY=VALUE", help="e.g. reasoning-gym task settings.")
+@prompt_source_options(
+    "Prompts, instead of PROMPTS: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or "
+    "reasoning-gym:TASK."
+)
 @click.option(
     "--reward",
     multiple=True,
@@ -59,9 +56,11 @@ def rl_command(prompts, config_file, reward, reward_option, source_option, trl, 
     if config_file:
         section = load_yaml(config_file)
         values.update(section.get("rl", section))
+    if prompts and flags.get("source"):
+        raise click.UsageError("give the prompts once: PROMPTS or --source")
+    values.update({k: v for k, v in flags.items() if v is not None})
     if prompts:
         values["source"] = prompts
-    values.update({k: v for k, v in flags.items() if v is not None})
     if batch_size is not None:
         values["per_device_train_batch_size"] = batch_size
     if vllm:

@@ -27,7 +27,10 @@ class RlConfig:
     split: str = "train"
     prompt_column: str | None = None
     answer_column: str | None = None
+    id_column: str | None = None
     domain: str | None = None
+    system_prompt: str | None = None  # none, as in R1
+    prompt_template: str | None = None  # None: R1's boxed instruction in the user turn (as generate)
     num_prompts: int | None = None
     seed: int = 0
     source_options: dict[str, Any] = field(default_factory=dict)
@@ -74,7 +77,10 @@ def prompt_rows(config: RlConfig) -> list[dict]:
         split=config.split,
         prompt_column=config.prompt_column,
         answer_column=config.answer_column,
+        id_column=config.id_column,
         domain=config.domain,
+        system_prompt=config.system_prompt,
+        prompt_template=config.prompt_template,
         num_prompts=config.num_prompts,
         seed=config.seed,
         source_options=dict(config.source_options),
