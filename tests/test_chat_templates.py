@@ -46,6 +46,8 @@ def test_normal_templates_render_identically(tokenizer):
         ("{{ 10 ** 100000000 }}", "huge power"),
         ("{% for i in range(99999) %}{{ 'x' * 30000 }}{% endfor %}", "rendered over 64 Mi characters"),
         ("{% set s = namespace(v='x') %}{% for i in range(60) %}{% set s.v = s.v + s.v %}{% endfor %}", "built a"),
+        ("{% set s = namespace(v='x') %}{% for i in range(60) %}{% set s.v = s.v ~ s.v %}{% endfor %}", "built a"),
+        ("{% set a = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' %}" + "{% set a = a ~ a ~ a ~ a %}" * 20, "built a"),
     ],
 )
 def test_templates_that_allocate_fail_fast_with_one_line(tokenizer, tiny_model, template, bound):

@@ -6,8 +6,9 @@ keeps it away from Python's internals but bounds neither memory nor time: `{{ 'x
 gigabytes, nested `range` loops run for hours. `install()` swaps in BoundedSandbox, a subclass of that sandbox,
 inside transformers, so every render in the process (ours, TRL's while training, vLLM's offline chat) is bounded:
 
-- a string or list built by `*`, `+` or a filter is refused past MAX_TEXT characters (items), and so is any
-  integer argument of a call or filter past it (`center(10**9)`) and any `**` result past a million digits;
+- a string or list built by `*`, `+`, `~` or a filter (or read back from a namespace) is refused past MAX_TEXT
+  characters (items), and so is any integer argument of a call or filter past it (`center(10**9)`) and any `**`
+  result past a million digits;
 - the rendered output is refused past MAX_OUTPUT characters;
 - wall-clock: a render past MAX_SECONDS stops at the next `range` step, call, filter, attribute or item access
   (the places a Jinja loop passes through); jinja's own sandbox already caps `range` at 100,000 items and
@@ -102,8 +103,22 @@ def _sandbox_class():
                 if token is not None:
                     _deadline.reset(token)
 
+    class BoundedCodeGenerator(ImmutableSandboxedEnvironment.code_generator_class):
+        def visit_Concat(self, node, frame):
+            # `a ~ b` compiles to a plain join that no sandbox hook sees: wrap it in a size check.
+            self.write("environment.checked_text(")
+            super().visit_Concat(node, frame)
+            self.write(")")
+
     class BoundedSandbox(ImmutableSandboxedEnvironment):
         template_class = BoundedTemplate
+        code_generator_class = BoundedCodeGenerator
+
+        @staticmethod
+        def checked_text(value):
+            _check_time()
+            return _check_size(value)
+
         intercepted_binops = frozenset({"*", "**", "+"})
 
         def __init__(self, *args, **kwargs):
@@ -136,11 +151,11 @@ def _sandbox_class():
 
         def getattr(self, obj, attribute):
             _check_time()
-            return super().getattr(obj, attribute)
+            return _check_size(super().getattr(obj, attribute))
 
         def getitem(self, obj, argument):
             _check_time()
-            return super().getitem(obj, argument)
+            return _check_size(super().getitem(obj, argument))
 
     return BoundedSandbox
 
