@@ -390,7 +390,7 @@ def _publishing(work: Path, quick: bool) -> list[Outcome]:
     note = (
         f"card or output shows {len(found)} of 3 credentials"
         if found
-        else ""
+        else "no credential in the card or the output"
         if contained
         else _last_line(output)[:80]
     )

@@ -38,7 +38,7 @@ from collections.abc import Collection, Sequence
 
 from distill.config import GenerateConfig, check_keys
 from distill.engines import ENGINES, Request, Sampling, make_engine
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.filter.base import BaseVerifier, Verdict
 from distill.generate.parse import parse_trace
 from distill.models import model_label
@@ -276,9 +276,13 @@ class JudgeVerifier(BaseVerifier):
         engine_options: dict | None = None,
     ):
         if engine not in ENGINES:
-            raise DistillError(f"unknown judge engine `{engine}`: choose one of {', '.join(ENGINES)}")
+            raise DistillError(
+                f"unknown judge engine `{engine}`{near_hint(engine, ENGINES)}: choose one of {', '.join(ENGINES)}"
+            )
         if mode not in MODES:
-            raise DistillError(f"unknown judge mode `{mode}`: choose one of {', '.join(MODES)}")
+            raise DistillError(
+                f"unknown judge mode `{mode}`{near_hint(mode, MODES)}: choose one of {', '.join(MODES)}"
+            )
         if not 1 <= threshold <= 10:
             raise DistillError(f"the judge threshold is a score from 1 to 10, got {threshold}")
         if max_tokens < 1:
