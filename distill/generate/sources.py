@@ -53,8 +53,8 @@ def iter_prompts(config, shard: tuple[int, int] | None = None) -> Iterator[Promp
 
     `shard` = (num_shards, shard_index) yields only that shard's prompts: every row is still read and checked
     (an error anywhere fails every host alike), but other shards' rows are dropped as soon as they are read.
-    What grows with the file is the duplicate check, about 60 bytes a row (a 64-bit hash of each id), never the
-    prompt text.
+    What grows with the file is the duplicate check, under 250 bytes a row (a set of 64-bit hashes of the ids),
+    never with the prompt text.
     """
     if config.num_prompts is not None and config.num_prompts < 1:
         # a negative count would slice from the end and drop rows silently
