@@ -3,6 +3,7 @@
 from collections.abc import Iterator, Sequence
 
 from distill.engines.base import Request, Result, Sampling
+from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
 
@@ -71,7 +72,8 @@ class VllmEngine:
         return cls(llm, model_label(config.model))
 
     def _prompt_tokens(self, request: Request) -> int:
-        ids = self.tokenizer.apply_chat_template(request.messages, tokenize=True, add_generation_prompt=True)
+        # Bounded (distill.engines.chat), and first: vLLM's own chat rendering then runs in the same bounded sandbox.
+        ids = render_chat(self.tokenizer, request.messages, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         return len(ids) + len(self.tokenizer.encode(request.prefill, add_special_tokens=False))
