@@ -214,10 +214,18 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         from distill.train.eval import EvalConfig
 
         section = dict(eval_section)
-        if "models" not in section:  # the student before and after training
+        teacher = section.pop("teacher", None)  # a model to score beside the student: the gain's ceiling
+        if teacher is not None and not isinstance(teacher, str):
+            raise DistillError(f"eval.teacher in {recipe_path} must be a model name or folder, got `{shown(teacher)}`")
+        if "models" not in section:  # the student before and after training, and the teacher when named
             student = train_section.get("student") if train_out else None
             section["models"] = [student, train_out] if train_out else [student]
             section.setdefault("labels", ["before", "after"] if train_out else ["model"])
+            if train_out:
+                section.setdefault("gain_of", ["before", "after"])
+            if teacher is not None:
+                section["models"].insert(0, teacher)
+                section["labels"] = ["teacher", *section["labels"]]
         config = build_config(
             EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
         )

@@ -7,6 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from distill.cli import main
+from distill.errors import DistillError
 from distill.pipeline import apply_sets, plan
 
 
@@ -119,3 +120,19 @@ def test_shipped_recipes_validate():
     for path in sorted(Path("recipes").glob("*.yaml")):
         steps = plan(load_recipe(str(path)), str(path))
         assert steps, path
+
+
+def test_eval_teacher_is_scored_beside_the_student_and_the_gain_is_after_minus_before():
+    recipe = {
+        "out": "/tmp/x",
+        "train": {"data": ["d"], "student": "smollm2-135m"},
+        "eval": {"source": "reasoning-gym:basic_arithmetic", "teacher": "qwen2.5-coder-0.5b"},
+    }
+    (step,) = [s for s in plan(recipe) if s.stage == "eval"]
+    assert step.config.models == ["qwen2.5-coder-0.5b", "smollm2-135m", "/tmp/x/train"]
+    assert step.config.labels == ["teacher", "before", "after"]
+    assert step.config.gain_of == ["before", "after"]
+    with pytest.raises(DistillError, match="eval.teacher .* must be a model name"):
+        plan({**recipe, "eval": {**recipe["eval"], "teacher": ["a", "b"]}})
+    with pytest.raises(DistillError, match="gain_of must name two of the models' labels"):
+        plan({**recipe, "eval": {**recipe["eval"], "gain_of": ["before", "nope"]}})
