@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from distill.errors import DistillError
+from distill.secrets import scrub
 
 
 def _fail_cleanly(func):
@@ -20,7 +21,7 @@ def _fail_cleanly(func):
         except DistillError as exc:
             if os.environ.get("DISTILL_DEBUG") == "1":
                 raise
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(scrub(str(exc))) from None  # no credentials in a URL or token
         except KeyboardInterrupt:
             click.echo("interrupted: finished samples are saved; rerun with --resume to complete the rest", err=True)
             sys.exit(130)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from distill.errors import DistillError
+from distill.secrets import scrub_config
 
 
 @dataclass(slots=True)
@@ -260,7 +261,7 @@ def dump_config(config, path: Path) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+    tmp.write_text(yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -75,7 +75,8 @@ def _report(result: dict) -> None:
 
 def _publish(kind: str, ctx, folder: str, repo_id: str, config_file: str | None, public: bool | None, flags: dict):
     """The shared body of `publish dataset` and `publish model`."""
-    from distill.hub import print_license_warning, publish_dataset, publish_model
+    from distill.cards import print_license_warning
+    from distill.hub import publish_dataset, publish_model
 
     config = _build_config(ctx, config_file, public, flags)
     print_license_warning(config.license)

@@ -284,8 +284,7 @@ def _check_engine(engine: str, where: str) -> None:
 
 
 def _check_verifiers(verifiers: dict, where: str) -> None:
-    from distill.filter.registry import verifier_class
-    from distill.filter.rules import check_options
+    from distill.filter.registry import check_options, verifier_class
 
     for name, options in verifiers.items():
         try:

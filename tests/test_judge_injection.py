@@ -2,20 +2,13 @@
 whatever a judge that copies its input writes back, and no attack can leave its block as the judge reads it."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 import distill.filter.judge as judge_module
+from benchmarks.checks import judge_injection as check
 from distill.engines import Result
 from distill.filter.judge import JudgeVerifier, fold, imitates_verdict, neutralise
-
-try:  # benchmarks/ is not installed: it is importable from the repository root only
-    from benchmarks.checks import judge_injection as check
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.checks import judge_injection as check
 
 ATTACK_IDS = [a.name for a in check.ATTACKS]
 

@@ -6,19 +6,32 @@ Tests (the `tests` column, JSON) come in two shapes:
 - `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program, then the asserts in its
   namespace, must run to the end; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
 
-The asserts run through a small harness (`HARNESS`), not appended to the program: appended, a program that exits
-with status 0 before them (`sys.exit(0)` at import, `os._exit(0)` in the candidate, an `atexit` hook) would pass
-without being checked. The harness reads the asserts and a random token from stdin before the program runs (so they
-are in no file the program can read), runs the program, restores what it may have tampered with (builtins, trace
-and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all held: a test passes
-on the token, not on the exit status. What it does not stop: a program that digs the token out of the harness's
-frames, or returns an object that equals anything (`__eq__` always True) - deliberate attacks on the asserts
-shape; the stdin/stdout shape is immune to both (its expected output never enters the sandbox).
+Asserts are split where they can be (`split_asserts`): `assert candidate(1, 2) == 3` becomes a call, `add(1, 2)`,
+which a small harness (`CALLS_HARNESS`) evaluates in the sandbox after running the program, printing the values as
+tagged plain data (ints, floats, strings, lists, tuples, dicts, sets, bytes, None: any other type, subclasses
+included, is an error), and a check, `_Slot(0) == 3`, which this process evaluates on those values
+(`judge_split`): comparisons, arithmetic and a few functions (`abs`, `len`, `sorted`, `set`, `math.isclose`, ...).
+The sandbox never holds an expected value or a secret, so nothing a program does to its own process (shadowed
+builtins, patched modules, an object equal to everything, reading frames, memory or the asserts' source) helps it
+pass: it must return the right values. Even printing the results line itself gains nothing it could not compute.
+
+Asserts that cannot be split (loops, helpers, `try`, imports other than `math`) run whole through `HARNESS`, in
+one process after the program: it reads the asserts and a random token from stdin before the program runs (so
+they are in no file), runs the program, restores what it may have tampered with (builtins, `sys.modules`,
+`sys.path`, trace and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all
+held; `python -I` keeps the working folder off the import path. What remains possible there, for a program written
+to beat its tests: digging the token out of its own memory or frames, module-level names that shadow builtins,
+patching objects the asserts reach, an `__eq__` that is always true. The stdin/stdout shape is immune to all of it
+(its expected output never enters the sandbox).
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
+import math
+import operator
 import os
 import re
 import secrets
@@ -52,7 +65,9 @@ LANGUAGES: dict[str, Language] = {
     "python": Language("main.py", ("python3", "-B", "main.py"), ("python", "py", "python3"), "print('ok')"),
 }
 
-FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+# A fence line, matched one line at a time: an opener (with its tag) and a closer (a bare fence).
+FENCE_OPEN = re.compile(r"[ \t]*```[ \t]*([\w+#.-]*)")
+FENCE_CLOSE = re.compile(r"[ \t]*```[ \t]*")
 DETAILS_LIMIT = 300
 HARNESS_FILE = "_distill_harness.py"
 HARNESS = """\
@@ -62,13 +77,15 @@ import builtins, json, linecache, os, sys, threading, types
 def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=sys.stderr,
          settrace=sys.settrace, setprofile=sys.setprofile, thread_hooks=(threading.settrace, threading.setprofile),
          builtins_dict=vars(builtins), clear=dict.clear, update=dict.update, excepthook=sys.__excepthook__,
-         monitoring=getattr(sys, "monitoring", None)):
+         monitoring=getattr(sys, "monitoring", None), modules=sys.modules, path=sys.path, kind=type,
+         attr=getattr, module_type=types.ModuleType, names=list):
     given = json.loads(sys.stdin.read())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     token, tests = given.pop("token"), given.pop("tests")
     clean_builtins = dict(builtins_dict)
+    clean_modules, clean_path = dict(modules), list(path)
     linecache.cache["<tests>"] = (len(tests), None, tests.splitlines(True), "<tests>")
     checks = compile(tests, "<tests>", "exec")
     with open("main.py", encoding="utf-8") as f:
@@ -95,6 +112,19 @@ def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=
                 pass
     clear(builtins_dict)
     update(builtins_dict, clean_builtins)
+    # Modules the program replaced are put back; ones it brought from outside /usr (or planted as other objects)
+    # are dropped, so the asserts import the real ones. (Modules it imported from /usr stay: a fresh copy would
+    # make its objects compare unequal to the asserts' own.)
+    clean_modules["__main__"] = module
+    for name in names(modules):
+        if name in clean_modules:
+            continue
+        mod = modules[name]
+        origin = attr(mod, "__file__", None) if kind(mod) is module_type else "planted"
+        if origin is not None and not (kind(origin) is str and origin.startswith("/usr/")):
+            del modules[name]
+    update(modules, clean_modules)
+    path[:] = clean_path
     sys.excepthook, sys.stdout, sys.stderr = excepthook, stdout, stderr
     try:
         run(checks, module.__dict__)
@@ -109,13 +139,102 @@ def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=
 
 _run()
 """
+
+CALLS_HARNESS_FILE = "_distill_calls.py"
+RESULTS_PREFIX = "__distill_results__ "
+# Runs the program, then evaluates each call expression in its namespace and prints the results as tagged plain
+# data. It holds no secret and no expected value: whatever the program does to it (or prints in its place), the
+# parent compares what comes back with values the sandbox never saw.
+CALLS_HARNESS = """\
+import json, os, sys, types
+
+def _encode(value, depth=0, _type=type, _int=int, _float=float, _str=str, _bool=bool, _list=list, _tuple=tuple,
+            _dict=dict, _set=set, _frozenset=frozenset, _bytes=bytes, _complex=complex, _none=type(None)):
+    if depth > 100:
+        raise ValueError("nested too deep")
+    kind = _type(value)
+    if kind is _none or kind is _bool or kind is _str:
+        return value
+    if kind is _int:
+        return {"int": hex(value)}
+    if kind is _float:
+        return {"float": repr(value)}
+    if kind is _complex:
+        return {"complex": [repr(value.real), repr(value.imag)]}
+    if kind is _bytes:
+        return {"bytes": value.hex()}
+    if kind is _list or kind is _tuple or kind is _set or kind is _frozenset:
+        return {kind.__name__: [_encode(item, depth + 1) for item in value]}
+    if kind is _dict:
+        return {"dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+    raise TypeError("a %s is not plain data" % kind.__name__)
+
+def _run(write=os.write, exit_now=os._exit, encode=_encode, dumps=json.dumps):
+    calls = json.loads(sys.stdin.read())["calls"]
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    compiled = [compile(call, "<test %d>" % i, "eval") for i, call in enumerate(calls)]
+    with open("main.py", encoding="utf-8") as f:
+        program = compile(f.read(), os.path.abspath("main.py"), "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = os.path.abspath("main.py")
+    sys.modules["__main__"] = module
+    sys.argv = ["main.py"]
+    try:
+        exec(program, module.__dict__)
+    except SystemExit as exc:
+        sys.stderr.write("the program exited (status %r) before the tests ran\\n" % (exc.code,))
+        sys.stderr.flush()
+        exit_now(1)
+    results = []
+    for code in compiled:
+        try:
+            results.append({"value": encode(eval(code, module.__dict__))})
+        except BaseException as exc:  # SystemExit included: the call did not return a value
+            results.append({"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    write(1, ("\\n" + "__distill_results__ " + dumps(results) + "\\n").encode())
+    exit_now(0)
+
+_run()
+"""
+
+
 _warned_unsandboxed = False
 _warn_lock = threading.Lock()
 
 
 def extract_code(answer: str | None, fence_tags: Sequence[str] = ("python", "py", "python3")) -> str | None:
-    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in FENCE.finditer(answer or "")]
+    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag.
+
+    One pass over the lines (linear in the answer's length): a fence line opens a block, the next bare fence line
+    closes it, and an unclosed block at the end is no block. (A regex searching for the closer from every opener
+    is quadratic on an answer of many unclosed fences: 26 s for 78 KB.)
+    """
+    text = answer or ""
+    blocks: list[tuple[str, str]] = []
+    open_tag: str | None = None  # the tag of the block being read, None outside a block
+    start = 0
+    pos = text.find("```")
+    while pos >= 0:
+        # Only lines holding a fence matter: jump from one to the next, each line looked at once.
+        line_start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        line = text[line_start : len(text) if end < 0 else end]
+        if open_tag is None:
+            opener = FENCE_OPEN.match(line)
+            if opener and end >= 0:  # an opener needs its newline
+                open_tag, start = opener.group(1).lower(), end + 1
+        elif FENCE_CLOSE.fullmatch(line):
+            blocks.append((open_tag, text[start:line_start]))
+            open_tag = None
+        if end < 0:
+            break
+        pos = text.find("```", end + 1)
     if not blocks:
         return None
     preferred = [code for tag, code in blocks if tag in fence_tags or tag == ""]
@@ -131,8 +250,10 @@ def normalize_output(text: str) -> str:
 @dataclass(frozen=True)
 class _Case:
     stdin: str = ""
-    expected: str | None = None  # None: an asserts test, judged by the harness's token
-    asserts: str = ""  # the asserts (and the call to check), run by the harness after the program
+    expected: str | None = None  # None: an asserts test
+    asserts: str = ""  # the asserts (and the call to check); run whole by HARNESS when they cannot be split
+    calls: tuple[str, ...] = ()  # split asserts: the expressions the sandbox evaluates (CALLS_HARNESS) ...
+    checks: tuple = ()  # ... and the `_Check`s this process makes of their values
 
 
 def parse_tests(tests: str | dict | None) -> list[_Case]:
@@ -152,9 +273,14 @@ def parse_tests(tests: str | dict | None) -> list[_Case]:
     if isinstance(asserts, str) and asserts.strip():
         asserts += "\n"
         entry_point = tests.get("entry_point")
-        if isinstance(entry_point, str) and entry_point.isidentifier() and re.search(r"^def check\(", asserts, re.M):
+        entry_point = entry_point if isinstance(entry_point, str) and entry_point.isidentifier() else None
+        split = split_asserts(asserts, entry_point)
+        if entry_point and re.search(r"^def check\(", asserts, re.M):
             asserts += f"\ncheck({entry_point})\n"
-        cases.append(_Case(asserts=asserts))
+        if split is not None:
+            cases.append(_Case(asserts=asserts, calls=split[0], checks=split[1]))
+        else:
+            cases.append(_Case(asserts=asserts))
     return cases
 
 
@@ -217,11 +343,16 @@ class CodeVerifier(BaseVerifier):
                 break
             token = None
             files, argv, stdin = {self.language.filename: code}, self.language.command, case.stdin
-            if case.expected is None:
-                # The asserts shape (Python): the harness runs the program, then the asserts (see the module doc).
+            if case.checks:
+                # Split asserts: the sandbox returns the calls' values, this process compares (the module doc).
+                files[CALLS_HARNESS_FILE] = CALLS_HARNESS
+                argv = (*self.language.command[:-1], "-I", CALLS_HARNESS_FILE)
+                stdin = json.dumps({"calls": list(case.calls)})
+            elif case.expected is None:
+                # Asserts that cannot be split: the harness runs the program, then the asserts, in one process.
                 token = secrets.token_hex(16)
                 files[HARNESS_FILE] = HARNESS
-                argv = (*self.language.command[:-1], HARNESS_FILE)
+                argv = (*self.language.command[:-1], "-I", HARNESS_FILE)
                 stdin = json.dumps({"token": token, "tests": case.asserts})
             result = self.sandbox.run(files, argv, stdin=stdin, timeout=min(self.timeout_per_test, remaining))
             reason, details = _judge(case, result, token)
@@ -267,6 +398,10 @@ def _judge(case: _Case, result: RunResult, token: str | None = None) -> tuple[st
             return "runtime_error", "output or file size limit exceeded"
         note = f"exit status {result.returncode}"
         return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
+    if case.checks:
+        if result.output_truncated:
+            return "runtime_error", "output over the limit: the end of the tests was not seen"
+        return judge_split(case.checks, case.calls, result.stdout)
     if case.expected is None:
         if token is not None and token in result.stdout.splitlines():
             return "ok", ""
@@ -291,3 +426,455 @@ def _warn_unsandboxed(why: str) -> None:
             _warned_unsandboxed = True
             why = why.removesuffix(f": {FIX}")  # "the code sandbox cannot start (...)", without the advice
             print(f"warning: {why}; running model-written code WITHOUT isolation (allow_unsandboxed)", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------- asserts, split in two
+
+
+class _Slot(ast.expr):
+    """A place in an assert where the parent puts the value the sandbox returned for call `index`."""
+
+    _fields = ("index",)
+
+
+@dataclass(frozen=True)
+class _Check:
+    source: str  # the assert, for the verdict's details
+    test: ast.expr  # its test with _Slots, evaluated in the parent by `_evaluate`
+
+
+# Functions and constants the parent evaluates itself (on plain data only): what asserts wrap results in.
+SAFE_FUNCTIONS = {
+    f.__name__: f
+    for f in (
+        abs,
+        len,
+        round,
+        sorted,
+        set,
+        list,
+        tuple,
+        sum,
+        min,
+        max,
+        int,
+        float,
+        str,
+        bool,
+        all,
+        any,
+        frozenset,
+        dict,
+        isinstance,
+        type,
+        repr,
+        divmod,
+        complex,
+        bytes,
+    )
+}
+SAFE_FUNCTIONS["reversed"] = lambda x: list(reversed(x))
+SAFE_FUNCTIONS["enumerate"] = lambda x, start=0: list(enumerate(x, start))
+SAFE_FUNCTIONS["zip"] = lambda *xs: list(zip(*xs, strict=False))
+SAFE_FUNCTIONS["range"] = lambda *a: list(range(*a)) if len(range(*a)) <= 10**6 else _too_big()
+SAFE_NAMES = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list": list,
+    "tuple": tuple,
+    "dict": dict,
+    "set": set,
+    "frozenset": frozenset,
+    "bytes": bytes,
+    "complex": complex,
+    "NoneType": type(None),
+}
+MATH_NAMES = (
+    "isclose",
+    "fabs",
+    "sqrt",
+    "floor",
+    "ceil",
+    "isnan",
+    "isinf",
+    "isfinite",
+    "log",
+    "log2",
+    "log10",
+    "exp",
+    "pi",
+    "e",
+    "inf",
+    "nan",
+    "tau",
+    "gcd",
+    "trunc",
+    "hypot",
+    "copysign",
+    "prod",
+    "fsum",
+)
+SIZE_LIMIT = 10**7  # elements or digits: what a parent-side operation may build from the sandbox's values
+# Statements a test may hold besides asserts, skipped: the parent needs no imports (only `math`, which it has).
+_SKIPPED_IMPORTS = {"math"}
+
+
+def _too_big():
+    raise ValueError("too large to evaluate")
+
+
+def split_asserts(asserts: str, entry_point: str | None) -> tuple[tuple[str, ...], tuple[_Check, ...]] | None:
+    """The call expressions the sandbox evaluates and the checks the parent makes of their values, or None when
+    the asserts do more than assert on calls (loops, helpers, try/except, ...): those run whole in the sandbox.
+
+    `assert candidate(1, 2) == 3` becomes the call `add(1, 2)` (sent to the sandbox) and the check `_Slot(0) == 3`
+    (kept here): the sandbox never sees an expected value. Only calls, names and attributes the parent cannot
+    evaluate itself go to the sandbox; comparisons, arithmetic, `abs`, `len`, `sorted`, `math.isclose` and the
+    like run in the parent on the returned plain data.
+    """
+    try:
+        tree = ast.parse(asserts)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    env: dict[str, ast.expr] = {}  # top-level NAME = <literal>: inlined where used
+    asserts_found: list[tuple[ast.Assert, dict[str, str]]] = []
+    check: ast.FunctionDef | None = None
+    check_args: list[str] = []
+    for stmt in tree.body:
+        if _skippable(stmt):
+            continue
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "check" and check is None:
+            args = stmt.args
+            if len(args.args) != 1 or args.vararg or args.kwarg or args.kwonlyargs or args.posonlyargs:
+                return None
+            if stmt.decorator_list:
+                return None
+            check = stmt
+            continue
+        if isinstance(stmt, ast.Assign) and _literal_assign(stmt):
+            env[stmt.targets[0].id] = stmt.value
+            continue
+        if isinstance(stmt, ast.Assert):
+            asserts_found.append((stmt, {}))
+            continue
+        if (
+            isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Name)
+            and stmt.value.func.id == "check"
+            and len(stmt.value.args) == 1
+            and not stmt.value.keywords
+            and isinstance(stmt.value.args[0], ast.Name)
+        ):
+            check_args.append(stmt.value.args[0].id)
+            continue
+        return None
+    if check is not None:
+        if not check_args and entry_point:
+            check_args.append(entry_point)
+        if len(check_args) != 1:
+            return None
+        renames = {check.args.args[0].arg: check_args[0]}
+        local_env = dict(env)
+        for stmt in check.body:
+            if _skippable(stmt):
+                continue
+            if isinstance(stmt, ast.Assign) and _literal_assign(stmt):
+                local_env[stmt.targets[0].id] = stmt.value
+                continue
+            if not isinstance(stmt, ast.Assert):
+                return None
+            asserts_found.append((stmt, renames))
+        env = local_env
+    elif check_args:
+        return None
+    if not asserts_found:
+        return None
+    calls: list[str] = []
+    checks: list[_Check] = []
+    for stmt, renames in asserts_found:
+        try:
+            test = _lift(stmt.test, env, renames, calls)
+        except _Unsplittable:
+            return None
+        checks.append(_Check(_source(stmt.test, renames), test))
+    return tuple(calls), tuple(checks)
+
+
+class _Unsplittable(Exception):
+    pass
+
+
+def _skippable(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Pass):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):  # a docstring
+        return True
+    if isinstance(stmt, ast.Import):
+        return all(alias.name in _SKIPPED_IMPORTS and alias.asname is None for alias in stmt.names)
+    return False
+
+
+def _literal_assign(stmt: ast.Assign) -> bool:
+    if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], ast.Name):
+        return False
+    try:
+        ast.literal_eval(stmt.value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, renames: dict[str, str], env: dict[str, ast.expr]):
+        self.renames, self.env = renames, env
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id in self.renames:
+            return ast.copy_location(ast.Name(self.renames[node.id], node.ctx), node)
+        if node.id in self.env:
+            return self.env[node.id]
+        return node
+
+
+def _source(node: ast.expr, renames: dict[str, str]) -> str:
+    return ast.unparse(_Rename(renames, {}).visit(copy.deepcopy(node)))
+
+
+_PARENT_NODES = (
+    ast.Constant,
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+    ast.Dict,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Subscript,
+    ast.Slice,
+)
+_JUDGING = (ast.Compare, ast.BoolOp, ast.IfExp)
+
+
+def _lift(node: ast.expr, env: dict[str, ast.expr], renames: dict[str, str], calls: list[str]) -> ast.expr:
+    """`node` with every part the parent cannot evaluate replaced by a _Slot whose expression joins `calls`."""
+    if isinstance(node, ast.Name):
+        if node.id in env:
+            return env[node.id]
+        if node.id in SAFE_NAMES and node.id not in renames:
+            return node
+        return _to_sandbox(node, env, renames, calls)
+    if isinstance(node, ast.Starred):
+        raise _Unsplittable
+    if isinstance(node, ast.Attribute) and _is_math(node):
+        return node
+    if isinstance(node, ast.Call):
+        func = node.func
+        safe = (isinstance(func, ast.Name) and func.id in SAFE_FUNCTIONS and func.id not in renames) or (
+            isinstance(func, ast.Attribute) and _is_math(func)
+        )
+        if safe:
+            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+                raise _Unsplittable
+            args = [_lift(a, env, renames, calls) for a in node.args]
+            keywords = [ast.keyword(k.arg, _lift(k.value, env, renames, calls)) for k in node.keywords]
+            return ast.Call(func, args, keywords)
+        return _to_sandbox(node, env, renames, calls)
+    if isinstance(node, _PARENT_NODES):
+        lifted = copy.copy(node)
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, ast.expr):
+                setattr(lifted, name, _lift(value, env, renames, calls))
+            elif isinstance(value, list):
+                setattr(lifted, name, [_lift(v, env, renames, calls) if isinstance(v, ast.expr) else v for v in value])
+        return lifted
+    return _to_sandbox(node, env, renames, calls)
+
+
+def _is_math(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id == "math" and node.attr in MATH_NAMES
+
+
+def _to_sandbox(node: ast.expr, env: dict[str, ast.expr], renames: dict[str, str], calls: list[str]) -> _Slot:
+    """Send `node` to the sandbox. It must hold no judgement (a comparison would carry an expected value in)."""
+    for inner in ast.walk(node):
+        if isinstance(inner, _JUDGING):
+            raise _Unsplittable
+        if isinstance(inner, ast.Name) and inner.id == "math":
+            raise _Unsplittable
+    calls.append(ast.unparse(_Rename(renames, env).visit(copy.deepcopy(node))))
+    return _Slot(len(calls) - 1)
+
+
+def decode_plain(value: object) -> object:
+    """The harness's tagged plain data back into Python values (only plain types can come out)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, body),) = value.items()
+        if tag == "int" and isinstance(body, str):
+            return int(body, 16)
+        if tag == "float" and isinstance(body, str):
+            return float(body)
+        if tag == "complex" and isinstance(body, list) and len(body) == 2:
+            return complex(float(body[0]), float(body[1]))
+        if tag == "bytes" and isinstance(body, str):
+            return bytes.fromhex(body)
+        if isinstance(body, list):
+            if tag == "list":
+                return [decode_plain(v) for v in body]
+            if tag == "tuple":
+                return tuple(decode_plain(v) for v in body)
+            if tag == "set":
+                return {decode_plain(v) for v in body}
+            if tag == "frozenset":
+                return frozenset(decode_plain(v) for v in body)
+            if tag == "dict":
+                return {decode_plain(k): decode_plain(v) for k, v in body}
+    raise ValueError(f"not tagged plain data: {str(value)[:60]}")
+
+
+class _CallFailed(Exception):
+    pass
+
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+}
+_CMPOPS = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
+
+
+def _size(value: object) -> int:
+    if isinstance(value, int):
+        return value.bit_length() // 3
+    try:
+        return len(value)  # type: ignore[arg-type]
+    except TypeError:
+        return 1
+
+
+def _evaluate(node: ast.expr, values: list) -> object:
+    """Evaluate a lifted assert on plain data: only the node types `_lift` lets through, with size guards."""
+    if isinstance(node, _Slot):
+        kind, value = values[node.index]
+        if kind == "error":
+            raise _CallFailed(value)
+        return value
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return SAFE_NAMES[node.id]
+    if isinstance(node, ast.Attribute):  # math.<name>, the only attribute `_lift` leaves here
+        return getattr(math, node.attr)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        items = [_evaluate(e, values) for e in node.elts]
+        return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)](items)
+    if isinstance(node, ast.Dict):
+        return {_evaluate(k, values): _evaluate(v, values) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.UnaryOp):
+        return _UNARY[type(node.op)](_evaluate(node.operand, values))
+    if isinstance(node, ast.BinOp):
+        left, right = _evaluate(node.left, values), _evaluate(node.right, values)
+        op = type(node.op)
+        if op is ast.Pow and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if max(left.bit_length(), 1) * right > SIZE_LIMIT * 3:
+                _too_big()
+        if op is ast.LShift and isinstance(right, int) and right > SIZE_LIMIT * 3:
+            _too_big()
+        if op is ast.Mult and isinstance(left, int) != isinstance(right, int):
+            count, seq = (left, right) if isinstance(left, int) else (right, left)
+            if not isinstance(count, bool) and count * _size(seq) > SIZE_LIMIT:
+                _too_big()
+        return _BINOPS[op](left, right)
+    if isinstance(node, ast.BoolOp):
+        result: object = None
+        for value_node in node.values:
+            result = _evaluate(value_node, values)
+            if isinstance(node.op, ast.And) and not result:
+                return result
+            if isinstance(node.op, ast.Or) and result:
+                return result
+        return result
+    if isinstance(node, ast.Compare):
+        left = _evaluate(node.left, values)
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
+            right = _evaluate(right_node, values)
+            if not _CMPOPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.IfExp):
+        return _evaluate(node.body if _evaluate(node.test, values) else node.orelse, values)
+    if isinstance(node, ast.Subscript):
+        return _evaluate(node.value, values)[_evaluate(node.slice, values)]
+    if isinstance(node, ast.Slice):
+        parts = (node.lower, node.upper, node.step)
+        return slice(*(None if p is None else _evaluate(p, values) for p in parts))
+    if isinstance(node, ast.Call):
+        func = getattr(math, node.func.attr) if isinstance(node.func, ast.Attribute) else SAFE_FUNCTIONS[node.func.id]
+        args = [_evaluate(a, values) for a in node.args]
+        kwargs = {k.arg: _evaluate(k.value, values) for k in node.keywords}
+        if func is math.factorial and args and isinstance(args[0], int) and args[0] > 10**4:
+            _too_big()
+        return func(*args, **kwargs)
+    raise TypeError(f"cannot evaluate {type(node).__name__}")
+
+
+def judge_split(checks: Sequence[_Check], calls: Sequence[str], stdout: str) -> tuple[str, str]:
+    """Compare what the sandbox returned for `calls` with the checks, in this process; (reason, details)."""
+    line = next((x for x in reversed(stdout.splitlines()) if x.startswith(RESULTS_PREFIX)), None)
+    if line is None:
+        return "runtime_error", "exit status 0 before the tests ran to the end"
+    try:
+        raw = json.loads(line[len(RESULTS_PREFIX) :])
+        if not isinstance(raw, list) or len(raw) != len(calls):
+            raise ValueError("wrong number of results")
+        values: list[tuple[str, object]] = []
+        for item in raw:
+            if isinstance(item, dict) and isinstance(item.get("error"), str):
+                values.append(("error", item["error"]))
+            elif isinstance(item, dict) and "value" in item:
+                values.append(("value", decode_plain(item["value"])))
+            else:
+                raise ValueError("a result is neither a value nor an error")
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
+        return "runtime_error", f"unreadable results: {exc}"[:DETAILS_LIMIT]
+    for check in checks:
+        try:
+            held = bool(_evaluate(check.test, values))
+        except _CallFailed as exc:
+            return "runtime_error", f"{check.source[:120]}: {exc}"
+        except (RecursionError, MemoryError) as exc:
+            return "runtime_error", f"{check.source[:120]}: {type(exc).__name__}"
+        except Exception as exc:  # noqa: BLE001 - an assert that raises on the returned value (TypeError, ...)
+            return "runtime_error", f"{check.source[:120]}: {type(exc).__name__}: {str(exc)[:80]}"
+        if not held:
+            return "wrong_answer", f"AssertionError: assert {check.source[:200]}"
+    return "ok", ""

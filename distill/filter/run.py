@@ -29,6 +29,7 @@ from distill.filter.base import Verdict
 from distill.filter.registry import CORRECTNESS, build_verifier
 from distill.generate.writer import ShardWriter, data_files, fsync_dir
 from distill.schema import GENERATE_SCHEMA, filter_schema
+from distill.secrets import scrub_config
 
 KEPT_PREFIX = "train-00000-of-00001"
 REJECTED_PREFIX = "rejected-00000-of-00001"
@@ -284,7 +285,7 @@ def _check_output(out: Path, config: FilterConfig) -> None:
 
 def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
     """What decides the output: the input files (and their row counts) and the settings that place rows."""
-    settings = {name: getattr(config, name) for name in RESULT_SETTINGS}
+    settings = scrub_config({name: getattr(config, name) for name in RESULT_SETTINGS})  # kept on disk: no keys
     inputs = [[str(path.resolve()), pq.ParquetFile(path).metadata.num_rows] for path in files]
     return json.loads(json.dumps({**settings, "inputs": inputs}))  # the JSON form, as read back on resume
 

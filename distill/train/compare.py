@@ -71,7 +71,8 @@ def lenient_correct(rows: list[dict]) -> list[bool | None]:
     """The math verifier with lenient extraction over generated rows (math and science only; others: None)."""
     from distill.filter.registry import build_verifier
 
-    verifier = build_verifier("math", {"extraction": "lenient"})
+    # In this process (workers 0): a second pool per batch would cost more than the parsing it spares.
+    verifier = build_verifier("math", {"extraction": "lenient", "workers": 0})
     try:
         todo = [i for i, r in enumerate(rows) if r.get("error") is None and r["domain"] in verifier.domains]
         out: list[bool | None] = [None] * len(rows)

@@ -36,13 +36,13 @@ from distill.config import GenerateConfig, check_sampling, dump_config, field_na
 from distill.engines import ENGINES
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
-from distill.filter.registry import build_verifier, verifier_class
-from distill.filter.rules import option_names
+from distill.filter.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
 from distill.generate.writer import data_files, write_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
+from distill.secrets import scrub_config
 from distill.train.compare import format_gain, gain_between, lenient_correct, per_prompt_rates
 
 # Correctness verifiers by default: math for math and science (it needs a gold answer), code for code (tests).
@@ -256,7 +256,7 @@ def run_eval(config: EvalConfig) -> dict:
             "prompts": len(prompts),
             "samples_per_prompt": config.num_samples,
             "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
-            "verifiers": {v.name: config.verifiers[v.name] for v in verifiers},
+            "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
         for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
@@ -317,10 +317,7 @@ def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
     chosen = []
     for name, options in specs.items():
         cls = verifier_class(name)
-        unknown = [key for key in options if key not in (*option_names(cls), "domains")]
-        if unknown:  # build_verifier says the same with a hint; this covers the verifiers not built
-            raise DistillError(f"unknown option `{unknown[0]}` for verifier `{name}`: valid options are "
-                               f"{', '.join([*option_names(cls), 'domains'])}")  # fmt: skip
+        check_options(cls, name, options, extra=("domains",))  # also the verifiers not built: a typo is an error
         applies = options.get("domains", cls.domains)
         if set([applies] if isinstance(applies, str) else applies) & domains:
             chosen.append((name, options))
