@@ -155,6 +155,30 @@ def stats(folder):
     help="Benchmark file; prompts sharing a word n-gram with it are dropped. Repeatable.",
 )
 @click.option("--decontam-ngram", type=int, help="n of the overlap check.  [default: 8]")
+@click.option(
+    "--decontam-overlap",
+    type=float,
+    help="Share of the shorter text two problems sharing an n-gram must have in common to count (0: any "
+    "shared n-gram).  [default: 0.5]",
+)
+@click.option(
+    "--input-format",
+    help="Layout of the inputs: auto, distill, messages, sharegpt, openr1 or columns.  [default: auto]",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="For --input-format columns: problem, completion (or reasoning + answer), gold, tests, domain, id.",
+)
+@click.option(
+    "--pass-rate", help="MIN:MAX: keep only prompts whose share of passing samples lies inside, e.g. 0.2:0.8."
+)
+@click.option(
+    "--consensus", help="majority: prompts without gold get their samples' majority answer as gold.  [default: none]"
+)
+@click.option("--min-agreement", type=float, help="Share of samples that must agree for --consensus.  [default: 0.5]")
 @click.option("--batch-size", type=int, help="Rows per verification batch.  [default: 256]")
 @click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
 @click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run into the same folder.")
@@ -162,8 +186,9 @@ def stats(folder):
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
 @click.pass_context
 @_fail_cleanly
-def filter_command(ctx, inputs, config_file, options, **flags):
-    """Keep the good traces of generate outputs: verifiers, dedupe, decontamination -> SFT-ready Parquet."""
+def filter_command(ctx, inputs, config_file, options, maps, **flags):
+    """Keep the good traces of generate outputs or anyone's traces (Parquet, JSONL, JSON, CSV, datasets folders):
+    verifiers, dedupe, decontamination -> SFT-ready Parquet."""
     from distill.config import FilterConfig, build_config
     from distill.filter.run import run_filter
 
@@ -172,6 +197,10 @@ def filter_command(ctx, inputs, config_file, options, **flags):
         overrides["inputs"] = list(inputs)
     if "decontaminate" in overrides:
         overrides["decontaminate"] = list(overrides["decontaminate"])
+    if maps:
+        from distill.filter.inputs import parse_map
+
+        overrides["map"] = parse_map(list(maps))
     config = build_config(FilterConfig, recipe, overrides, where=config_file or "the recipe")
     _verifier_options(options, config.verifiers)
     stats = run_filter(config)

@@ -282,6 +282,12 @@ class FilterConfig:
     dedupe_threshold: float = 0.8
     decontaminate: list[str] = field(default_factory=list)  # benchmark files: drop prompts that overlap them
     decontam_ngram: int = 8
+    decontam_overlap: float = 0.5  # a shared n-gram counts when the pair's word overlap reaches this; 0: n-gram only
+    input_format: str = "auto"  # auto | distill | messages | sharegpt | openr1 | columns (see filter/inputs.py)
+    map: dict[str, str] = field(default_factory=dict)  # field -> column, for input_format columns
+    pass_rate: str | None = None  # MIN:MAX: keep only prompts whose share of passing samples lies inside
+    consensus: str = "none"  # none | majority: the majority final answer is the gold of prompts without one
+    min_agreement: float = 0.5  # share of a prompt's samples that must agree for a majority gold
     batch_size: int = 256
     rows_per_file: int = 10000
     resume: bool = False  # finish an interrupted run into the same folder

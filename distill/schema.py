@@ -45,7 +45,10 @@ MESSAGES_TYPE = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("con
 
 def filter_schema(verifier_names: list[str], rejected: bool = False) -> pa.Schema:
     """Kept rows (`data/`) and rejected rows (`rejected/`, with `filter_reason`) of `distill filter`."""
-    fields = list(GENERATE_SCHEMA) + [pa.field("messages", MESSAGES_TYPE)]
+    # `origin`: where the row came from, `file:row` (imported traces: `file:row#generation`).
+    fields = list(GENERATE_SCHEMA) + [pa.field("origin", pa.string())]
+    # `gold_source`: given (the input's gold), majority (--consensus majority), null (no gold).
+    fields += [pa.field("gold_source", pa.string()), pa.field("messages", MESSAGES_TYPE)]
     fields += [pa.field(f"verdict_{name}", VERDICT_TYPE) for name in verifier_names]
     if rejected:
         fields.append(pa.field("filter_reason", pa.string(), nullable=False))

@@ -204,12 +204,13 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "x" / "data").mkdir(parents=True)
     pq.write_table(pa.table({"id": ["a"], "text": ["b"]}), tmp_path / "x" / "data" / "f.parquet")
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "x"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "lacks columns prompt_id" in result.output
+    assert result.exit_code == 1 and "unknown layout (columns: id, text)" in result.output
+    assert "--input-format columns --map problem=COLUMN" in result.output
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "input not found" in result.output
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "no Parquet files" in result.output
+    assert result.exit_code == 1 and "no Parquet, JSONL, JSON or CSV files" in result.output
 
 
 def test_existing_output_needs_resume_or_overwrite(generated, tmp_path):
@@ -279,9 +280,10 @@ def test_mix_command_by_counts(generated, tmp_path):
 
 def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
     from distill.config import FilterConfig
-    from distill.filter.run import _fingerprint, input_files
+    from distill.filter.inputs import find_sources
+    from distill.filter.run import _fingerprint
 
     url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
     config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})
-    record = json.dumps(_fingerprint(config, input_files(config.inputs)))
+    record = json.dumps(_fingerprint(config, [source.path for source in find_sources(config.inputs)]))
     assert "judge.example.com" in record and "MARKER" not in record

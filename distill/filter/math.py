@@ -15,6 +15,7 @@ from multiprocessing import get_context
 
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.filter.base import BaseVerifier, Verdict, reasoning_and_answer
+from distill.filter.multibox import check_several_boxes
 
 BOXED_DOMAINS = ("math", "science")  # the domains whose default prompt asks for \boxed{} (R1's math template)
 DETAILS_CHARS = 80  # how much of an answer or gold a verdict's details quote
@@ -95,6 +96,9 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
     if gold is None or not gold.strip():
         return Verdict(None, "unverified", details="no gold answer")
     answer = answer or ""
+    several = check_several_boxes(gold, answer, timeout_seconds, _compare)  # `\boxed{1}, \boxed{2}` answers
+    if several is not None:
+        return several
     boxed = last_boxed(answer)
     if boxed is not None and boxed.strip():
         shown, lenient = boxed, False

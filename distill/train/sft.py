@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import json
 import shutil
 import sys
 import time
@@ -214,53 +215,100 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
 
 
 def find_data_files(paths: list[str]) -> list[str]:
-    """Parquet files of filter outputs (DIR/data/*.parquet, DIR/*.parquet or files); each must have `messages`."""
-    import pyarrow.parquet as pq
-
+    """Parquet, JSONL or JSON files (DIR/data/*, DIR/* or files) with a `messages` column (TRL conversational) or
+    `prompt` and `completion` columns: filter outputs, or any dataset already in one of TRL's shapes."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_file():
             found = [path]
         elif path.is_dir():
-            found = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+            found = _train_files(path / "data") or _train_files(path)
         else:
             raise DistillError(f"training data {path} does not exist: pass a `distill filter` output folder")
         if not found:
             raise DistillError(
-                f"no Parquet files in {path}: pass a `distill filter` output folder (DIR/data/*.parquet)"
+                f"no Parquet, JSONL or JSON files in {path}: pass a `distill filter` output folder (DIR/data/)"
             )
         files += found
-    for file in files:
-        try:
-            names = pq.read_schema(file).names
-        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-            raise DistillError(f"cannot read {file} as Parquet: {str(exc).splitlines()[0]}") from None
-        if "messages" not in names:
-            hint = (
-                " (it is a `distill generate` output: run `distill filter` on it first)"
-                if "completion" in names
-                else ""
-            )
-            raise DistillError(f"{file} has no `messages` column{hint}: training needs the output of `distill filter`")
+    kinds = {_columns_kind(file) for file in files}
+    if len(kinds) > 1:
+        raise DistillError("the training files mix `messages` and prompt/completion columns: pass one kind")
     return [str(f) for f in files]
 
 
+TRAIN_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _train_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in TRAIN_SUFFIXES and not p.name.startswith("."))
+
+
+def _column_names(file: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if file.suffix in (".jsonl", ".json"):
+        text = file.read_text(encoding="utf-8")
+        try:
+            first = json.loads(text)[0] if text.lstrip().startswith("[") else json.loads(text.splitlines()[0])
+        except (ValueError, IndexError):
+            raise DistillError(f"cannot read {file} as JSON lines or a JSON list of records") from None
+        return list(first) if isinstance(first, dict) else []
+    try:
+        return pq.read_schema(file).names
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise DistillError(f"cannot read {file} as Parquet: {str(exc).splitlines()[0]}") from None
+
+
+def _columns_kind(file: Path) -> str:
+    names = _column_names(file)
+    if "messages" in names:
+        return "messages"
+    if "prompt" in names and "completion" in names:
+        return "prompt_completion"
+    hint = " (it is a `distill generate` output: run `distill filter` on it first)" if "completion" in names else ""
+    raise DistillError(
+        f"{file} has no `messages` column nor `prompt` and `completion` columns{hint}: training needs the output "
+        "of `distill filter` or a dataset in TRL's conversational shape"
+    )
+
+
 def load_messages(files: list[str], quiet: bool = False) -> "Dataset":
-    """The `messages` column as a datasets.Dataset (memory-mapped, so 800k long traces do not fill RAM)."""
+    """A `messages` column as a datasets.Dataset (memory-mapped, so 800k long traces do not fill RAM).
+
+    Prompt/completion rows become messages: a string prompt is the user turn and a string completion the
+    assistant turn; lists of turns (TRL's conversational prompt/completion) are joined as they are.
+    """
     import datasets
 
     if quiet:
         datasets.disable_progress_bars()
-    dataset = datasets.load_dataset("parquet", data_files=files, split="train", columns=["messages"])
+    builder = "parquet" if files[0].endswith(".parquet") else "json"
+    kind = _columns_kind(Path(files[0]))
+    columns = ["messages"] if kind == "messages" else ["prompt", "completion"]
+    dataset = datasets.load_dataset(builder, data_files=files, split="train")
+    dataset = dataset.select_columns(columns)
     if len(dataset) == 0:
         raise DistillError(f"the training data has no rows ({len(files)} file(s)): nothing to train on")
+    if kind == "prompt_completion":
+        dataset = dataset.map(_to_messages, remove_columns=columns, desc="prompt/completion -> messages")
     first = dataset[0]["messages"]
     if not isinstance(first, list) or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in first):
         raise DistillError(
             "the `messages` column must hold conversations with an assistant turn ([{role, content}, ...])"
         )
     return dataset
+
+
+def _to_messages(row: dict) -> dict:
+    def turns(value, role: str) -> list[dict]:
+        if isinstance(value, list):
+            return [{"role": t["role"], "content": t["content"]} for t in value]
+        return [{"role": role, "content": "" if value is None else str(value)}]
+
+    return {"messages": turns(row["prompt"], "user") + turns(row["completion"], "assistant")}
 
 
 def choose_precision(requested: str, on_gpu: bool, gpu_has_bf16: bool) -> tuple[str, bool, bool]:
