@@ -114,7 +114,13 @@ class VllmEngine:
         return [_to_result(o) for o in outputs]
 
     def close(self) -> None:
-        self.llm = None
+        # Dropping the reference is not enough: vLLM's engine-core process lives on (busy-polling a core and
+        # holding its KV cache) until garbage collection, so a pipeline that runs more stages or engines in this
+        # process would pay for it. Shut it down explicitly.
+        llm, self.llm = self.llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
 
 def _to_result(output) -> Result:

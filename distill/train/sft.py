@@ -346,7 +346,7 @@ def sft_arguments(
         "max_steps": config.max_steps or -1,
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing": on_gpu if config.gradient_checkpointing is None else config.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},  # as open-r1; reentrant breaks with LoRA/DDP
         "max_length": config.max_length,
         "packing": config.packing,
