@@ -1,7 +1,6 @@
 """Stage configs: dataclass defaults < recipe YAML < command-line flags; unknown keys name the near key."""
 
 import dataclasses
-import difflib
 import math
 import os
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import yaml
 
 from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.secrets import scrub_config
 
 # --------------------------------------------------------------------------------------------------------------
@@ -172,9 +171,7 @@ def check_keys(cls, data: dict, where: str) -> None:
                 f"key `{shown(key)}` in {where} is not a name: write the key as text, e.g. `{names[0]}`"
             )
         if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown key `{shown(key)}` in {where}{hint}")
+            raise DistillError(f"unknown key `{shown(key)}` in {where}{near_hint(key, names)}")
 
 
 def check_types(cls, data: dict, where: str) -> None:

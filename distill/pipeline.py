@@ -28,7 +28,7 @@ from distill.config import (
     shown,
     yaml_value,
 )
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.io import check_not_input, local_paths
 
 STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
@@ -294,12 +294,9 @@ def _check_outputs(steps: list[Step]) -> None:
 
 
 def check_keys_top(recipe: dict, where: str) -> None:
-    import difflib
-
     for key in recipe:
         if key not in TOP_KEYS:
-            near = difflib.get_close_matches(key, TOP_KEYS, n=1) if isinstance(key, str) else []
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            hint = near_hint(key, TOP_KEYS) if isinstance(key, str) else ""
             raise DistillError(f"unknown section `{shown(key)}` in {where}{hint}")
 
 
