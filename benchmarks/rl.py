@@ -25,10 +25,11 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from distill.config import EvalConfig  # noqa: E402
 from distill.filter.registry import build_verifier  # noqa: E402
 from distill.rl.grpo import RlConfig, run_rl  # noqa: E402
 from distill.rl.rewards import RewardSpec  # noqa: E402
-from distill.train.eval import EvalConfig, run_eval  # noqa: E402
+from distill.train.eval import run_eval  # noqa: E402
 
 TASK = "reasoning-gym:basic_arithmetic"
 TASK_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+", "-"]}

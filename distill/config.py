@@ -1,7 +1,6 @@
 """Stage configs: dataclass defaults < recipe YAML < command-line flags; unknown keys name the near key."""
 
 import dataclasses
-import difflib
 import math
 import os
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import yaml
 
 from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.secrets import scrub_config
 
 # --------------------------------------------------------------------------------------------------------------
@@ -172,9 +171,7 @@ def check_keys(cls, data: dict, where: str) -> None:
                 f"key `{shown(key)}` in {where} is not a name: write the key as text, e.g. `{names[0]}`"
             )
         if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown key `{shown(key)}` in {where}{hint}")
+            raise DistillError(f"unknown key `{shown(key)}` in {where}{near_hint(key, names)}")
 
 
 def check_types(cls, data: dict, where: str) -> None:
@@ -446,6 +443,9 @@ class EvalConfig(SampledConfig):
     num_samples: int = 4  # k samples per prompt (R1 used 4 to 64 depending on benchmark size)
     # Verification: name -> options, as `distill filter` takes them
     verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
+    # Two labels, [before, after]: the table ends with after's gain over before and its 95% paired bootstrap
+    # interval over prompts (distill/train/compare.py)
+    gain_of: list[str] = field(default_factory=list)
     # Output
     out: str = ""
     resume: bool = False
@@ -485,6 +485,15 @@ class EvalConfig(SampledConfig):
             raise DistillError("--resume and --overwrite contradict each other: pass one of them")
         if not self.verifiers:
             raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
+        if self.gain_of:
+            from distill.train.eval import default_label  # eval imports this module
+
+            names = list(self.labels) or [default_label(m) for m in (self.models or [None])]
+            if len(self.gain_of) != 2 or not set(self.gain_of) <= set(names):
+                raise DistillError(
+                    f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), "
+                    f"got {shown(self.gain_of)}"
+                )
 
 
 @dataclass(slots=True)
@@ -553,7 +562,9 @@ class TrainConfig:
     max_steps: int | None = None  # overrides epochs when set (quick runs)
     batch_size: int = 1  # per device
     gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = True
+    # None: on for GPU (activation memory), off on CPU, where recomputing the forward pass costs about a third more
+    # time and memory is rarely the limit for the students a CPU trains
+    gradient_checkpointing: bool | None = None
     dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU (bf16 on an AVX2 CPU made a LoRA step 20x slower)
     attn_implementation: str | None = None  # None: flash_attention_2 on GPU when installed, else sdpa
     seed: int = 42

@@ -28,7 +28,7 @@ from distill.config import (
     shown,
     yaml_value,
 )
-from distill.errors import DistillError
+from distill.errors import DistillError, near_hint
 from distill.io import check_not_input, local_paths
 
 STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
@@ -211,20 +211,28 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
 
     if eval_section is not None:
         section = dict(eval_section)
-        if "models" not in section:  # the student before and after training (and RL)
+        teacher = section.pop("teacher", None)  # a model to score beside the student: the gain's ceiling
+        if teacher is not None and not isinstance(teacher, str):
+            raise DistillError(f"eval.teacher in {recipe_path} must be a model name or folder, got `{shown(teacher)}`")
+        if "models" not in section:  # the student before and after training (and RL), and the teacher when named
             student = train_section.get("student") if train_out else None
             if train_out:
                 section["models"] = [student, train_out]
                 section.setdefault("labels", ["before", "after"])
+                section.setdefault("gain_of", ["before", "after"])
                 if rl_position == "after-train":
                     section["models"].append(str(rl_step.out))
                     section["labels"] = [*section["labels"], "rl"]
             elif rl_step is not None:  # RL alone: the policy before and after
                 section["models"] = [rl_step.config.model, str(rl_step.out)]
                 section.setdefault("labels", ["before", "after"])
+                section.setdefault("gain_of", ["before", "after"])
             else:
                 section["models"] = [student]
                 section.setdefault("labels", ["model"])
+            if teacher is not None:
+                section["models"].insert(0, teacher)
+                section["labels"] = ["teacher", *section["labels"]]
         config = build_config(
             EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
         )
@@ -286,12 +294,9 @@ def _check_outputs(steps: list[Step]) -> None:
 
 
 def check_keys_top(recipe: dict, where: str) -> None:
-    import difflib
-
     for key in recipe:
         if key not in TOP_KEYS:
-            near = difflib.get_close_matches(key, TOP_KEYS, n=1) if isinstance(key, str) else []
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            hint = near_hint(key, TOP_KEYS) if isinstance(key, str) else ""
             raise DistillError(f"unknown section `{shown(key)}` in {where}{hint}")
 
 

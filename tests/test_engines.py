@@ -107,3 +107,20 @@ def test_vllm_arguments_by_device():
 def test_unknown_engine():
     with pytest.raises(DistillError, match="unknown engine `tgi`"):
         make_engine(SimpleNamespace(engine="tgi"))
+
+
+def test_vllm_engine_close_shuts_the_engine_core_down():
+    # Dropping the LLM left vLLM's engine-core process busy-polling a core (and holding its KV cache) for the
+    # rest of a `distill run`; close() must stop it.
+    from types import SimpleNamespace
+
+    from distill.engines.vllm_engine import VllmEngine
+
+    calls = []
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: calls.append(1))))
+    engine = VllmEngine.__new__(VllmEngine)
+    engine.llm = llm
+    engine.close()
+    assert calls == [1] and engine.llm is None
+    engine.close()  # a second close does nothing
+    assert calls == [1]

@@ -7,6 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from distill.cli import main
+from distill.errors import DistillError
 from distill.pipeline import apply_sets, plan
 
 
@@ -176,3 +177,19 @@ def test_recipe_mix_short_of_rows_is_one_line(tmp_path):
     path.write_text(yaml.safe_dump(recipe))
     result = run(str(path), expect=1)
     assert "mix: not enough kept rows for total 20: a needs 15, has 10" in result.output
+
+
+def test_eval_teacher_is_scored_beside_the_student_and_the_gain_is_after_minus_before():
+    recipe = {
+        "out": "/tmp/x",
+        "train": {"data": ["d"], "student": "smollm2-135m"},
+        "eval": {"source": "reasoning-gym:basic_arithmetic", "teacher": "qwen2.5-coder-0.5b"},
+    }
+    (step,) = [s for s in plan(recipe) if s.stage == "eval"]
+    assert step.config.models == ["qwen2.5-coder-0.5b", "smollm2-135m", "/tmp/x/train"]
+    assert step.config.labels == ["teacher", "before", "after"]
+    assert step.config.gain_of == ["before", "after"]
+    with pytest.raises(DistillError, match="eval.teacher .* must be a model name"):
+        plan({**recipe, "eval": {**recipe["eval"], "teacher": ["a", "b"]}})
+    with pytest.raises(DistillError, match="gain_of must name two of the models' labels"):
+        plan({**recipe, "eval": {**recipe["eval"], "gain_of": ["before", "nope"]}})

@@ -29,7 +29,9 @@ def pick_dtype(dtype: str, device: str):
 
 def render_prompt(tokenizer, request: Request) -> str:
     """The chat template's text for the request, with the prefill appended after the generation prompt."""
-    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    from distill.engines.chat import render_chat  # bounded: the template is code from the model folder
+
+    text = render_chat(tokenizer, request.messages, tokenize=False, add_generation_prompt=True)
     return text + request.prefill
 
 

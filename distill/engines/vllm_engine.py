@@ -3,6 +3,7 @@
 from collections.abc import Iterator, Sequence
 
 from distill.engines.base import Request, Result, Sampling
+from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
 
@@ -71,7 +72,8 @@ class VllmEngine:
         return cls(llm, model_label(config.model))
 
     def _prompt_tokens(self, request: Request) -> int:
-        ids = self.tokenizer.apply_chat_template(request.messages, tokenize=True, add_generation_prompt=True)
+        # Bounded (distill.engines.chat), and first: vLLM's own chat rendering then runs in the same bounded sandbox.
+        ids = render_chat(self.tokenizer, request.messages, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         return len(ids) + len(self.tokenizer.encode(request.prefill, add_special_tokens=False))
@@ -112,7 +114,13 @@ class VllmEngine:
         return [_to_result(o) for o in outputs]
 
     def close(self) -> None:
-        self.llm = None
+        # Dropping the reference is not enough: vLLM's engine-core process lives on (busy-polling a core and
+        # holding its KV cache) until garbage collection, so a pipeline that runs more stages or engines in this
+        # process would pay for it. Shut it down explicitly.
+        llm, self.llm = self.llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
 
 def _to_result(output) -> Result:

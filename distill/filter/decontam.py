@@ -29,14 +29,7 @@ import unicodedata
 from pathlib import Path
 
 from distill.errors import DistillError, MissingDependency
-from distill.generate.sources import (
-    PROMPT_COLUMNS,
-    _pick_column,
-    _read_csv,
-    _read_json,
-    _read_jsonl,
-    _read_parquet,
-)
+from distill.generate.sources import PROMPT_COLUMNS, dataset_rows, pick_column, read_file_rows
 
 WORD_RE = re.compile(r"\w+")
 DEFAULT_NGRAM = 8
@@ -65,7 +58,6 @@ STOP_PHRASES = tuple(
     )
 )
 STOP_RE = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in STOP_PHRASES) + r")\b")
-FILE_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
 
 
 def words(text: str) -> list[str]:
@@ -145,7 +137,7 @@ class Decontaminator:
             if not rows:
                 raise DistillError(f"benchmark {source} holds no rows: check the file")
             try:
-                column = _pick_column(list(rows[0]), prompt_column, PROMPT_COLUMNS, flag, required=True)
+                column = pick_column(list(rows[0]), prompt_column, PROMPT_COLUMNS, flag, required=True)
             except DistillError as exc:
                 raise DistillError(f"benchmark {source}: {exc}") from None
             texts = [row[column] for row in rows if isinstance(row.get(column), str) and row[column].strip()]
@@ -207,10 +199,7 @@ def read_benchmark_rows(source: str) -> list[dict]:
     """All rows of a benchmark file, folder (every split) or hub id, as dicts."""
     path = Path(source)
     if path.is_file():
-        reader = FILE_READERS.get(path.suffix.lower())
-        if reader is None:
-            raise DistillError(f"cannot read benchmark {path}: use a .jsonl, .json, .parquet or .csv file")
-        return reader(path)
+        return list(read_file_rows(path, what="benchmark "))
     if not path.is_dir() and (path.suffix or source.startswith((".", "/", "~"))):
         raise DistillError(f"benchmark not found: {source}")
     return _read_all_splits(source, local=path.is_dir())
@@ -230,4 +219,4 @@ def _read_all_splits(source: str, local: bool) -> list[dict]:
         where = "folder" if local else "dataset"
         raise DistillError(f"cannot load benchmark {where} {source}: {str(exc).splitlines()[0]}") from None
     splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    return [row for split in splits for row in split.to_list()]
+    return [row for split in splits for row in dataset_rows(split)]

@@ -18,7 +18,7 @@ from distill.config import GenerateConfig, dump_config
 from distill.engines import Request, make_engine
 from distill.errors import DistillError
 from distill.generate.parse import assemble_completion, parse_trace
-from distill.generate.sources import Prompt, load_prompts, shard_of
+from distill.generate.sources import Prompt, iter_prompts
 from distill.generate.stats import folder_stats
 from distill.io import (
     ShardWriter,
@@ -38,6 +38,9 @@ THINK_PREFILL = "<think>\n"
 # An empty, closed think block: an R1-style teacher then answers at once, without chain of thought.
 NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 # What a folder of ours may hold; --overwrite refuses to delete a folder with anything else in it.
+# Samples handed to the engine at a time: enough to keep a vLLM batch or a server's concurrency busy, few enough
+# that the prompts of a 10M-prompt source are never all in memory.
+TODO_BATCH = 4096
 OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
 
 
@@ -69,9 +72,11 @@ def run_generate(config: GenerateConfig) -> dict:
     config.validate()
     out = Path(config.out)
     prefix = shard_prefix(config.shard_index, config.num_shards)
-    # Everything that can be wrong with the output folder or the input is found before the folder is touched.
+    shard = (config.num_shards, config.shard_index)
+    # Everything that can be wrong with the input is found before the output folder is touched: one pass over the
+    # source that keeps no prompt (prompts are streamed, so memory stays flat however big the file), then another.
+    num_prompts = sum(1 for _ in iter_prompts(config, shard))
     _check_output_state(out, prefix, config)
-    prompts = [p for p in load_prompts(config) if shard_of(p.prompt_id, config.num_shards) == config.shard_index]
 
     engine = make_engine(config)
     try:
@@ -85,16 +90,28 @@ def run_generate(config: GenerateConfig) -> dict:
             drop_error_rows(files)
             files = data_files(out / "data", prefix)
         done = scan_done(files)
-        todo = [
-            (prompt, k, sample_id(prompt.prompt_id, k, teacher, sampling_json))
-            for prompt in prompts
-            for k in range(config.num_samples)
-        ]
-        todo = [t for t in todo if t[2] not in done]
-        run = _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix)
+        todo = _todo_batches(iter_prompts(config, shard), done, config.num_samples, teacher, sampling_json)
+        # At most this many are left (done may hold rows of prompts no longer in the source): the bar's total.
+        left = max(0, num_prompts * config.num_samples - len(done))
+        run = _generate(engine, todo, left, config, teacher, sampling, out, prefix)
     finally:
         engine.close()
-    return _finish(out, prefix, config, len(prompts), run)
+    return _finish(out, prefix, config, num_prompts, run)
+
+
+def _todo_batches(prompts, done: set, num_samples: int, teacher: str, sampling_json: str):
+    """The samples still missing, TODO_BATCH at a time: (prompt, sample index, sample id) tuples."""
+    batch = []
+    for prompt in prompts:
+        for k in range(num_samples):
+            row_id = sample_id(prompt.prompt_id, k, teacher, sampling_json)
+            if row_id not in done:
+                batch.append((prompt, k, row_id))
+        if len(batch) >= TODO_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
@@ -152,12 +169,12 @@ def _asdict(config: GenerateConfig) -> dict:
     return dataclasses.asdict(config)
 
 
-def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix) -> dict:
-    """Run the engine over the missing samples, flushing finished rows every N rows or N seconds."""
+def _generate(engine, batches, total: int, config, teacher, sampling, out, prefix) -> dict:
+    """Run the engine over the missing samples, batch by batch, flushing finished rows every N rows or N seconds."""
     from tqdm import tqdm
 
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
-    requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
+    sampling_json = json.dumps(sampling, sort_keys=True)
     engine_sampling = config.sampling()
     buffer: list[dict] = []
     run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
@@ -169,21 +186,23 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
         buffer.clear()
         last_flush = time.monotonic()
 
-    bar = tqdm(total=len(todo), unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
     # SIGTERM (a scheduler's preemption) flushes like Ctrl-C does. Only the main thread may set handlers.
     in_main = threading.current_thread() is threading.main_thread()
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
-        for index, result in engine.generate(requests, engine_sampling):
-            prompt, k, row_id = todo[index]
-            buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
-            run["generated"] += 1
-            run["completion_tokens"] += result.completion_tokens or 0
-            elapsed = time.monotonic() - start
-            bar.set_postfix_str(f"{run['completion_tokens'] / max(elapsed, 1e-9):.1f} tok/s", refresh=False)
-            bar.update(1)
-            if len(buffer) >= config.rows_per_file or time.monotonic() - last_flush >= config.flush_seconds:
-                flush()
+        for todo in batches:
+            requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
+            for index, result in engine.generate(requests, engine_sampling):
+                prompt, k, row_id = todo[index]
+                buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
+                run["generated"] += 1
+                run["completion_tokens"] += result.completion_tokens or 0
+                elapsed = time.monotonic() - start
+                bar.set_postfix_str(f"{run['completion_tokens'] / max(elapsed, 1e-9):.1f} tok/s", refresh=False)
+                bar.update(1)
+                if len(buffer) >= config.rows_per_file or time.monotonic() - last_flush >= config.flush_seconds:
+                    flush()
     finally:
         # Rows already in the buffer are finished samples: keep them even when interrupted.
         flush()

@@ -54,7 +54,9 @@ class _KeepArgs(click.Command):
 @click.option("--max-steps", type=int, help="Stop after N optimizer steps (overrides --epochs).")
 @click.option("--batch-size", type=int, help="Sequences per device per step.  [default: 1]")
 @click.option("--gradient-accumulation-steps", type=int, help="[default: 1]")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on]")
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on for GPU, off on CPU]"
+)
 @click.option(
     "--dtype",
     type=click.Choice(["auto", "float32", "bfloat16", "float16"]),

@@ -39,6 +39,7 @@ from distill.io import check_output, clear_folder, data_files, local_paths, writ
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
 from distill.secrets import scrub_config
+from distill.train.compare import format_gain, gain_between, lenient_correct, per_prompt_rates
 
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
 MERGED = "merged"
@@ -57,6 +58,9 @@ EVAL_SAMPLES_SCHEMA = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("truncated", pa.bool_()),
         pa.field("completion_tokens", pa.int32()),
+        # The same sample read by the math verifier with lenient extraction (null outside math/science), so the
+        # table can show strict and lenient side by side without generating again.
+        pa.field("correct_lenient", pa.bool_()),
     ]
 )
 
@@ -98,6 +102,10 @@ def summarize(samples: list[dict]) -> dict:
         counts[0] += 1
         counts[1] += s["correct"] is True
     rates = [c / n for n, c in per_prompt.values()]
+    lenient = None
+    if samples and all(s.get("correct_lenient") is not None for s in samples):
+        lenient_rates = list(per_prompt_rates(samples, "correct_lenient").values())
+        lenient = (sum(lenient_rates) / len(lenient_rates), standard_error(lenient_rates))
     max_k = min((n for n, _ in per_prompt.values()), default=0)
     pass_k = {
         str(k): sum(pass_at_k(n, c, k) for n, c in per_prompt.values()) / len(per_prompt) for k in range(1, max_k + 1)
@@ -108,6 +116,8 @@ def summarize(samples: list[dict]) -> dict:
         "pass@1": round(sum(rates) / len(rates), 6) if rates else None,
         "pass@1_se": None if se is None else round(se, 6),
         "pass@k": {k: round(v, 6) for k, v in pass_k.items()},
+        "pass@1_lenient": None if lenient is None else round(lenient[0], 6),
+        "pass@1_lenient_se": None if lenient is None or lenient[1] is None else round(lenient[1], 6),
         "prompts": len(per_prompt),
         "samples": len(samples),
         "correct": sum(s["correct"] is True for s in samples),
@@ -154,6 +164,14 @@ def run_eval(config: EvalConfig) -> dict:
                 print(note, file=sys.stderr)
             result = evaluate_model(config, model, out / slug, prompts, verifiers)
             summary["models"][label] = {"model": model or EMBEDDED, "dir": slug, **result}
+        if config.gain_of:
+            before, after = config.gain_of
+            rows = {
+                label: pq.read_table(out / slug / "samples.parquet").to_pylist()
+                for label, slug in zip(labels, slugs, strict=True)
+                if label in config.gain_of
+            }
+            summary["gain"] = gain_between(summary, rows, before, after)
     finally:
         for verifier in verifiers:
             verifier.close()
@@ -173,7 +191,8 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
         run_generate(generate_config(config, load, folder / "generations"))
     finally:
         shutil.rmtree(folder / MERGED, ignore_errors=True)
-    samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers)
+    lenient = any(v.name == "math" for v in verifiers)  # a lenient column only where a math verifier applies
+    samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers, lenient)
     write_table_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
     result = summarize(samples)
     if base is not None:
@@ -209,7 +228,7 @@ def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
     return [build_verifier(name, options) for name, options in chosen]
 
 
-def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers) -> list[dict]:
+def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers, lenient: bool = False) -> list[dict]:
     """One result per sample of this benchmark: rows of other prompts or beyond k (an earlier, larger run resumed
     into the same folder) are not part of this evaluation."""
     order = {p.prompt_id: i for i, p in enumerate(prompts)}
@@ -218,6 +237,9 @@ def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers) 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=VERIFY_BATCH, columns=GENERATE_SCHEMA.names):
             rows = [r for r in batch.to_pylist() if r["prompt_id"] in order and r["sample_index"] < k]
             results.extend(_verify_rows(rows, verifiers))
+            if lenient:
+                for result, verdict in zip(results[len(results) - len(rows) :], lenient_correct(rows), strict=True):
+                    result["correct_lenient"] = verdict
     results.sort(key=lambda s: (order[s["prompt_id"]], s["sample_index"]))
     return results
 
@@ -354,22 +376,43 @@ def _is_ours(path: Path) -> bool:
 
 
 def format_table(summary: dict) -> str:
-    """Models side by side: pass@1 ± standard error, pass@k at the largest k, samples, unverified, tokens."""
+    """Models side by side: pass@1 ± standard error (strict, and lenient when a math verifier applied), pass@k at
+    the largest k, samples, unverified, tokens; then the gain row (after - before, 95% paired bootstrap interval)."""
     k = summary["samples_per_prompt"]
-    header = ["model", "pass@1", f"pass@{k}", "samples", "unverified", "tokens/sample"]
+    models = summary["models"]
+    lenient = any(m.get("pass@1_lenient") is not None for m in models.values())
+    header = [
+        "model",
+        "pass@1",
+        *(["lenient"] if lenient else []),
+        f"pass@{k}",
+        "samples",
+        "unverified",
+        "tokens/sample",
+    ]
+
+    def rate(value, se) -> str:
+        return "-" if value is None else f"{value:.1%}" + ("" if se is None else f" ± {se:.1%}")
+
     rows = []
-    for label, m in summary["models"].items():
-        pass1 = "-" if m["pass@1"] is None else f"{m['pass@1']:.1%}"
-        if m["pass@1_se"] is not None:
-            pass1 += f" ± {m['pass@1_se']:.1%}"
+    for label, m in models.items():
         at_k = m["pass@k"].get(str(k))
         tokens = m.get("mean_completion_tokens")
         rows.append(
-            [label, pass1, "-" if at_k is None else f"{at_k:.1%}", str(m["samples"]), str(m["unverified"]),
+            [label, rate(m["pass@1"], m["pass@1_se"]),
+             *([rate(m.get("pass@1_lenient"), m.get("pass@1_lenient_se"))] if lenient else []),
+             "-" if at_k is None else f"{at_k:.1%}", str(m["samples"]), str(m["unverified"]),
              "-" if tokens is None else f"{tokens:.0f}"]
         )  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for r in [header, *rows]:
         lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
+    gain = summary.get("gain")
+    if gain:
+        text = f"gain {gain['after']} - {gain['before']} (95% paired bootstrap over prompts): strict "
+        text += format_gain(gain.get("strict", {}))
+        if "lenient" in gain:
+            text += ", lenient " + format_gain(gain["lenient"])
+        lines.append(text)
     return "\n".join(lines)

@@ -21,7 +21,6 @@ CPU vs GPU:
 
 import contextlib
 import dataclasses
-import difflib
 import importlib.util
 import json
 import sys
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
-from distill.errors import DistillError, MissingDependency
+from distill.errors import DistillError, MissingDependency, near_hint
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model
@@ -346,7 +345,7 @@ def sft_arguments(
         "max_steps": config.max_steps or -1,
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing": on_gpu if config.gradient_checkpointing is None else config.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},  # as open-r1; reentrant breaks with LoRA/DDP
         "max_length": config.max_length,
         "packing": config.packing,
@@ -384,9 +383,7 @@ def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> 
                 f"set `{key}` with the train option `{option}` (--{option.replace('_', '-')}), not through trl"
             )
         if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown TRL SFTConfig argument `{key}`{hint}")
+            raise DistillError(f"unknown TRL SFTConfig argument `{key}`{near_hint(key, names)}")
         if key in ("model_init_kwargs", "gradient_checkpointing_kwargs", "lr_scheduler_kwargs") and isinstance(
             value, dict
         ):
