@@ -171,7 +171,7 @@ def test_sway_summary_and_outcome():
 
 
 def test_quickstart_judge_options():
-    assert check.quickstart_judge_options() == {"max_tokens": 48, "batch_size": 16}
+    assert check.quickstart_judge_options() == {"max_tokens": 48, "batch_size": 8}
 
 
 @pytest.mark.slow

@@ -73,10 +73,11 @@ def run_generate(config: GenerateConfig) -> dict:
     out = Path(config.out)
     prefix = shard_prefix(config.shard_index, config.num_shards)
     shard = (config.num_shards, config.shard_index)
-    # Everything that can be wrong with the input is found before the output folder is touched: one pass over the
-    # source that keeps no prompt (prompts are streamed, so memory stays flat however big the file), then another.
-    num_prompts = sum(1 for _ in iter_prompts(config, shard))
+    # Everything that can be wrong with the output folder or the input is found before the folder is touched: the
+    # folder first (cheap, and an --out that is the input must be refused before the input is even read), then one
+    # pass over the source that keeps no prompt (prompts are streamed, so memory stays flat however big the file).
     _check_output_state(out, prefix, config)
+    num_prompts = sum(1 for _ in iter_prompts(config, shard))
 
     engine = make_engine(config)
     try:
