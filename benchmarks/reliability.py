@@ -10,6 +10,8 @@ and recovered, inputs fuzzed, attacks contained, secrets leaked. The last line i
   attacks   hostile programs against the code verifier's sandbox
   judge     prompt injection against the LLM judge: by construction, and the small judge's sway rate
   secrets   every command with HF_TOKEN and OPENAI_API_KEY set to markers: the markers appear nowhere
+  hardening issue 11's classes: stages against their inputs, hostile answers, misspelt options, publish links and
+            URL credentials, bounded inputs, the judge's tokens, hostile chat templates (checks/hardening.py)
 
 --quick is the CI-sized version (minutes); the full run takes longer (real SmolLM2 teacher, more kills).
 """
@@ -28,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `distill
 
 from benchmarks.checks import Outcome  # noqa: E402
 
-CHECKS = ["fuzz", "attacks", "judge_injection", "secrets", "crash", "faults"]
+CHECKS = ["fuzz", "attacks", "judge_injection", "secrets", "hardening", "crash", "faults"]
 SUMMARY = {
     "crash": "crashes survived",
     "faults": "faults injected and recovered",
@@ -36,6 +38,7 @@ SUMMARY = {
     "attacks": "attacks contained",
     "judge": "judge injections resisted",
     "secrets": "commands run without leaking a secret",
+    "harden": "issue 11 cases contained",
 }
 
 

@@ -8,6 +8,10 @@ moves both sides together:
   stages    (benchmarks/stages.py) filter rows/s against a single-process math-verify loop and its peak memory
             from 10k to 1M rows, MinHash dedupe time from 100k to 1M prompts, SFT tokens/s with and without
             packing; on synthetic data from benchmarks/synth.py (long-tailed lengths like R1 traces)
+  hostile   (benchmarks/hostile.py, issue 11) each verifier fed 1 MB hostile answers: the slowest against a 1 s
+            target, and the time at 1 MB over the time at 256 KB (linear: ~4)
+  train     (benchmarks/train_speed.py) `distill train` tokens/s, full and LoRA, against a bare transformers
+            training loop on the same rows, batch and template (target >= 0.9x)
 
 It prints one table and writes `benchmarks/results.json`: a list of items `{"name", "ours", "baseline", "unit",
 "ratio", "target", "met"}`. `--quick` fits in about 10 minutes on a quiet 2-core machine; the full run takes
@@ -26,9 +30,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `distill` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import engines, stages  # noqa: E402
+from benchmarks import engines, hostile, stages, train_speed  # noqa: E402
 
-PARTS = ("engines", "stages")
+PARTS = ("engines", "stages", "hostile", "train")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             items += engines.run(args.quick, work / "engines", gpu_memory_utilization=args.gpu_memory_utilization)
         if "stages" in parts:
             items += stages.run(args.quick, work / "stages")
+        if "hostile" in parts:
+            items += hostile.run(args.quick, work / "hostile")
+        if "train" in parts:
+            items += train_speed.run(args.quick, work / "train")
     args.out.write_text(json.dumps(items, indent=2) + "\n", encoding="utf-8")
     minutes = (time.monotonic() - started) / 60
     print(f"distill benchmarks ({'quick' if args.quick else 'full'}), {minutes:.1f} min, {machine()}")

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 from distill.filter.run import to_messages
 from distill.generate.run import sample_id
 from distill.generate.sources import DEFAULT_TEMPLATES
-from distill.generate.writer import ShardWriter, shard_prefix
-from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE
+from distill.io import ShardWriter, shard_prefix
+from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, example_row
 
 TEACHER = "deepseek-ai/DeepSeek-R1"
 SAMPLING = json.dumps({"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "n": 4}, sort_keys=True)
@@ -240,27 +240,25 @@ def _sample(rng, en, zh, prompt_id, index, domain, language, problem, prompt_mes
         completion, answer, reasoning, finish = f"{reasoning}\n\n{answer}", f"{reasoning}\n\n{answer}", "", "stop"
     else:
         completion, finish = f"{reasoning}\n</think>\n\n{answer}", "stop"  # R1 templates prefill "<think>\n"
-    return {
-        "id": sample_id(prompt_id, index, TEACHER, SAMPLING),
-        "prompt_id": prompt_id,
-        "sample_index": index,
-        "domain": domain,
-        "source": "synthetic",
-        "problem": problem,
-        "prompt_messages": prompt_messages,
-        "gold": gold,
-        "tests": None,
-        "reasoning": reasoning,
-        "answer": answer,
-        "completion": "<think>\n" + completion if kind != "no_think" else completion,
-        "finish_reason": finish,
-        "truncated": truncated,
-        "prompt_tokens": prompt_chars // CHARS_PER_TOKEN,
-        "completion_tokens": max(1, len(completion) // per_token),
-        "teacher": TEACHER,
-        "sampling": SAMPLING,
-        "error": None,
-    }
+    return example_row(
+        id=sample_id(prompt_id, index, TEACHER, SAMPLING),
+        prompt_id=prompt_id,
+        sample_index=index,
+        domain=domain,
+        source="synthetic",
+        problem=problem,
+        prompt_messages=prompt_messages,
+        gold=gold,
+        reasoning=reasoning,
+        answer=answer,
+        completion="<think>\n" + completion if kind != "no_think" else completion,
+        finish_reason=finish,
+        truncated=truncated,
+        prompt_tokens=prompt_chars // CHARS_PER_TOKEN,
+        completion_tokens=max(1, len(completion) // per_token),
+        teacher=TEACHER,
+        sampling=SAMPLING,
+    )
 
 
 def write_generate_output(out: Path, num_rows: int, samples: int = 4, seed: int = 0, rows_per_file: int = 10000):

@@ -5,9 +5,18 @@ import json
 import click
 
 from distill import __version__
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
+from distill.cli_utils import (
+    _fail_cleanly,
+    _verifier_options,
+    engine_options,
+    prompt_source_options,
+    sampling_options,
+    section_and_flags,
+    teacher_flags,
+)
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
+from distill.rl.cli import rl_command
 from distill.train.cli import train_command
 from distill.train.eval_cli import eval_command
 
@@ -28,45 +37,13 @@ def main():
 @prompt_source_options(
     "Prompts: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK."
 )
-@click.option("--engine", help="Teacher backend: transformers, vllm or openai.  [default: transformers]")
 @click.option(
     "--model",
     help="Teacher: alias (smollm2-135m, deepseek-r1, ...), Hugging Face id or local folder. "
     "[default: the embedded SmolLM2-135M-Instruct]",
 )
-@click.option("--base-url", help="openai engine: server URL, e.g. http://127.0.0.1:8000/v1.")
-@click.option(
-    "--api-key-env", help="openai engine: environment variable holding the API key.  [default: OPENAI_API_KEY]"
-)
-@click.option("--max-concurrency", type=int, help="openai engine: requests in flight.  [default: 64]")
-@click.option("--request-timeout", type=float, help="openai engine: seconds per request.  [default: 600]")
-@click.option("--max-retries", type=int, help="openai engine: retries on 429/5xx/connection errors.  [default: 6]")
-@click.option("--tensor-parallel-size", "-tp", type=int, help="vllm engine: GPUs per model replica (tensor).")
-@click.option("--pipeline-parallel-size", "-pp", type=int, help="vllm engine: pipeline stages (across nodes).")
-@click.option("--data-parallel-size", "-dp", type=int, help="vllm engine: data-parallel replicas.")
-@click.option(
-    "--distributed-executor-backend", type=click.Choice(["mp", "ray"]), help="vllm engine: ray for multi-node."
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    help="Weights dtype.  [default: auto = bf16 on GPU, fp32 on CPU]",
-)
-@click.option("--max-model-len", type=int, help="vllm engine: context length.")
-@click.option(
-    "--gpu-memory-utilization",
-    type=float,
-    help="vllm engine: memory fraction (RAM on CPU). [default: 0.9 GPU, 0.4 CPU]",
-)
-@click.option("--engine-arg", multiple=True, metavar="KEY=VALUE", help="vllm engine: any other vllm.LLM argument.")
-@click.option("--batch-size", type=int, help="transformers engine: prompts per batch.  [default: 8]")
-@click.option("--device", help="transformers engine: cpu, cuda, cuda:1 ...  [default: cuda if available]")
-@click.option("-n", "--num-samples", type=int, help="Samples per prompt.  [default: 1]")
-@click.option("--temperature", type=float, help="[default: 0.6]")
-@click.option("--top-p", type=float, help="[default: 0.95]")
-@click.option("--max-tokens", type=int, help="New tokens per sample.  [default: 32768]")
-@click.option("--stop", multiple=True, help="Stop string. Repeatable.")
-@click.option("--prefill-think/--no-prefill-think", default=None, help="Start the assistant turn with <think>\\n.")
+@engine_options()
+@sampling_options(("-n", "--num-samples"), "Samples per prompt.", "GenerateConfig")
 @click.option(
     "--no-think",
     is_flag=True,
@@ -90,15 +67,7 @@ def generate(ctx, config_file, source_option, engine_arg, **flags):
     from distill.generate.run import run_generate
 
     recipe, overrides = section_and_flags(ctx, config_file, "generate", flags)
-    for key in ("stop",):  # multiple options are never None; keep them only when given
-        if key in overrides and not overrides[key]:
-            del overrides[key]
-        elif key in overrides:
-            overrides[key] = list(overrides[key])
-    if source_option:
-        overrides["source_options"] = _key_values(source_option, "--source-option")
-    if engine_arg:
-        overrides["engine_args"] = _key_values(engine_arg, "--engine-arg")
+    teacher_flags(overrides, source_option, engine_arg)
     config = build_config(GenerateConfig, recipe, overrides, where=config_file or "the recipe")
     stats = run_generate(config)
     click.echo(
@@ -155,6 +124,30 @@ def stats(folder):
     help="Benchmark file; prompts sharing a word n-gram with it are dropped. Repeatable.",
 )
 @click.option("--decontam-ngram", type=int, help="n of the overlap check.  [default: 8]")
+@click.option(
+    "--decontam-overlap",
+    type=float,
+    help="Share of the shorter text two problems sharing an n-gram must have in common to count (0: any "
+    "shared n-gram).  [default: 0.5]",
+)
+@click.option(
+    "--input-format",
+    help="Layout of the inputs: auto, distill, messages, sharegpt, openr1 or columns.  [default: auto]",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="For --input-format columns: problem, completion (or reasoning + answer), gold, tests, domain, id.",
+)
+@click.option(
+    "--pass-rate", help="MIN:MAX: keep only prompts whose share of passing samples lies inside, e.g. 0.2:0.8."
+)
+@click.option(
+    "--consensus", help="majority: prompts without gold get their samples' majority answer as gold.  [default: none]"
+)
+@click.option("--min-agreement", type=float, help="Share of samples that must agree for --consensus.  [default: 0.5]")
 @click.option("--batch-size", type=int, help="Rows per verification batch.  [default: 256]")
 @click.option("--rows-per-file", type=int, help="Rows per output Parquet file.  [default: 10000]")
 @click.option("--resume", is_flag=True, default=None, help="Finish an interrupted run into the same folder.")
@@ -168,8 +161,9 @@ def stats(folder):
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
 @click.pass_context
 @_fail_cleanly
-def filter_command(ctx, inputs, config_file, options, **flags):
-    """Keep the good traces of generate outputs: verifiers, dedupe, decontamination -> SFT-ready Parquet."""
+def filter_command(ctx, inputs, config_file, options, maps, **flags):
+    """Keep the good traces of generate outputs or anyone's traces (Parquet, JSONL, JSON, CSV, datasets folders):
+    verifiers, dedupe, decontamination -> SFT-ready Parquet."""
     from distill.config import FilterConfig, build_config
     from distill.filter.run import run_filter
 
@@ -178,6 +172,10 @@ def filter_command(ctx, inputs, config_file, options, **flags):
         overrides["inputs"] = list(inputs)
     if "decontaminate" in overrides:
         overrides["decontaminate"] = list(overrides["decontaminate"])
+    if maps:
+        from distill.filter.inputs import parse_map
+
+        overrides["map"] = parse_map(list(maps))
     config = build_config(FilterConfig, recipe, overrides, where=config_file or "the recipe")
     _verifier_options(options, config.verifiers)
     stats = run_filter(config)
@@ -238,12 +236,13 @@ def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
 
 main.add_command(train_command)
 main.add_command(eval_command)
+main.add_command(rl_command)
 main.add_command(publish_group)
 
 
 @main.command("run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--from", "start", help="Start at this stage (generate, filter, mix, train, eval, publish).")
+@click.option("--from", "start", help="Start at this stage (rl, generate, filter, mix, train, eval, publish).")
 @click.option("--until", help="Stop after this stage.")
 @click.option(
     "--set",

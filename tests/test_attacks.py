@@ -23,3 +23,12 @@ def rig(tmp_path_factory):
 def test_attack_is_contained(rig, attack):
     outcome = rig.attack(attack)
     assert outcome.ok, outcome.note
+
+
+def test_uid_lock_hijacks_are_refused(tmp_path):
+    from benchmarks.checks.attacks import uid_lock_hijacks
+
+    outcomes = uid_lock_hijacks(tmp_path)
+    assert len(outcomes) == 4
+    for outcome in outcomes:
+        assert outcome.ok, f"{outcome.case}: {outcome.note}"

@@ -15,22 +15,13 @@ from pathlib import Path
 
 import pytest
 
-try:  # benchmarks/ is not installed: it is importable from the repository root only
-    from benchmarks import engines
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks import engines
-
-try:  # tests/ is on sys.path when it is not a package (pytest's default import mode)
-    from fake_openai_server import FakeOpenAIServer
-except ImportError:
-    from tests.fake_openai_server import FakeOpenAIServer
-
+from benchmarks import engines  # importable from the repository root: pytest's `pythonpath` (pyproject.toml)
 from distill.config import GenerateConfig
 from distill.engines.base import Request, Sampling
 from distill.engines.openai_engine import OpenAIEngine
 from distill.generate.run import THINK_PREFILL, run_generate
 from distill.generate.sources import load_prompts
+from tests.fake_openai_server import FakeOpenAIServer
 
 # -- items ----------------------------------------------------------------------------------------------------
 

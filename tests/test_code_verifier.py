@@ -167,3 +167,113 @@ def test_parse_tests_builds_one_case_per_io_pair_and_one_for_asserts():
 def test_unknown_language_is_a_user_error():
     with pytest.raises(DistillError, match="unknown code language"):
         CodeVerifier(language="cobol")
+
+
+HOSTILE_FENCES = ["```python\n", "```python\nx = 1\n", "```python\n```\n", "```", "x```", "\n", "``` ```py\n"]
+
+
+@pytest.mark.parametrize("shape", HOSTILE_FENCES, ids=range(len(HOSTILE_FENCES)))
+def test_extract_code_is_linear_on_hostile_answers(shape):
+    """Repeated unclosed fences stalled the old regex for 26 s on 78 KB: 1 MB must stay far under a second, and ten
+    times the text about ten times the work (quadratic would be a hundred)."""
+    import time
+
+    def seconds(size: int) -> float:
+        text = (shape * (size // len(shape) + 1))[:size]
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            extract_code(text)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = seconds(100_000), seconds(1_000_000)
+    assert large < 2.0, f"1 MB took {large:.2f} s"
+    assert large < 30 * small + 0.05, f"100 KB: {small:.4f} s, 1 MB: {large:.4f} s"
+
+
+def test_extract_code_matches_the_fence_rules():
+    assert extract_code("```python\nA\n```python\nB\n```\n") == "A\n```python\nB\n"  # a tagged fence does not close
+    assert extract_code("```python\nA\n") is None  # unclosed
+    assert extract_code("```c\nC\n```\n```\nU\n```") == "U\n"  # untagged preferred over another language
+    assert extract_code("```c\nC\n```") == "C\n"
+    assert extract_code("  ```py extra words\nP\n  ```  \ntext") == "P\n"
+    assert extract_code("```python") is None
+
+
+HUMANEVAL_SHAPES = {
+    # name: (asserts, entry_point, correct program, wrong program)
+    "check with messages and filler": (
+        "METADATA = {'author': 'x'}\n\ndef check(candidate):\n"
+        "    assert candidate([1, 2, 3]) == [3, 2, 1], 'reversed'\n    assert True\n    assert candidate([]) == []\n",
+        "rev",
+        "def rev(xs):\n    return list(reversed(xs))\n",
+        "def rev(xs):\n    return xs\n",
+    ),
+    "float tolerance and math": (
+        "import math\ndef check(candidate):\n    assert abs(candidate(2.0) - 1.4142135) < 1e-6\n"
+        "    assert math.isclose(candidate(9.0), 3.0)\n",
+        "root",
+        "def root(x):\n    return x ** 0.5\n",
+        "def root(x):\n    return x / 2\n",
+    ),
+    "MBPP set and tuple results": (
+        "assert set(common((3, 4, 5), (5, 4, 10))) == set((4, 5))\nassert common((1,), (2,)) == ()\n",
+        None,
+        "def common(a, b):\n    return tuple(sorted(set(a) & set(b)))\n",
+        "def common(a, b):\n    return tuple(a)\n",
+    ),
+    "truthiness, None, types": (
+        "assert is_even(4)\nassert not is_even(3)\nassert half_or_none(3) is None\n"
+        "assert isinstance(half_or_none(4), int) and half_or_none(4) == 2\n",
+        None,
+        "def is_even(n):\n    return n % 2 == 0\ndef half_or_none(n):\n    return n // 2 if n % 2 == 0 else None\n",
+        "def is_even(n):\n    return True\ndef half_or_none(n):\n    return n / 2\n",
+    ),
+    "methods and dicts in the call": (
+        "assert count_words('a b a') == {'a': 2, 'b': 1}\nassert count_words('').get('a') is None\n",
+        None,
+        "from collections import Counter\ndef count_words(s):\n    return dict(Counter(s.split()))\n",
+        "def count_words(s):\n    return {'a': 2}\n",
+    ),
+    "a loop (not split: run whole)": (
+        "def check(candidate):\n    for i in range(5):\n        assert candidate(i) == i * i\n",
+        "sq",
+        "def sq(x):\n    return x * x\n",
+        "def sq(x):\n    return x + x\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", list(HUMANEVAL_SHAPES), ids=list(HUMANEVAL_SHAPES))
+def test_asserts_shapes_pass_correct_and_fail_wrong(verifier, shape):
+    asserts, entry_point, good, bad = HUMANEVAL_SHAPES[shape]
+    tests = json.dumps({"asserts": asserts} | ({"entry_point": entry_point} if entry_point else {}))
+    verdict = verifier.verify(sample(f"```python\n{good}```", tests))
+    assert verdict.passed is True, verdict
+    verdict = verifier.verify(sample(f"```python\n{bad}```", tests))
+    assert verdict.passed is False, verdict
+
+
+def test_split_asserts_send_no_expected_value_to_the_sandbox():
+    (case,) = parse_tests(HUMANEVAL_TESTS)
+    assert case.calls == ("add(2, 3)", "add(-1, 1)")
+    assert "5" not in " ".join(case.calls) and "0" not in " ".join(case.calls)
+    (loop,) = parse_tests({"asserts": HUMANEVAL_SHAPES["a loop (not split: run whole)"][0], "entry_point": "sq"})
+    assert loop.calls == () and "check(sq)" in loop.asserts
+
+
+def test_split_asserts_compare_plain_data_only(verifier):
+    tricks = {
+        "always-equal object": "class A:\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return A()\n",
+        "int subclass": "class I(int):\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return I(0)\n",
+        "float subclass": "class F(float):\n    __eq__ = lambda s, o: True\ndef add(a, b):\n    return F(0)\n",
+        "exit before the calls": "import os\ndef add(a, b):\n    return 0\nos._exit(0)\n",
+    }
+    for name, program in tricks.items():
+        verdict = verifier.verify(sample(f"```python\n{program}```", HUMANEVAL_TESTS))
+        assert verdict.passed is False, name
+    # A call that raises is a runtime error naming the call.
+    raises = "def add(a, b):\n    raise ValueError('nope')\n"
+    verdict = verifier.verify(sample(f"```python\n{raises}```", HUMANEVAL_TESTS))
+    assert (verdict.passed, verdict.reason) == (False, "runtime_error") and "ValueError: nope" in verdict.details

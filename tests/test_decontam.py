@@ -1,4 +1,4 @@
-"""Benchmark decontamination by word 8-gram overlap, with benchmarks read from files and folders."""
+"""Benchmark decontamination: word n-gram candidates confirmed by overlap, benchmarks read from files and folders."""
 
 import json
 
@@ -20,7 +20,8 @@ MATH = [
 
 
 def test_copied_span_is_matched_and_named():
-    decontam = Decontaminator({"aime24": AIME, "math500": MATH})
+    # The plain n-gram rule (8-grams, no overlap check): any shared 8-word run flags the problem.
+    decontam = Decontaminator({"aime24": AIME, "math500": MATH}, n=8, min_overlap=0)
     # A 10-word span of the second AIME question inside an otherwise new problem.
     problem = "Consider this: the tangents to omega at B and C intersect at a point; find BD."
     assert decontam.match(problem) == ["aime24"]
@@ -66,7 +67,8 @@ def test_benchmark_files_in_every_format(tmp_path):
         [str(tmp_path / name) for name in ("aime24.jsonl", "math500.parquet", "gpqa.json", "extra.csv")]
     )
     assert decontam.names == ["aime24", "math500", "gpqa", "extra"]
-    assert decontam.match("Let ABC be a triangle inscribed in circle omega, as usual.") == ["aime24"]
+    copy = "Let ABC be a triangle inscribed in circle omega. The tangents to omega at B and C meet at point D."
+    assert decontam.match(copy) == ["aime24"]
     assert decontam.match(MATH[0]) == ["math500"]
     assert decontam.match("which gas is the most abundant in air") == ["gpqa"]
     assert decontam.match("name three primary colors of light please now") == ["extra"]
@@ -107,3 +109,63 @@ def test_prompt_column_and_user_errors(tmp_path):
         Decontaminator.from_sources([str(tmp_path / "bench.txt")])
     with pytest.raises(DistillError):
         Decontaminator({"x": ["a"]}, n=0)
+
+
+# Hand-written in the style of AIME and MATH problems (no downloads): different problems that share stock phrasing
+# or Asymptote code, and copies of one of them, verbatim, embedded, or lightly reworded.
+BENCH = [
+    "Let x and y be real numbers such that x + y = 10 and xy = 21. The value of x^3 + y^3 can be written as "
+    "m/n, where m and n are relatively prime positive integers. Find m+n.",
+    "A bag holds 4 red marbles and 6 blue marbles. Two marbles are drawn at random without replacement. "
+    "The probability that both are red is m/n, where m and n are relatively prime positive integers. Find m+n.",
+    '[asy] size(120); draw((0,0)--(10,0)--(10,10)--(0,10)--cycle); draw((0,0)--(10,10)); label("$A$",(0,0),SW); '
+    "[/asy] Square ABCD has side length 10. Find the area of triangle ABC.",
+]
+CLEAN = [  # other problems: only the stock phrase or the drawing code is shared
+    "Six chairs stand in a row and three people sit down at random. The probability that no two of them sit "
+    "next to each other is m/n, where m and n are relatively prime positive integers. Find m+n.",
+    "The sum of the reciprocals of the roots of x^2 - 7x + 5 can be written as m/n, where m and n are relatively "
+    "prime positive integers. Find m+n.",
+    '[asy] size(120); draw((0,0)--(10,0)--(10,10)--(0,10)--cycle); draw((0,0)--(10,10)); label("$A$",(0,0),SW); '
+    "[/asy] A circle is inscribed in the square shown, of side 6. Find the circumference of the circle.",
+]
+COPIES = [
+    BENCH[0],  # verbatim
+    "Answer the following. " + BENCH[1] + " Show your reasoning step by step before answering.",  # embedded
+    # reworded lightly: numbers changed, one word swapped
+    "Let x and y be real numbers such that x + y = 12 and xy = 35. The value of x^3 + y^3 can be expressed as "
+    "m/n, where m and n are relatively prime positive integers. Find m+n.",
+    "A bag holds 5 red marbles and 7 blue marbles. Two marbles are drawn at random without replacement. "
+    "The probability that both are blue is m/n, where m and n are relatively prime positive integers. Find m+n.",
+]
+
+
+def test_plain_8_grams_flag_problems_that_only_share_stock_phrasing():
+    """The rule before: any 8 consecutive normalized words in common, code and stock phrases included."""
+    from distill.filter.decontam import words
+
+    def grams(text):
+        tokens = words(text)
+        return {" ".join(tokens[i : i + 8]) for i in range(len(tokens) - 7)}
+
+    bench = set().union(*(grams(b) for b in BENCH))
+    assert sum(bool(grams(p) & bench) for p in CLEAN) == 3  # the false positives the default avoids
+
+
+def test_default_is_precise_on_stock_phrases_and_asymptote_code():
+    decontam = Decontaminator({"bench": BENCH})
+    assert decontam.n == 8 and decontam.min_overlap == 0.5
+    assert [decontam.match(p) for p in CLEAN] == [[], [], []]
+
+
+def test_default_still_catches_verbatim_embedded_and_reworded_copies():
+    decontam = Decontaminator({"bench": BENCH})
+    assert [decontam.match(p) for p in COPIES] == [["bench"]] * 4
+
+
+def test_overlap_is_of_the_shorter_text():
+    from distill.filter.decontam import overlap
+
+    assert overlap("a b c".split(), "x a b c y z w".split()) == 1.0
+    assert overlap("a b c d".split(), "a b x y".split()) == 0.5
+    assert overlap([], ["a"]) == 0.0

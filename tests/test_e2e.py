@@ -1,6 +1,7 @@
 """End to end on the real SmolLM2-135M-Instruct: transformers, in-process CPU vLLM, and a vLLM OpenAI server.
 
-Marked slow (minutes on 2 cores): `python -m pytest -m "not slow"` skips them; CI runs them.
+Marked slow (minutes on 2 cores): plain `python -m pytest` skips them, `python -m pytest -m slow` runs them;
+CI runs both.
 """
 
 import os

@@ -58,6 +58,35 @@ def test_prefill_is_part_of_the_prompt(engine):
     assert filled.prompt_tokens > plain.prompt_tokens
 
 
+def test_min_p_reaches_generate_and_one_keeps_only_the_top_token(engine, monkeypatch):
+    seen = []
+    original = engine.model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    greedy = dict(engine.generate(requests(), Sampling(temperature=0.0, max_tokens=6)))
+    assert "min_p" not in seen[-1]  # greedy decoding takes no sampling parameters
+    top_only = dict(engine.generate(requests(), Sampling(temperature=1.5, max_tokens=6, min_p=1.0)))
+    assert seen[-1]["min_p"] == 1.0 and seen[-1]["do_sample"] is True
+    # min_p 1.0 keeps only the most likely token: hot sampling becomes greedy decoding.
+    assert [top_only[i].text for i in range(3)] == [greedy[i].text for i in range(3)]
+    dict(engine.generate(requests(), Sampling(temperature=1.0, max_tokens=2)))
+    assert "min_p" not in seen[-1]  # 0 means off, and is not passed
+
+
+def test_vllm_sampling_params_carry_min_p():
+    pytest.importorskip("vllm")
+    from distill.engines.vllm_engine import sampling_params
+
+    params = sampling_params(Sampling(temperature=0.7, top_p=0.9, min_p=0.05, stop=["</a>"]), max_tokens=12)
+    assert (params.temperature, params.top_p, params.min_p, params.max_tokens) == (0.7, 0.9, 0.05, 12)
+    assert params.stop == ["</a>"]
+    assert sampling_params(Sampling(), max_tokens=3).min_p == 0.0
+
+
 def test_vllm_arguments_by_device():
     config = GenerateConfig(
         tensor_parallel_size=8,
@@ -78,3 +107,20 @@ def test_vllm_arguments_by_device():
 def test_unknown_engine():
     with pytest.raises(DistillError, match="unknown engine `tgi`"):
         make_engine(SimpleNamespace(engine="tgi"))
+
+
+def test_vllm_engine_close_shuts_the_engine_core_down():
+    # Dropping the LLM left vLLM's engine-core process busy-polling a core (and holding its KV cache) for the
+    # rest of a `distill run`; close() must stop it.
+    from types import SimpleNamespace
+
+    from distill.engines.vllm_engine import VllmEngine
+
+    calls = []
+    llm = SimpleNamespace(llm_engine=SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: calls.append(1))))
+    engine = VllmEngine.__new__(VllmEngine)
+    engine.llm = llm
+    engine.close()
+    assert calls == [1] and engine.llm is None
+    engine.close()  # a second close does nothing
+    assert calls == [1]

@@ -5,7 +5,6 @@ Each fault kind once, exactly (the proxy's script), to show how the engine recov
 reason, exactly once. The same check against real vLLM is `benchmarks/checks/faults.py` (the reliability run).
 """
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,36 +14,19 @@ pytest.importorskip("pyarrow")
 
 from click.testing import CliRunner  # noqa: E402
 
+from benchmarks.checks.faults import (  # noqa: E402
+    FAULT_KINDS,
+    FaultProxy,
+    check_rows,
+    generate_through_proxy,
+    outcome_for,
+    spread,
+    write_prompts,
+)
 from distill.cli import main  # noqa: E402
 from distill.engines.base import Request, Sampling  # noqa: E402
 from distill.engines.openai_engine import OpenAIEngine  # noqa: E402
-
-try:  # tests/ is on sys.path when it is not a package (pytest's default import mode)
-    from fake_openai_server import FakeOpenAIServer
-except ImportError:  # tests/ became a package
-    from tests.fake_openai_server import FakeOpenAIServer
-
-try:  # benchmarks/ is not installed: it is importable from the repository root only
-    from benchmarks.checks.faults import (
-        FAULT_KINDS,
-        FaultProxy,
-        check_rows,
-        generate_through_proxy,
-        outcome_for,
-        spread,
-        write_prompts,
-    )
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.checks.faults import (
-        FAULT_KINDS,
-        FaultProxy,
-        check_rows,
-        generate_through_proxy,
-        outcome_for,
-        spread,
-        write_prompts,
-    )
+from tests.fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=16)
 # Its first 40 draws at a 20% mix hold every kind at least twice, so 40 samples see all five.

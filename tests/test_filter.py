@@ -8,36 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.schema import GENERATE_SCHEMA, filter_schema
-
-R1 = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+from distill.schema import GENERATE_SCHEMA, example_row, filter_schema
 
 
 def row(i, problem, completion, gold=None, domain="math", finish="stop", error=None, prompt_id=None, k=0):
-    from distill.generate.parse import parse_trace
-
-    trace = parse_trace(completion) if completion is not None else None
-    return {
-        "id": f"id{i}",
-        "prompt_id": prompt_id or f"p{i}",
-        "sample_index": k,
-        "domain": domain,
-        "source": "test",
-        "problem": problem,
-        "prompt_messages": json.dumps([{"role": "user", "content": problem + (R1 if domain == "math" else "")}]),
-        "gold": gold,
-        "tests": None,
-        "reasoning": trace.reasoning if trace else None,
-        "answer": trace.answer if trace else None,
-        "completion": completion,
-        "finish_reason": finish,
-        "truncated": finish == "length",
-        "prompt_tokens": 10,
-        "completion_tokens": 20,
-        "teacher": "t",
-        "sampling": "{}",
-        "error": error,
-    }
+    """A generate row; reasoning and answer are what the completion parses to."""
+    return example_row(id=f"id{i}", prompt_id=prompt_id or f"p{i}", sample_index=k, domain=domain, problem=problem,
+                       completion=completion, gold=gold, finish_reason=finish, error=error, teacher="t")  # fmt: skip
 
 
 ROWS = [
@@ -209,6 +186,13 @@ def test_a_verifier_crash_on_one_row_does_not_stop_the_run(generated, tmp_path, 
         (["--option", "math.extractoin=lenient"], "unknown option `extractoin` for verifier `math`"),
         (["--option", "judge.threshold=3"], "--option names verifier `judge`, which is not in --verifiers"),
         (["--select", "worst"], "unknown --select `worst`"),
+        # Fixed vocabularies (issue 11): `domains=maths` once turned the math verifier off and kept wrong answers.
+        (["--option", "math.domains=maths"], "unknown domain 'maths' in option `domains` (did you mean `math`?)"),
+        (["--option", "math.domains=[math, sciense]"], "unknown domain 'sciense' in option `domains` (did you mean"),
+        (["--option", "math.domains=[]"], "option `domains` takes a domain or a list of domains"),
+        (["--option", "math.extraction=lenint"], "got 'lenint' (did you mean `lenient`?)"),
+        (["--verifiers", "format", "--option", "format.require_boxed=[maths]"], "in option `require_boxed` (did you"),
+        (["--verifiers", "language", "--option", "language.language=latn"], "(did you mean `latin`?)"),
     ],
 )
 def test_bad_options(generated, tmp_path, args, message):
@@ -220,19 +204,20 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "x" / "data").mkdir(parents=True)
     pq.write_table(pa.table({"id": ["a"], "text": ["b"]}), tmp_path / "x" / "data" / "f.parquet")
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "x"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "lacks columns prompt_id" in result.output
+    assert result.exit_code == 1 and "unknown layout (columns: id, text)" in result.output
+    assert "--input-format columns --map problem=COLUMN" in result.output
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "input not found" in result.output
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "no Parquet files" in result.output
+    assert result.exit_code == 1 and "no Parquet, JSONL, JSON or CSV files" in result.output
 
 
 def test_existing_output_needs_resume_or_overwrite(generated, tmp_path):
     out = tmp_path / "out"
     run(str(generated), "--out", str(out))
     result = run(str(generated), "--out", str(out), expect=1)
-    assert "pass --resume to finish it or --overwrite to replace it" in result.output
+    assert "already holds a filter output: pass --resume or --overwrite" in result.output
     run(str(generated), "--out", str(out), "--overwrite")
     result = run(str(generated), "--out", str(out), "--resume", "--overwrite", expect=1)
     assert "contradict" in result.output
@@ -291,3 +276,14 @@ def test_mix_command_by_counts(generated, tmp_path):
     assert json.loads((out / "stats.json").read_text())["seed"] == 1
     result = CliRunner().invoke(main, ["mix", f"{a}:999", "--out", str(tmp_path / "m2")])
     assert result.exit_code == 1 and str(a) in result.output
+
+
+def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
+    from distill.config import FilterConfig
+    from distill.filter.inputs import find_sources
+    from distill.filter.run import _fingerprint
+
+    url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
+    config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})
+    record = json.dumps(_fingerprint(config, [source.path for source in find_sources(config.inputs)]))
+    assert "judge.example.com" in record and "MARKER" not in record

@@ -41,7 +41,7 @@ def inputs(tmp_path_factory):
     """24 rows (right and wrong answers, an error, a near-duplicate prompt) in 4 shards, one empty, and a benchmark
     that one prompt copies: every drop reason the local backend knows, spread over the shards."""
     root = tmp_path_factory.mktemp("inputs")
-    copied = "Find the sum of all positive divisors of the number twelve, please."
+    copied = "Find the sum of all positive divisors of the number twelve."
     rows = ROWS + [row(24, copied, "<think>\nsum\n</think>\n\nSo \\boxed{28}.", "28", prompt_id="p24")]
     folders = [write_generate(root / f"gen{part}", rows[part * 9 : (part + 1) * 9]) for part in range(3)]
     folders.append(write_generate(root / "gen3", []))

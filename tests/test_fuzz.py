@@ -21,11 +21,14 @@ from benchmarks.checks.fuzz import (
     check_prompt_file,
     check_recipe,
     check_recipe_file,
+    check_runtime,
     check_stage_config,
     cli_cases,
     dataset_folders,
+    extractors,
     prompt_options,
     recipes,
+    runtime_cases,
     set_args,
     stage_configs,
     yaml_texts,
@@ -35,6 +38,8 @@ from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml
 from distill.errors import DistillError
 from distill.generate.sources import load_prompts
 from distill.pipeline import apply_sets, plan
+
+LINEAR_SCANS = sorted(extractors())
 
 FAST = settings(
     max_examples=40,
@@ -90,6 +95,19 @@ def test_stage_configs_build_or_fail_cleanly(work, case):
 @given(case=cli_cases())
 def test_cli_exits_cleanly(work, case):
     assert check_cli(case, work) in ("ok", "error")
+
+
+@FAST
+@given(case=runtime_cases(LINEAR_SCANS))
+def test_verifier_scans_run_in_linear_time_on_hostile_text(work, case):
+    # Before the linear rewrites, `\boxed{` or `\[` repeated took seconds at 32k characters (12 s at 54k).
+    assert check_runtime(case, work) == "ok"
+
+
+@pytest.mark.parametrize("unit", ["\\boxed{", "\\fbox{", "\\[", "\\(", "\\begin{x}", "{", "<think>"])
+@pytest.mark.parametrize("name", LINEAR_SCANS)
+def test_the_known_quadratic_inputs_stay_linear(work, name, unit):
+    assert check_runtime((unit, name), work) == "ok"
 
 
 # --------------------------------------------------------------------------------------------------------------

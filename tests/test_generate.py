@@ -88,9 +88,11 @@ def test_existing_output_needs_resume_or_overwrite(tiny_model, prompts_file, tmp
 
 
 def test_overwrite_refuses_a_folder_distill_did_not_write(tiny_model, prompts_file, tmp_path):
-    (tmp_path / "thesis.tex").write_text("precious")
-    result = generate(*base_args(tiny_model, prompts_file, tmp_path, "--overwrite"), expect=1)
-    assert "refusing to overwrite" in result.output and (tmp_path / "thesis.tex").exists()
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    result = generate(*base_args(tiny_model, prompts_file, out, "--overwrite"), expect=1)
+    assert "refusing to overwrite" in result.output and (out / "thesis.tex").exists()
 
 
 def test_resume_completes_only_missing_samples(tiny_model, prompts_file, tmp_path):

@@ -10,10 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from distill.cards import size_category
+from distill.config import PublishConfig
 from distill.errors import DistillError
-from distill.hub import PublishConfig, publish_dataset, publish_model, size_category
+from distill.hub import publish_dataset, publish_model
 from distill.hub_cli import publish_group
-from distill.schema import filter_schema
+from distill.schema import example_row, filter_schema
+from distill.secrets import scrub, scrub_url
 
 TOKEN = "hf_MARKERSECRET123"
 SAMPLING = json.dumps({"max_tokens": 4096, "prefill": "", "stop": [], "temperature": 0.6, "top_p": 0.95})
@@ -88,16 +91,15 @@ def front_matter(card: str) -> dict:
 
 def _row(i, domain="math"):
     prompt = [{"role": "user", "content": f"What is {i} + {i}?"}]
-    return {
-        "id": f"id{i}", "prompt_id": f"p{i}", "sample_index": 0, "domain": domain, "source": "bench.jsonl",
-        "problem": f"What is {i} + {i}?", "prompt_messages": json.dumps(prompt), "gold": str(2 * i), "tests": None,
-        "reasoning": "add", "answer": f"\\boxed{{{2 * i}}}", "completion": "...", "finish_reason": "stop",
-        "truncated": False, "prompt_tokens": 5, "completion_tokens": 9, "teacher": "deepseek-ai/DeepSeek-R1",
-        "sampling": SAMPLING, "error": None,
-        "messages": prompt + [{"role": "assistant", "content": f"<think>\nadd\n</think>\n\n\\boxed{{{2 * i}}}"}],
-        "verdict_math": {"passed": True, "reason": "ok", "score": None, "details": None},
-        "verdict_format": {"passed": True, "reason": "ok", "score": None, "details": None},
-    }  # fmt: skip
+    answer = f"\\boxed{{{2 * i}}}"
+    return example_row(
+        id=f"id{i}", prompt_id=f"p{i}", domain=domain, source="bench.jsonl", problem=f"What is {i} + {i}?",
+        prompt_messages=json.dumps(prompt), gold=str(2 * i), reasoning="add", answer=answer, completion="...",
+        prompt_tokens=5, completion_tokens=9, teacher="deepseek-ai/DeepSeek-R1", sampling=SAMPLING,
+        messages=prompt + [{"role": "assistant", "content": f"<think>\nadd\n</think>\n\n{answer}"}],
+        verdict_math={"passed": True, "reason": "ok", "score": None, "details": None},
+        verdict_format={"passed": True, "reason": "ok", "score": None, "details": None},
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -223,7 +225,10 @@ def test_new_repo_is_private_and_gets_one_commit(filtered):
     ]
     assert kwargs["repo_type"] == "dataset" and kwargs["revision"] is None
     assert "4 rows" in kwargs["commit_message"]
-    assert result["commit_url"].endswith("/commit/abc123") and result["private"] is True
+    # What our code reports: the repo's page, the rows, the staged files and their bytes (as the Hub counts them).
+    assert result["url"] == "https://huggingface.co/datasets/me/r1-traces" and result["private"] is True
+    assert result["rows"] == 4 and result["files"] == sorted(op.path_in_repo for op in operations)
+    assert result["bytes"] == sum(op.upload_info.size for op in operations)
 
 
 def test_public_and_commit_message(filtered):
@@ -440,3 +445,103 @@ def test_help(command):
     if command:
         for flag in ("--public", "--overwrite", "--revision", "--commit-message", "--dry-run", "--stage-dir"):
             assert flag in result.output
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Links out of the folder and credentials in URLs (issue 11)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ssh_key(tmp_path) -> Path:
+    """A stand-in private key outside every folder we publish."""
+    key = tmp_path / "home" / ".ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True)
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nMARKERKEY\n-----END OPENSSH PRIVATE KEY-----\n")
+    return key
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_model_publish_refuses_files_that_link_out_of_the_folder(trained, ssh_key, tmp_path, dry_run):
+    (trained / "tokenizer.json").unlink()
+    (trained / "tokenizer.json").symlink_to(ssh_key)
+    (trained / "merges.txt").symlink_to("/etc/passwd")
+    api = FakeApi()
+    stage = tmp_path / "stage"
+    with pytest.raises(DistillError) as raised:
+        publish_model(trained, "me/student", PublishConfig(dry_run=dry_run, stage_dir=str(stage)), api=api)
+    message = str(raised.value)
+    assert "tokenizer.json -> " + str(ssh_key) in message and "merges.txt -> /etc/passwd" in message
+    assert "resolve outside it" in message and "\n" not in message
+    assert api.calls == [] and not stage.exists()  # refused before staging: nothing copied, nothing sent
+
+
+def test_dataset_publish_refuses_a_data_file_or_folder_linked_from_outside(filtered, tmp_path):
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(filtered / "data", outside)
+    (filtered / "data" / "train-00000-of-00001-part-00001.parquet").symlink_to(
+        outside / "train-00000-of-00001-part-00000.parquet"
+    )
+    with pytest.raises(DistillError, match=r"data/train-00000-of-00001-part-00001.parquet -> .*elsewhere"):
+        publish_dataset(filtered, "me/r1-traces", PublishConfig(dry_run=True))
+    shutil.rmtree(filtered / "data")
+    (filtered / "data").symlink_to(outside, target_is_directory=True)  # the whole data folder is a link out
+    with pytest.raises(DistillError, match="resolves outside it"):
+        publish_dataset(filtered, "me/r1-traces", PublishConfig(dry_run=True))
+
+
+def test_links_inside_the_folder_are_published(trained, tmp_path):
+    (trained / "checkpoint-10" / "model.safetensors").write_bytes((trained / "model.safetensors").read_bytes())
+    (trained / "model.safetensors").unlink()
+    (trained / "model.safetensors").symlink_to(trained / "checkpoint-10" / "model.safetensors")
+    result = publish_model(trained, "me/student", PublishConfig(dry_run=True))
+    assert "model.safetensors" in result["files"]
+
+
+def test_no_url_credentials_in_the_dataset_card(filtered, tmp_path):
+    url = "https://judge-user:p4ssw0rd@judge.example.com/v1?api-key=MARKERKEY1&apikey=MARKERKEY2&model=qwen"
+    config = yaml.safe_load((filtered / "config.resolved.yaml").read_text())
+    config["verifiers"]["judge"] = {"base_url": url, "model": "qwen"}
+    (filtered / "config.resolved.yaml").write_text(yaml.safe_dump(config))
+    result = publish_dataset(filtered, "me/r1-traces", PublishConfig(dry_run=True))
+    card = result["card"]
+    assert "judge.example.com/v1" in card  # still says which server judged
+    for secret in ("judge-user", "p4ssw0rd", "MARKERKEY1", "MARKERKEY2"):
+        assert secret not in card
+    assert "https://***@judge.example.com/v1?api-key=***&apikey=***&model=qwen" in card
+
+
+@pytest.mark.parametrize(
+    "url, scrubbed",
+    [
+        ("https://user:pass@host/v1", "https://***@host/v1"),
+        ("https://sk-MARKER@host:8000/v1", "https://***@host:8000/v1"),
+        ("https://host/v1?api-key=a&apikey=b&key=c&token=d&access_token=e&model=m",
+         "https://host/v1?api-key=***&apikey=***&key=***&token=***&access_token=***&model=m"),
+        ("https://host/cb#access_token=z&state=1", "https://host/cb#access_token=***&state=1"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("not a url", "not a url"),
+    ],
+)  # fmt: skip
+def test_scrub_url(url, scrubbed):
+    assert scrub_url(url) == scrubbed
+    assert scrub(f"server ({url}), then") == f"server ({scrubbed}), then"  # inside text, punctuation kept
+
+
+def test_resolved_configs_and_errors_hold_no_url_credentials(tmp_path, monkeypatch):
+    from distill.cli_utils import _fail_cleanly
+    from distill.config import GenerateConfig, dump_config
+
+    url = "https://u:MARKERPASS@api.example.com/v1?token=MARKERTOKEN"
+    config = GenerateConfig(source="x.jsonl", out=str(tmp_path / "o"), engine="openai", base_url=url)
+    dump_config(config, tmp_path / "config.resolved.yaml")
+    text = (tmp_path / "config.resolved.yaml").read_text()
+    assert "api.example.com/v1" in text and "MARKER" not in text
+
+    @_fail_cleanly
+    def fails():
+        raise DistillError(f"server at {url} refused the request")
+
+    with pytest.raises(Exception) as raised:  # click.ClickException: the one line the CLI prints
+        fails()
+    assert "MARKER" not in raised.value.format_message() and "api.example.com" in raised.value.format_message()

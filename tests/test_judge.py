@@ -373,6 +373,8 @@ def test_model_name_before_engine_is_built():
     [
         ({"engine": "llamacpp"}, "unknown judge engine"),
         ({"mode": "vibes"}, "unknown judge mode"),
+        ({"mode": "grade"}, "unknown judge mode `grade` \\(did you mean `grading`\\?\\)"),
+        ({"engine": "vlm"}, "unknown judge engine `vlm` \\(did you mean `vllm`\\?\\)"),
         ({"threshold": 0}, "threshold"),
         ({"threshold": 11}, "threshold"),
         ({"max_tokens": 0}, "max_tokens"),

@@ -7,10 +7,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from distill.config import build_config, load_yaml
+from distill.config import TrainConfig, build_config, load_yaml
 from distill.errors import DistillError
 from distill.train.cli import train_command
-from distill.train.config import TrainConfig
 from distill.train.launch import ACCELERATE_DIR, SHIPPED, accelerate_config_path, launch_command
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -134,8 +134,9 @@ def test_too_many_rows_and_other_user_errors(folders, tmp_path):
         mix([(reasoning, 1.5)], out, total=10)
     with pytest.raises(DistillError, match="twice"):
         mix([(reasoning, 120), (reasoning, 1)], out)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DistillError, match="no data/"):
-        mix([(str(tmp_path), 1)], out)
+        mix([(str(tmp_path / "empty"), 1)], out)
     assert not Path(out).exists()  # nothing written by a refused mix
 
     mix([(reasoning, 5)], out)

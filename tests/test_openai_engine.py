@@ -91,6 +91,14 @@ def test_stop_strings_are_sent_only_when_given(fake):
     assert "stop" not in fake.bodies[1]
 
 
+def test_min_p_is_sent_only_when_set(fake):
+    engine = make_engine(fake)
+    run_one(engine, sampling=Sampling(max_tokens=8, min_p=0.1))
+    assert fake.bodies[0]["min_p"] == 0.1
+    run_one(engine, sampling=Sampling(max_tokens=8))
+    assert "min_p" not in fake.bodies[1]  # hosted APIs without min_p never see the key
+
+
 def test_reasoning_content_and_reasoning_are_both_read(fake):
     fake.script = [ok(reasoning_content="deepseek thinks"), ok(reasoning="vllm thinks"), ok(content=None)]
     engine = make_engine(fake)

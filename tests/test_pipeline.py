@@ -7,6 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from distill.cli import main
+from distill.errors import DistillError
 from distill.pipeline import apply_sets, plan
 
 
@@ -119,3 +120,76 @@ def test_shipped_recipes_validate():
     for path in sorted(Path("recipes").glob("*.yaml")):
         steps = plan(load_recipe(str(path)), str(path))
         assert steps, path
+
+
+def filtered_folder(folder, name: str, rows: int) -> None:
+    """A finished filter output of `rows` rows (what the mix reads: data/*.parquet with id and messages)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True)
+    messages = json.dumps([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    table = pa.table({"id": [f"{name}-{i}" for i in range(rows)], "messages": [messages] * rows})
+    pq.write_table(table, folder / "data" / "train-00000-of-00001-part-00000.parquet")
+    (folder / "stats.json").write_text(json.dumps({"kept": rows, "total": rows}))
+
+
+@pytest.mark.parametrize(
+    "ratio, total, expected",
+    [
+        ({"a": 1, "b": 1}, 1001, {"a": 501, "b": 500}),  # Python's round gave 500 + 500 = 1000
+        ({"a": 1, "b": 1, "c": 1}, 100, {"a": 34, "b": 33, "c": 33}),  # round gave 33 x 3 = 99
+        ({"a": 1, "b": 1, "c": 1}, None, {"a": 600, "b": 600, "c": 600}),  # the most the folders hold: 3 x 600
+        ({"a": 3, "b": 1}, None, {"a": 1800, "b": 600}),  # b holds 600 of the 1/4 share
+    ],
+)
+def test_recipe_mix_writes_exactly_its_total(tmp_path, ratio, total, expected):
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "run"
+    sizes = {"a": 2000, "b": 600, "c": 600}
+    for name in ratio:
+        filtered_folder(root / "filter" / name, name, sizes[name])
+    recipe = {
+        "out": str(root),
+        "filter": [{"name": name, "inputs": str(tmp_path / "gen")} for name in ratio],
+        "mix": {"ratio": ratio, **({"total": total} if total else {})},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run(str(path))
+    ids = pq.read_table(root / "mix" / "data", columns=["id"]).column("id").to_pylist()
+    assert len(ids) == sum(expected.values()) == (total or len(ids))
+    assert {name: sum(i.startswith(f"{name}-") for i in ids) for name in ratio} == expected
+    assert len(set(ids)) == len(ids)
+
+
+def test_recipe_mix_short_of_rows_is_one_line(tmp_path):
+    root = tmp_path / "run"
+    for name in ("a", "b"):
+        filtered_folder(root / "filter" / name, name, 10)
+    recipe = {
+        "out": str(root),
+        "filter": [{"name": name, "inputs": str(tmp_path / "gen")} for name in ("a", "b")],
+        "mix": {"ratio": {"a": 3, "b": 1}, "total": 20},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = run(str(path), expect=1)
+    assert "mix: not enough kept rows for total 20: a needs 15, has 10" in result.output
+
+
+def test_eval_teacher_is_scored_beside_the_student_and_the_gain_is_after_minus_before():
+    recipe = {
+        "out": "/tmp/x",
+        "train": {"data": ["d"], "student": "smollm2-135m"},
+        "eval": {"source": "reasoning-gym:basic_arithmetic", "teacher": "qwen2.5-coder-0.5b"},
+    }
+    (step,) = [s for s in plan(recipe) if s.stage == "eval"]
+    assert step.config.models == ["qwen2.5-coder-0.5b", "smollm2-135m", "/tmp/x/train"]
+    assert step.config.labels == ["teacher", "before", "after"]
+    assert step.config.gain_of == ["before", "after"]
+    with pytest.raises(DistillError, match="eval.teacher .* must be a model name"):
+        plan({**recipe, "eval": {**recipe["eval"], "teacher": ["a", "b"]}})
+    with pytest.raises(DistillError, match="gain_of must name two of the models' labels"):
+        plan({**recipe, "eval": {**recipe["eval"], "gain_of": ["before", "nope"]}})

@@ -30,3 +30,19 @@ def test_a_broken_check_is_a_failed_line_not_a_crash(tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     assert status == 1 and not result["outcomes"][0]["ok"]
     assert "ZeroDivisionError" in result["outcomes"][0]["note"]
+
+
+def test_issue_11_classes_are_wired_in():
+    from benchmarks.checks import hardening
+
+    assert "hardening" in reliability.CHECKS
+    assert set(hardening.PARTS) == {"1", "6", "7", "8", "9", "11", "12"}
+
+
+def test_a_hardening_part_that_breaks_is_a_failed_line(tmp_path, monkeypatch):
+    from benchmarks.checks import hardening
+
+    monkeypatch.setitem(hardening.PARTS, "12", lambda work, quick: 1 / 0)
+    outcomes = hardening.run(tmp_path, quick=True, only=("12",))
+    assert [(o.case, o.ok) for o in outcomes] == [("12 the check itself", False)]
+    assert "ZeroDivisionError" in outcomes[0].note

@@ -10,7 +10,7 @@ import pytest
 import distill.filter.report as report_module
 from distill.errors import DistillError
 from distill.filter.report import Reservoir, write_report
-from distill.schema import filter_schema
+from distill.schema import example_row, filter_schema
 
 VERIFIERS = ["math", "judge"]
 HOSTILE = "<script>alert('pwned')</script>"
@@ -18,35 +18,29 @@ HOSTILE = "<script>alert('pwned')</script>"
 
 def row(i: int, *, kept: bool, reasoning: str = "step one, step two", tokens: int | None = 100) -> dict:
     judge_score = float(8 if kept else 3) if i % 2 else None
-    data = {
-        "id": f"s{i}",
-        "prompt_id": f"p{i // 2}",
-        "sample_index": i % 2,
-        "domain": "math" if i % 3 else "general",
-        "source": "test",
-        "problem": f"What is {i} + {i}?",
-        "prompt_messages": json.dumps([{"role": "user", "content": f"What is {i} + {i}?"}]),
-        "gold": str(2 * i),
-        "tests": None,
-        "reasoning": reasoning,
-        "answer": str(2 * i if kept else 2 * i + 1),
-        "completion": f"<think>{reasoning}</think>{2 * i}",
-        "finish_reason": "stop",
-        "truncated": False,
-        "prompt_tokens": 20,
-        "completion_tokens": tokens,
-        "teacher": "smollm2-135m",
-        "sampling": "{}",
-        "error": None,
-        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-        "verdict_math": {"passed": kept, "reason": "ok" if kept else "wrong_answer", "score": None, "details": None},
-        "verdict_judge": {
+    data = example_row(
+        id=f"s{i}",
+        prompt_id=f"p{i // 2}",
+        sample_index=i % 2,
+        domain="math" if i % 3 else "general",
+        problem=f"What is {i} + {i}?",
+        prompt_messages=json.dumps([{"role": "user", "content": f"What is {i} + {i}?"}]),
+        gold=str(2 * i),
+        reasoning=reasoning,
+        answer=str(2 * i if kept else 2 * i + 1),
+        completion=f"<think>{reasoning}</think>{2 * i}",
+        prompt_tokens=20,
+        completion_tokens=tokens,
+        teacher="smollm2-135m",
+        messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        verdict_math={"passed": kept, "reason": "ok" if kept else "wrong_answer", "score": None, "details": None},
+        verdict_judge={
             "passed": kept if judge_score is not None else None,
             "reason": "ok" if judge_score is not None else "judge_unparseable",
             "score": judge_score,
             "details": json.dumps({"model": "fake", "prompt_version": "v1", "raw": "SCORE: 8"}),
         },
-    }
+    )
     if not kept:
         data["filter_reason"] = "math_wrong_answer"
     return data

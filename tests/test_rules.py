@@ -1,6 +1,7 @@
 """Rule verifiers of `distill filter` on cases whose truth is known by construction."""
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -8,38 +9,17 @@ from hypothesis import strategies as st
 
 from distill.errors import DistillError
 from distill.filter.base import Verdict
-from distill.filter.rules import (
-    RULE_VERIFIERS,
-    FormatVerifier,
-    LanguageVerifier,
-    LengthVerifier,
-    MathVerifier,
-    RepetitionVerifier,
-    build,
-    detect_language,
-    last_boxed,
-    repetition_ratio,
-)
+from distill.filter.language import LanguageVerifier, _remove_between, _remove_environments, detect_language
+from distill.filter.math import MathVerifier, last_boxed, lenient_tail
+from distill.filter.registry import build_verifier, check_options, verifier_class
+from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
+from distill.schema import example_row
 
 R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def row(answer="The answer is \\boxed{5}.", reasoning="Two plus three is five.", **extra) -> dict:
-    """A generate row, with `completion` assembled the way a thinking teacher writes it."""
-    sample = {
-        "domain": "math",
-        "problem": "What is 2 + 3?",
-        "prompt_messages": json.dumps([{"role": "user", "content": "What is 2 + 3? " + R1_SUFFIX}]),
-        "gold": "5",
-        "reasoning": reasoning,
-        "answer": answer,
-        "completion": f"<think>\n{reasoning}\n</think>\n\n{answer}",
-        "finish_reason": "stop",
-        "truncated": False,
-        "completion_tokens": 20,
-    }
-    sample.update(extra)
-    return sample
+# A generate row: "What is 2 + 3?" (gold 5) in R1's template, answered "The answer is \\boxed{5}." after thinking.
+row = example_row
 
 
 @pytest.fixture(scope="module")
@@ -349,28 +329,76 @@ def test_length_bounds():
 # ------------------------------------------------------------------------------------------------ build
 
 
+RULES = {
+    "math": MathVerifier,
+    "format": FormatVerifier,
+    "language": LanguageVerifier,
+    "repetition": RepetitionVerifier,
+    "length": LengthVerifier,
+}
+
+
 def test_build_makes_each_verifier():
-    for name, cls in RULE_VERIFIERS.items():
-        verifier = build(name, {"workers": 0} if name == "math" else None)
+    for name, cls in RULES.items():
+        verifier = build_verifier(name, {"workers": 0} if name == "math" else {})
         assert isinstance(verifier, cls) and verifier.name == name
-    assert build("language", {"threshold": 0.8}).threshold == 0.8
+    assert build_verifier("language", {"threshold": 0.8}).threshold == 0.8
+    assert build_verifier("format", {"domains": ["math"]}).domains == ("math",)
     assert MathVerifier.domains == ("math", "science") and "general" in FormatVerifier.domains
 
 
 def test_build_errors_name_the_near_option():
     with pytest.raises(DistillError, match=r"`thresold` for verifier `language` \(did you mean `threshold`\?\)"):
-        build("language", {"thresold": 0.9})
+        build_verifier("language", {"thresold": 0.9})
     with pytest.raises(DistillError, match="valid options are extraction, timeout_seconds, workers"):
-        build("math", {"extract": "lenient"})
+        build_verifier("math", {"extract": "lenient"})
     with pytest.raises(DistillError, match=r"did you mean `repetition`"):
-        build("repetiton")
+        build_verifier("repetiton", {})
     with pytest.raises(DistillError, match="extraction must be"):
-        build("math", {"extraction": "loose"})
+        build_verifier("math", {"extraction": "loose"})
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("math", {"domains": "maths"}, r"unknown domain 'maths' in option `domains` \(did you mean `math`\?\)"),
+        ("format", {"domains": ["general", "cod"]}, r"unknown domain 'cod' .*\(did you mean `code`\?\)"),
+        ("length", {"domains": []}, "takes a domain or a list of domains"),
+        ("math", {"domains": {"math": 1}}, "takes a domain or a list of domains"),
+        ("math", {"start_method": "fork-server"}, r"\(did you mean `forkserver`\?\)"),
+        ("format", {"require_think": "genral"}, r"option `require_think`.*\(did you mean `general`\?\)"),
+        ("language", {"language": "chinese"}, "unknown language 'chinese'"),
+        ("language", {"language": 7}, "language must be auto or a language code"),
+    ],
+)
+def test_fixed_vocabularies_are_checked_with_a_hint(name, options, message):
+    with pytest.raises(DistillError, match=message):
+        build_verifier(name, {"workers": 0, **options} if name == "math" else options)
+    if "domains" in options:  # the plan of `distill run` and `distill eval` check it without building the verifier
+        with pytest.raises(DistillError, match=message):
+            check_options(verifier_class(name), name, options, extra=("domains",))
+
+
+def test_a_recipe_with_a_misspelt_domain_is_refused_before_anything_runs(tmp_path):
+    from distill.pipeline import plan
+
+    (tmp_path / "prompts.jsonl").write_text('{"problem": "What is 2 + 3?", "answer": "5"}\n')
+    verifiers = {"math": {"domains": ["maths"]}}
+    recipe = {"generate": {"source": str(tmp_path / "prompts.jsonl")}, "filter": {"verifiers": verifiers}}
+    with pytest.raises(DistillError, match=r"filter.*unknown domain 'maths'.*\(did you mean `math`\?\)"):
+        plan(recipe)
+
+
+def test_eval_refuses_a_misspelt_domain_instead_of_leaving_the_verifier_out():
+    from distill.train.eval import build_verifiers
+
+    with pytest.raises(DistillError, match="did you mean `math`"):
+        build_verifiers({"math": {"domains": ["maths"]}, "format": {}}, {"math"})
 
 
 def test_lenient_reads_past_an_empty_box():
     # SmolLM2 writes "The final answer within \boxed{} is 1.5." - the instruction echoed, the box left empty.
-    from distill.filter.rules import check_math
+    from distill.filter.math import check_math
 
     answer = "The final answer within \\boxed{} is 1.5."
     assert check_math("1.5", answer, "lenient", 5).passed is True
@@ -380,6 +408,83 @@ def test_lenient_reads_past_an_empty_box():
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
 def test_ascii_fast_path_counts_what_the_character_loop_counts(text):
-    from distill.filter.rules import _count_units, _count_units_by_char
+    from distill.filter.language import _count_units, _count_units_by_char
 
     assert _count_units(text) == _count_units_by_char(text)
+
+
+# ------------------------------------------------------------------------------------ linear-time scans (issue 11)
+
+
+def _last_boxed_by_rescanning(text: str) -> str | None:
+    """The former last_boxed: one scan to the end per opener (quadratic), kept as the reference."""
+    starts = sorted(i + len(o) for o in ("\\boxed{", "\\fbox{") for i in range(len(text)) if text.startswith(o, i))
+    for start in reversed(starts):
+        depth = 1
+        for pos in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[pos], 0)
+            if depth == 0:
+                return text[start:pos]
+    return None
+
+
+BRACES = st.lists(st.sampled_from(["\\boxed{", "\\fbox{", "{", "}", "x", "\\", "box{", " "]), max_size=30).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(BRACES)
+def test_one_pass_last_boxed_finds_what_rescanning_found(text):
+    assert last_boxed(text) == _last_boxed_by_rescanning(text)
+
+
+DELIMITED = st.lists(
+    st.sampled_from(
+        [
+            "\\[",
+            "\\]",
+            "\\(",
+            "\\)",
+            "\\begin{a}",
+            "\\end{a}",
+            "\\begin{b*}",
+            "\\end{b*}",
+            "\\end{ab}",
+            "\\begin{",
+            "x",
+            " ",
+            "\n",
+            "$",
+        ]
+    ),  # fmt: skip
+    max_size=25,
+).map("".join)
+LAZY_REGEXES = [  # the former regexes, quadratic on unclosed openers
+    re.compile(r"\\\[.*?\\\]", re.DOTALL),
+    re.compile(r"\\\(.*?\\\)", re.DOTALL),
+    re.compile(r"\\begin\{([a-zA-Z*]+)\}.*?\\end\{\1\}", re.DOTALL),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(DELIMITED)
+def test_linear_delimiter_removal_removes_what_the_lazy_regexes_removed(text):
+    expected = text
+    for pattern in LAZY_REGEXES:
+        expected = pattern.sub(" ", expected)
+    got = _remove_between(_remove_between(text, "\\[", "\\]"), "\\(", "\\)")
+    assert _remove_environments(got) == expected
+
+
+def test_a_huge_final_box_is_not_sent_to_math_verify(math_inline):
+    verdict = math_inline.verify(row(answer="\\boxed{" + "(" * 5000 + "}"))  # math-verify: minutes on this
+    assert verdict.passed is False and verdict.reason == "answer_too_long" and "5,000 characters" in verdict.details
+    assert math_inline.verify(row(answer="\\boxed{" + " " * 990 + "5}")).passed is True  # under the 1,000 limit
+
+
+def test_lenient_reads_the_tail_of_a_long_answer():
+    lenient = MathVerifier(extraction="lenient", workers=0)
+    chatter = "We try again with another method and compare. " * 500  # 24k characters without an answer
+    assert lenient.verify(row(gold="14", answer=chatter + "So the answer is 14.")).passed is True
+    assert lenient_tail("1234567 " + "x" * 3000).startswith("x")
+    assert lenient_tail("12345 67 89") == "12345 67 89"
+    assert lenient_tail("9" * 150 + " " + "y" * 1900) == "y" * 1900  # never starts mid-number

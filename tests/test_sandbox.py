@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import distill.filter.sandbox as sandbox_mod
+import distill.filter.seccomp as seccomp
 from benchmarks.checks.attacks import processes_with
 from distill.errors import DistillError
 from distill.filter.sandbox import Sandbox
@@ -421,3 +422,261 @@ def test_uids_are_claimed_per_host_not_per_process(tmp_path, monkeypatch):
     assert again == 5000
     os.close(lock2)
     os.close(lock3)
+
+
+def test_uid_lock_folder_cannot_be_hijacked(tmp_path, monkeypatch):
+    """The lock folder is not in world-writable /tmp, and one made by someone else, or a link, or a lock file that
+    is a link, is refused instead of followed."""
+    from distill.filter import sandbox
+
+    assert not sandbox.UID_LOCKS.startswith("/tmp/")
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    # Another user's folder (a local user who created it first), and a world-writable one.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(theirs, 12345, 12345)
+        monkeypatch.setattr(sandbox, "UID_LOCKS", str(theirs))
+        with pytest.raises(DistillError, match="owned by uid 12345"):
+            sandbox._claim_uid(5000)
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    os.chmod(open_to_all, 0o777)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(open_to_all))
+    with pytest.raises(DistillError, match="mode 777"):
+        sandbox._claim_uid(5000)
+    # The folder as a symlink to a folder of the attacker's choosing.
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(link))
+    with pytest.raises(DistillError, match="lock folder"):
+        sandbox._claim_uid(5000)
+    # A lock file planted as a link to a file root would then truncate or create.
+    (real / "5000.lock").symlink_to(victim)
+    monkeypatch.setattr(sandbox, "UID_LOCKS", str(real))
+    with pytest.raises(DistillError, match="5000.lock"):
+        sandbox._claim_uid(5000)
+    assert victim.read_text() == "root's file\n"
+    os.remove(real / "5000.lock")
+    uid, fd = sandbox._claim_uid(5000)
+    assert uid == 5000
+    os.close(fd)
+
+
+def shmem_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1]) >> 10
+    raise AssertionError("no Shmem line in /proc/meminfo")
+
+
+def peak_shmem_while(run) -> tuple[object, int]:
+    """Run `run()` while sampling the host's shared memory; the result and the peak over the start, in MB."""
+    import threading
+
+    base, peak, done = shmem_mb(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], shmem_mb() - base)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        return run(), peak[0]
+    finally:
+        done.set()
+        watcher.join()
+
+
+SHM_PIN = """
+    import ctypes, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    pinned = 0
+    for _ in range(40):  # 40 x 32 MB: 1.25 GB, detached (a detached segment stays until removed)
+        seg = libc.shmget(0, 32 << 20, 0o1600)
+        if seg < 0:
+            print("shmget errno", ctypes.get_errno())
+            break
+        addr = libc.shmat(seg, None, 0)
+        ctypes.memset(addr, 1, 32 << 20)
+        libc.shmdt(ctypes.c_void_p(addr))
+        pinned += 32
+    print("pinned", pinned, flush=True)
+    time.sleep(1)
+"""
+MEMFD_PIN = """
+    import os, time
+    fds, pinned = [], 0
+    try:
+        for i in range(100):  # 100 memfds of 12 MB, each under the 16 MB file-size limit: 1.2 GB
+            fd = os.memfd_create(f"m{i}")
+            os.pwrite(fd, b"x" * (12 << 20), 0)
+            fds.append(fd)
+            pinned += 12
+    except OSError as exc:
+        print("memfd", exc.errno)
+    print("pinned", pinned, flush=True)
+    time.sleep(1)
+"""
+
+
+@needs_bwrap
+@pytest.mark.parametrize("code", [SHM_PIN, MEMFD_PIN], ids=["sysv-shm", "memfd"])
+def test_memory_limit_covers_shared_memory(code):
+    """RLIMIT_AS counts neither detached System V segments nor memfd pages: both used to pin GBs of host memory
+    under a 512 MB limit. They are refused (seccomp), and the host's shared memory stays flat."""
+    box = Sandbox(memory_mb=512, max_file_size_mb=16)
+    result, peak = peak_shmem_while(lambda: run_py(box, code, timeout=20))
+    box.close()
+    assert "pinned 0" in result.stdout, result.stdout + result.stderr
+    # The program's own tmpfs folders are the only shared memory it can fill (3 x 64 MB at most); other work on
+    # this host moves Shmem too, hence the margin.
+    assert peak < 300, f"host shared memory grew {peak} MB"
+
+
+KEY_TYPE, KEYCTL_SEARCH, KEYCTL_READ, KEYCTL_INVALIDATE = b"user", 10, 11, 21
+SESSION, USER_KEYRING = -3, -4
+
+
+def keyring_syscall(nr_x86: int, nr_arm: int, *args):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    nr = nr_x86 if os.uname().machine == "x86_64" else nr_arm
+    result = libc.syscall(nr, *args)
+    return result, ctypes.get_errno()
+
+
+KEYRING_PROBE = """
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    x86 = os.uname().machine == "x86_64"
+    ADD_KEY, KEYCTL = (248, 250) if x86 else (217, 219)
+    found = []
+    for ring in (-3, -4, -5):  # session, user, user-session keyrings
+        key = libc.syscall(KEYCTL, 10, ctypes.c_long(ring), b"user", sys.argv[1].encode(), 0)
+        print("search", ring, key, ctypes.get_errno())
+        if key > 0:
+            buf = ctypes.create_string_buffer(4096)
+            libc.syscall(KEYCTL, 11, ctypes.c_long(key), buf, 4096)
+            found.append(buf.value.decode(errors="replace"))
+        left = libc.syscall(ADD_KEY, b"user", sys.argv[2].encode(), b"left by a sample", 16, ctypes.c_long(ring))
+        print("add", ring, left, ctypes.get_errno())
+    print("found", found)
+    raise SystemExit(" ".join(found) or "nothing found")
+"""
+
+
+@needs_bwrap
+def test_no_keyring_reaches_a_sample(sandbox):
+    """A secret in the launching shell's session keyring is not readable, and no key a sample adds (session or the
+    sandbox uid's user keyring) is left for the next one: keyctl, add_key and request_key are refused."""
+    import ctypes
+
+    secret = "secret-" + uuid.uuid4().hex
+    name, channel = "distill-test-" + uuid.uuid4().hex, "distill-channel-" + uuid.uuid4().hex
+    key, err = keyring_syscall(248, 217, b"user", name.encode(), secret.encode(), len(secret), ctypes.c_long(SESSION))
+    if key < 0:
+        pytest.skip(f"this host gives us no session keyring (errno {err})")
+    try:
+        first = run_py(sandbox, KEYRING_PROBE, name, channel)
+        second = run_py(sandbox, KEYRING_PROBE, channel, channel + "-2")
+        assert secret not in first.stdout + first.stderr, first.stdout
+        assert "found []" in first.stdout and "found []" in second.stdout, second.stdout
+        assert "left by a sample" not in second.stdout + second.stderr
+        for line in (first.stdout + second.stdout).splitlines():
+            if line.startswith(("search", "add")):
+                assert line.split()[-1] == "1", line  # EPERM from the seccomp filter
+        assert keyring_syscall(250, 219, KEYCTL_SEARCH, ctypes.c_long(SESSION), KEY_TYPE, channel.encode(), 0)[0] < 0
+    finally:
+        keyring_syscall(250, 219, KEYCTL_INVALIDATE, ctypes.c_long(key))
+
+
+@needs_bwrap
+def test_fallocate_on_output_reserves_no_host_disk(sandbox):
+    """stdout and stderr are pipes: fallocate(FALLOC_FL_KEEP_SIZE) on them (which kept the file size 0 and so
+    slipped past the file-size limit) has no file to reserve, nor has any other descriptor it inherits."""
+    result = run_py(
+        sandbox,
+        """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for fd in range(0, 256):
+            if libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(1 << 30)) == 0:  # FALLOC_FL_KEEP_SIZE, 1 GB
+                print("reserved through fd", fd)
+        print("done")
+        """,
+    )
+    assert "done" in result.stdout and "reserved" not in result.stdout, result.stdout
+
+
+@needs_bwrap
+def test_stderr_flood_does_not_hide_a_correct_stdout(sandbox):
+    result = run_py(
+        sandbox,
+        """
+        import sys
+        sys.stderr.write("warning\\n" * (3 * 1024 * 1024 // 8))  # 3 MB: past the 1 MB cap
+        print(3)
+        """,
+    )
+    assert result.returncode == 0 and result.stdout == "3\n"
+    assert result.stderr_truncated and not result.output_truncated
+    assert len(result.stderr) == OUTPUT_CAP
+
+
+@needs_bwrap
+def test_seccomp_refuses_kernel_surface_a_test_never_needs(sandbox):
+    """io_uring, bpf, perf events, userfaultfd, unshare and mounts get EPERM, while what programs use still works
+    (threads, subprocesses, multiprocessing with POSIX semaphores in /dev/shm, mmap, sockets on loopback)."""
+    names = ["io_uring_setup", "bpf", "perf_event_open", "userfaultfd", "unshare", "mount", "keyctl", "memfd_create"]
+    column = 0 if os.uname().machine == "x86_64" else 1
+    numbers = {name: seccomp.SECCOMP_DENIED[name][column] for name in names}
+    result = run_py(
+        sandbox,
+        f"""
+        import ctypes, multiprocessing, socket, subprocess, threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        for name, nr in {numbers!r}.items():
+            print(name, libc.syscall(nr, 0, 0, 0, 0, 0), ctypes.get_errno())
+        t = threading.Thread(target=print, args=("thread ok",))
+        t.start()
+        t.join()
+        print(subprocess.run(["echo", "subprocess ok"], capture_output=True, text=True).stdout.strip())
+        with multiprocessing.Pool(2) as pool:
+            print("pool", sum(pool.map(abs, [-1, -2, -3])))
+        print("lock", multiprocessing.Lock().acquire())
+        a, b = socket.socketpair()
+        a.send(b"x")
+        print("socket", b.recv(1))
+        """,
+        timeout=20,
+    )
+    for name in names:
+        assert f"{name} -1 1" in result.stdout, result.stdout + result.stderr
+    for line in ("thread ok", "subprocess ok", "pool 6", "lock True", "socket b'x'"):
+        assert line in result.stdout, result.stdout + result.stderr
+
+
+def test_seccomp_filter_is_well_formed():
+    import struct
+
+    for machine in ("x86_64", "aarch64"):
+        program = seccomp.seccomp_filter(machine)
+        assert program is not None and len(program) % 8 == 0 and len(program) // 8 < 4096
+        for i in range(len(program) // 8):
+            code, jt, jf, _k = struct.unpack("=HBBI", program[i * 8 : i * 8 + 8])
+            if code & 0x07 == 0x05:  # BPF_JMP: both branches land on an instruction
+                assert i + 1 + jt < len(program) // 8 and i + 1 + jf < len(program) // 8
+        code, _jt, _jf, k = struct.unpack("=HBBI", program[-8:])
+        assert (code, k) == (0x06, 0x00050001)  # the last instruction returns EPERM
+    assert seccomp.seccomp_filter("riscv64") is None

@@ -3,7 +3,6 @@ prints them: not in output files, log lines, cards, or error messages (401/403, 
 
 import gzip
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -11,11 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-try:  # benchmarks/ is not installed: it is importable from the repository root only
-    from benchmarks.checks import secrets as check
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.checks import secrets as check
+from benchmarks.checks import secrets as check
 
 
 def test_the_scanner_finds_a_marker_in_every_form(tmp_path):

@@ -148,3 +148,92 @@ def test_shards_partition_prompts():
     assert owners == [shard_of(i, 3) for i in ids]  # deterministic
     assert set(owners) == {0, 1, 2}
     assert all(shard_of(i, 1) == 0 for i in ids)
+
+
+def _peak_bytes(source, rows: int, **kw) -> int:
+    import tracemalloc
+
+    from distill.generate.sources import iter_prompts
+
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_prompts(GenerateConfig(source=str(source), out="unused", **kw)))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        assert count == rows
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
+def test_memory_does_not_grow_with_the_file(tmp_path, fmt):
+    # 2k vs 20k rows of 4 KB prompts (8 MB vs 80 MB): read whole, the peak grows by the text (~4 KB a row and
+    # more); streamed, only the duplicate check's hash set grows (under 250 bytes a row), never with the text.
+    peaks = {}
+    for rows in (2_000, 20_000):
+        path = tmp_path / f"p{rows}.{fmt}"
+        data = [{"id": str(i), "problem": f"{i} " + "x" * 4000} for i in range(rows)]
+        if fmt == "jsonl":
+            write_jsonl(path, data)
+        elif fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(data), path, row_group_size=1000)
+        else:
+            path.write_text("id,problem\n" + "".join(f"{r['id']},{r['problem']}\n" for r in data))
+        del data
+        peaks[rows] = _peak_bytes(path, rows)
+    assert (peaks[20_000] - peaks[2_000]) / 18_000 < 250, peaks
+    assert peaks[20_000] < 8 * 2**20  # a tenth of the 80 MB file
+
+
+def test_a_shard_keeps_only_its_own_prompts(tmp_path):
+    from distill.generate.sources import iter_prompts
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": str(i), "problem": f"Q{i}"} for i in range(200)])
+    config = GenerateConfig(source=str(path), out="unused")
+    shards = [[p.prompt_id for p in iter_prompts(config, (3, i))] for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(str(i) for i in range(200))
+    assert all(shard_of(pid, 3) == i for i, ids in enumerate(shards) for pid in ids)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_huge_line_is_refused_unread(tmp_path, monkeypatch, fmt):
+    import tracemalloc
+
+    from distill.generate import sources
+
+    monkeypatch.setattr(sources, "MAX_ROW_BYTES", 2**20)  # 1 MiB cap, a 20 MiB line: same code as 16 MiB / 100 MB
+    path = tmp_path / f"p.{fmt}"
+    head = '{"problem": "ok"}\n' if fmt == "jsonl" else "problem\nok\n"
+    with open(path, "w") as fh:
+        fh.write(head)
+        fh.write('{"problem": "' + "x" * (20 * 2**20) + '"}\n' if fmt == "jsonl" else "x" * (20 * 2**20) + "\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DistillError, match=rf"{path.name}:\d: a row over 1 MiB.*not read") as err:
+            prompts(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    assert peak < 5 * 2**20  # never held the 20 MiB line
+
+
+def test_a_big_json_file_is_refused_naming_jsonl(tmp_path, monkeypatch):
+    from distill.generate import sources
+
+    monkeypatch.setattr(sources, "MAX_JSON_BYTES", 1000)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"problem": "x" * 100}] * 20))
+    with pytest.raises(DistillError, match=r"p.json is 0 MiB: .*write it as .jsonl"):
+        prompts(path)
+
+
+def test_readers_are_lazy(tmp_path):
+    from distill.generate.sources import read_file_rows
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"problem": "a"}])
+    with open(path, "a") as fh:
+        fh.write("not json\n")
+    rows = read_file_rows(path)
+    assert next(rows) == {"problem": "a"}  # the bad second line is not read until asked for
+    with pytest.raises(DistillError, match=":2: not valid JSON"):
+        next(rows)

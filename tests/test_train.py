@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from distill.config import TrainConfig
 from distill.errors import DistillError
 from distill.schema import filter_schema
 from distill.train.cli import train_command
-from distill.train.config import TrainConfig
 from distill.train.sft import choose_precision, run_train, sft_arguments
 from distill.train.templates import CHATML, PROBE, check_template, resolve_template, without_generation_markers
 
@@ -279,7 +279,7 @@ def test_existing_output_folder(data_dir, tiny_model, tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("mine")
     args = [str(data_dir), "--student", tiny_model, "--out", str(tmp_path / "o")]
-    one_line_error(invoke(*args), "exists", "--resume", "--overwrite")
+    one_line_error(invoke(*args), "already holds a training run", "--resume", "--overwrite")
     one_line_error(invoke(*args, "--overwrite"), "refusing to overwrite")  # not ours: never deleted
     assert (tmp_path / "o" / "notes.txt").exists()
 

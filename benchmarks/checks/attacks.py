@@ -42,6 +42,15 @@ ADD_ASSERTS = json.dumps(
     | {"entry_point": "add"}
 )
 FLOAT_ASSERTS = json.dumps({"asserts": "assert abs(half(3.0) - 1.5) < 1e-6\nassert len([half(1.0)]) == 1\n"})
+# MBPP-style, with a stdlib function the asserts call.
+MATH_ASSERTS = json.dumps({"asserts": "import math\nassert math.isclose(half(3.0), 1.5)\nassert half(1.0) == 0.5\n"})
+# Asserts that import a pure-Python module: not split (an import the parent does not do), so run whole.
+IMPORT_ASSERTS = json.dumps(
+    {"asserts": "import statistics\nassert statistics.mean([half(3.0), half(5.0)]) == 2.0\nassert half(1.0) == 0.5\n"}
+)
+KEY_SECRET = "distill-rig-secret"  # the description of the key holding the HF_TOKEN marker in our session keyring
+KEY_CHANNEL = "distill-channel"  # what a sample leaves in a keyring for the next one
+SHMEM_LIMIT_MB = 512  # host shared memory an attack may add: its tmpfs folders hold 3 x 64 MB per worker
 ESCAPED = "ESCAPED"  # what a program prints when something it must not do worked
 MARGIN_S = 10.0  # over the verifier's per-sample budget: process start-up and clean-up on a busy host
 
@@ -52,11 +61,31 @@ class Attack:
     attacks: str  # what it goes after
     source: str  # the program (a template, see the module docstring)
     tests: str = SUM_TESTS
-    expect_pass: bool = False  # only the control: proof that the verifier can pass a program at all
+    expect_pass: bool = False  # the control, and honest programs an attack must not turn into a failure
+    repeat: int = 1  # runs in a row: a channel between samples shows on the second
 
 
-def _a(name: str, attacks: str, source: str, tests: str = SUM_TESTS, expect_pass: bool = False) -> Attack:
-    return Attack(name, attacks, textwrap.dedent(source).strip() + "\n", tests, expect_pass)
+def _a(
+    name: str, attacks: str, source: str, tests: str = SUM_TESTS, expect_pass: bool = False, repeat: int = 1
+) -> Attack:
+    return Attack(name, attacks, textwrap.dedent(source).strip() + "\n", tests, expect_pass, repeat)
+
+
+# Keyring system calls by number (x86_64, aarch64), for the programs below and the rig.
+KEYRING_CALLS = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ADD_KEY, KEYCTL = (248, 250) if os.uname().machine == "x86_64" else (217, 219)
+def search(ring, name):
+    return libc.syscall(KEYCTL, 10, ctypes.c_long(ring), b"user", name.encode(), 0)
+def read(key):
+    buf = ctypes.create_string_buffer(4096)
+    n = libc.syscall(KEYCTL, 11, ctypes.c_long(key), buf, 4096)
+    return buf.raw[: max(n, 0)].decode(errors="replace")
+def add(ring, name, payload):
+    return libc.syscall(ADD_KEY, b"user", name.encode(), payload.encode(), len(payload), ctypes.c_long(ring))
+"""
 
 
 ATTACKS: list[Attack] = [
@@ -555,6 +584,241 @@ ATTACKS: list[Attack] = [
         """,
         tests=ADD_ASSERTS,
     ),
+    _a(
+        "SysV shared memory pin",
+        "memory outside RLIMIT_AS: 1.25 GB of System V segments, touched and detached (they stay until removed)",
+        """
+        import ctypes, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        pinned = 0
+        for _ in range(40):
+            seg = libc.shmget(0, 32 << 20, 0o1600)
+            if seg < 0:
+                break
+            addr = libc.shmat(seg, None, 0)
+            ctypes.memset(addr, 1, 32 << 20)
+            libc.shmdt(ctypes.c_void_p(addr))
+            pinned += 32
+        print("pinned", pinned, "MB")
+        if pinned >= 1024:
+            print("ESCAPED: pinned", pinned, "MB of shared memory")
+        time.sleep(0.5)
+        """,
+    ),
+    _a(
+        "memfd pin",
+        "memory outside RLIMIT_AS: 100 memfds of 12 MB, each under the file-size limit",
+        """
+        import os, time
+        fds, pinned = [], 0
+        try:
+            for i in range(100):
+                fd = os.memfd_create(f"m{i}")
+                os.pwrite(fd, b"x" * (12 << 20), 0)
+                fds.append(fd)
+                pinned += 12
+        except OSError as exc:
+            print("memfd refused", exc.errno)
+        if pinned >= 1024:
+            print("ESCAPED: pinned", pinned, "MB in memfds")
+        time.sleep(0.5)
+        """,
+    ),
+    _a(
+        "fallocate on the output",
+        "host disk: fallocate(FALLOC_FL_KEEP_SIZE) of 1 GB on stdout, stderr and every inherited descriptor",
+        """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for fd in range(0, 256):
+            if libc.fallocate(fd, 1, ctypes.c_long(0), ctypes.c_long(1 << 30)) == 0:
+                print("ESCAPED: reserved 1 GB through fd", fd)
+        print(0)
+        """,
+    ),
+    _a(
+        "stderr flood, correct stdout",
+        "the verdict: 8 MB of warnings on stderr must not fail a correct answer (expected: pass)",
+        """
+        import sys
+        a, b = map(int, input().split())
+        print(a + b, flush=True)
+        sys.stderr.write(("warning: " + "w" * 90 + "\\n") * 80000)
+        """,
+        expect_pass=True,
+    ),
+    _a(
+        "keyring read",
+        "host kernel state: the HF_TOKEN marker in the launching shell's session keyring, thrown into stderr",
+        KEYRING_CALLS
+        + textwrap.dedent(
+            """
+        found = []
+        for ring in (-3, -4, -5):
+            key = search(ring, "__KEY_SECRET__")
+            if key > 0:
+                found.append(read(key))
+        print("found", found)
+        raise SystemExit(" ".join(found) or "nothing")
+        """
+        ),
+    ),
+    _a(
+        "keyring channel between samples",
+        "host kernel state: a key left in the session, user or user-session keyring, read by the next sample",
+        KEYRING_CALLS
+        + textwrap.dedent(
+            """
+        for ring in (-3, -4, -5):
+            if search(ring, "__KEY_CHANNEL__") > 0:
+                print("ESCAPED: a key left by an earlier sample in keyring", ring)
+            add(ring, "__KEY_CHANNEL__", "hello from a sample")
+        print(0)
+        """
+        ),
+        repeat=2,
+    ),
+    _a(
+        "token from memory",
+        "the asserts harness: its success token, found by scanning the process's own memory",
+        """
+        import os, re
+        def add(a, b):
+            return 0
+        found = set()
+        with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+            for line in maps:
+                span, perms = line.split()[:2]
+                if "r" not in perms:
+                    continue
+                start, end = (int(x, 16) for x in span.split("-"))
+                try:
+                    mem.seek(start)
+                    chunk = mem.read(min(end - start, 64 << 20))
+                except (OSError, OverflowError, ValueError):
+                    continue
+                found.update(re.findall(rb'"token": "([0-9a-f]{32})"', chunk))
+        for token in found:
+            print(token.decode())
+        os._exit(0)
+        """,
+        tests=ADD_ASSERTS,
+    ),
+    _a(
+        "token from stack frames",
+        "the asserts harness: its token, taken from the locals of the frames calling the candidate",
+        """
+        import os, sys
+        def add(a, b):
+            frame = sys._getframe(1)
+            while frame is not None:
+                for value in frame.f_locals.values():
+                    if isinstance(value, str) and len(value) == 32:
+                        print(value)
+                frame = frame.f_back
+            sys.stdout.flush()
+            os._exit(0)
+        """,
+        tests=ADD_ASSERTS,
+    ),
+    _a(
+        "builtins shadowed at module level",
+        "the asserts: module-level abs() and len() in the namespace the asserts run in",
+        """
+        def half(x):
+            return 0.0
+        def abs(x):
+            return 0
+        def len(x):
+            return 1
+        """,
+        tests=FLOAT_ASSERTS,
+    ),
+    _a(
+        "__builtins__ rebound",
+        "the asserts: a module-level __builtins__ whose abs() and len() lie",
+        """
+        import builtins
+        def half(x):
+            return 0.0
+        fake = dict(vars(builtins))
+        fake.update(abs=lambda x: 0, len=lambda x: 1)
+        __builtins__ = fake
+        """,
+        tests=FLOAT_ASSERTS,
+    ),
+    _a(
+        "stdlib function patched",
+        "the asserts: math.isclose patched to say yes, and == made true by a float subclass",
+        """
+        import math
+        math.isclose = lambda *a, **k: True
+        class Yes(float):
+            def __eq__(self, other):
+                return True
+            __hash__ = float.__hash__
+        def half(x):
+            return Yes(0.0)
+        """,
+        tests=MATH_ASSERTS,
+    ),
+    _a(
+        "module dropped for the asserts",
+        "the asserts: a statistics.py in the working folder, which the asserts import (not split: run whole)",
+        """
+        import sys
+        with open("/work/statistics.py", "w") as f:
+            f.write("def mean(xs):\\n    return 2.0\\n")
+        sys.path.insert(0, "/work")
+        sys.modules.pop("statistics", None)
+        def half(x):
+            return 0.5
+        """,
+        tests=IMPORT_ASSERTS,
+    ),
+    _a(
+        "expected values from the asserts",
+        "the asserts: the expected value read from the caller's bytecode, its source or any string in memory",
+        """
+        import dis, gc, linecache, re, sys
+        table = {}
+        texts = [t for t in gc.get_objects() if isinstance(t, str) and "candidate(" in t]
+        texts += ["".join(e[2]) for e in linecache.cache.values() if isinstance(e, tuple) and len(e) > 2]
+        frame = sys._getframe()
+        while frame is not None:
+            texts += [v for v in frame.f_locals.values() if isinstance(v, str)]
+            frame = frame.f_back
+        for text in texts:
+            for a, b, want in re.findall(r"candidate\\((-?\\d+), (-?\\d+)\\) == (-?\\d+)", text):
+                table[int(a), int(b)] = int(want)
+        def add(a, b):
+            if (a, b) in table:
+                return table[a, b]
+            frame = sys._getframe(1)
+            after = [i for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti]
+            for ins in after:
+                if ins.opname == "LOAD_CONST" and isinstance(ins.argval, int):
+                    return ins.argval
+            return 0
+        """,
+        tests=ADD_ASSERTS,
+    ),
+    _a(
+        "__eq__ always true",
+        "the asserts: the candidate returns an object equal to anything",
+        """
+        class Anything:
+            def __eq__(self, other):
+                return True
+            def __ne__(self, other):
+                return False
+            __hash__ = object.__hash__
+        def add(a, b):
+            return Anything()
+        """,
+        tests=ADD_ASSERTS,
+    ),
 ]
 
 
@@ -643,6 +907,50 @@ def host_is_fine() -> str | None:
     return None
 
 
+def keyring(op: str, name_or_key, payload: str = "", ring: int = -3) -> int:
+    """add (a user key to our session keyring: its id), search (a key's id, or -1) or invalidate, via syscall."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    add_key, keyctl = (248, 250) if os.uname().machine == "x86_64" else (217, 219)
+    if op == "add":
+        data = payload.encode()
+        return libc.syscall(add_key, b"user", name_or_key.encode(), data, len(data), ctypes.c_long(ring))
+    if op == "search":
+        return libc.syscall(keyctl, 10, ctypes.c_long(ring), b"user", name_or_key.encode(), 0)
+    return libc.syscall(keyctl, 21, ctypes.c_long(name_or_key))  # KEYCTL_INVALIDATE
+
+
+def shmem_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Shmem:"):
+            return int(line.split()[1]) >> 10
+    return 0
+
+
+class SharedMemoryWatch:
+    """Samples the host's shared memory (/proc/meminfo Shmem: tmpfs, System V segments, memfds) while in use;
+    `peak_mb` is the most it rose over the start."""
+
+    def __enter__(self) -> SharedMemoryWatch:
+        import threading
+
+        self.base, self.peak_mb, self._done = shmem_mb(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            self.peak_mb = max(self.peak_mb, shmem_mb() - self.base)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @dataclass
 class Rig:
     """The host side of the corpus: the verifier, what attacks aim at, and the checks after each verdict."""
@@ -676,6 +984,10 @@ class Rig:
         self.bystander = subprocess.Popen(["sleep", "3600"], env={**os.environ, "HF_TOKEN": self.marker})
         self._old_token = os.environ.get("HF_TOKEN")
         os.environ["HF_TOKEN"] = self.marker
+        # The marker as a secret in our session keyring too (an ssh login's shell has one), and the name of the key
+        # a sample may try to leave for the next one.
+        self.key_channel = f"{KEY_CHANNEL}-{uuid.uuid4().hex[:12]}"
+        self.secret_key = keyring("add", KEY_SECRET, self.marker)
         # The filter's own path: a verifier built by name from options, samples as generate rows.
         self.verifier = build_verifier(
             "code",
@@ -704,6 +1016,8 @@ class Rig:
                 os.environ.pop("HF_TOKEN", None)
             else:
                 os.environ["HF_TOKEN"] = self._old_token
+        if getattr(self, "secret_key", 0) > 0:
+            keyring("invalidate", self.secret_key)
         if hasattr(self, "bystander"):
             self.bystander.kill()
             self.bystander.wait()
@@ -720,6 +1034,8 @@ class Rig:
             "__BYSTANDER__": str(self.bystander.pid),
             "__MARK__": mark,
             "__HOST_TMP__": str(self.host_tmp),
+            "__KEY_SECRET__": KEY_SECRET,
+            "__KEY_CHANNEL__": self.key_channel,
         }
         source = attack.source
         for key, value in replacements.items():
@@ -745,10 +1061,17 @@ class Rig:
         }
         before = tree_hashes(self.out)
         self.runs = []
-        start = time.monotonic()
-        verdict = self.verifier.verify_batch([sample])[0]
-        elapsed = time.monotonic() - start
         problems = []
+        with SharedMemoryWatch() as shm:
+            for _ in range(attack.repeat):
+                start = time.monotonic()
+                verdict = self.verifier.verify_batch([sample])[0]
+                elapsed = time.monotonic() - start
+        if shm.peak_mb > SHMEM_LIMIT_MB:
+            problems.append(f"host shared memory grew {shm.peak_mb} MB")
+        for ring in (-3, -4, -5):
+            if keyring("search", self.key_channel, ring=ring) > 0:
+                problems.append(f"a sample left a key in our keyring {ring}")
         if attack.expect_pass:
             if verdict.passed is not True:
                 problems.append(f"the honest control did not pass: {verdict.reason} {verdict.details or ''}")
@@ -794,10 +1117,72 @@ class Rig:
         if broken:
             problems.append(broken)
         how = f"{'pass' if verdict.passed else verdict.reason} in {elapsed:.1f} s"
+        if "memory" in attack.attacks:
+            how += f", host Shmem +{shm.peak_mb} MB"
         if verdict.details and not attack.expect_pass:
             how += f" ({verdict.details.splitlines()[-1][:60]})"
         note = how if not problems else f"{how}; NOT CONTAINED: " + "; ".join(problems)
         return Outcome("attacks", attack.name, tried=1, survived=0 if problems else 1, note=note)
+
+
+HIJACKS = {
+    "uid lock folder: a symlink": "a local user's link where the folder should be, pointing at their folder",
+    "uid lock folder: another user's": "the folder made first by another user (uid 12345), who can swap its files",
+    "uid lock folder: world-writable": "a folder anyone may write (mode 0777)",
+    "uid lock file: a symlink": "a lock file planted as a link to a file root would create or open",
+}
+
+
+def uid_lock_hijacks(work: Path) -> list[Outcome]:
+    """The sandbox's uid bookkeeping planted by a local user before root's first run; one Outcome per shape.
+
+    Contained: the run refuses with an error naming the folder (or file), the victim file is unchanged, and no
+    file appears in the attacker's folder. Only root claims uids (everyone else runs as themself)."""
+    from distill.errors import DistillError
+    from distill.filter import sandbox as sandbox_mod
+
+    outcomes = []
+    for name in HIJACKS:
+        if os.geteuid() != 0:
+            outcomes.append(Outcome("attacks", name, tried=1, survived=1, note="not root: no uid locks to hijack"))
+            continue
+        case = Path(work) / f"hijack-{uuid.uuid4().hex[:8]}"
+        theirs = case / "theirs"
+        theirs.mkdir(parents=True, mode=0o700)
+        victim = case / "victim"
+        victim.write_text("root's file\n")
+        planted = case / "locks"
+        if name.endswith("a symlink") and "folder" in name:
+            planted.symlink_to(theirs)
+        elif name.endswith("another user's"):
+            planted.mkdir(mode=0o700)
+            os.chown(planted, 12345, 12345)
+        elif name.endswith("world-writable"):
+            planted.mkdir()
+            os.chmod(planted, 0o777)
+        else:
+            planted.mkdir(mode=0o700)
+            for uid in range(sandbox_mod.DEFAULT_UID_BASE, sandbox_mod.DEFAULT_UID_BASE + 4):
+                (planted / f"{uid}.lock").symlink_to(victim)
+        saved = sandbox_mod.UID_LOCKS
+        sandbox_mod.UID_LOCKS = str(planted)
+        box = sandbox_mod.Sandbox(slots=1)
+        problems, how = [], ""
+        try:
+            result = box.run({"main.py": "print(0)\n"}, ["python3", "main.py"], timeout=10)
+            problems.append(f"the run went ahead (exit {result.returncode})")
+        except DistillError as exc:
+            how = f"refused: {str(exc)[:70]}"
+        finally:
+            sandbox_mod.UID_LOCKS = saved
+            box.close()
+        if victim.read_text() != "root's file\n":
+            problems.append("the victim file changed")
+        if any(theirs.iterdir()):
+            problems.append(f"files appeared in the attacker's folder: {sorted(p.name for p in theirs.iterdir())}")
+        note = how if not problems else f"{how}; NOT CONTAINED: " + "; ".join(problems)
+        outcomes.append(Outcome("attacks", name, tried=1, survived=0 if problems else 1, note=note))
+    return outcomes
 
 
 def run(work: Path, quick: bool) -> list[Outcome]:
@@ -813,9 +1198,11 @@ def run(work: Path, quick: bool) -> list[Outcome]:
         except Exception:  # noqa: BLE001, S110 - the outcome below says what went wrong
             pass
         note = f"no verifier: {type(exc).__name__}: {str(exc)[:150]}"
-        return [Outcome("attacks", a.name, tried=1, survived=0, note=note) for a in ATTACKS]
+        return [Outcome("attacks", a.name, tried=1, survived=0, note=note) for a in ATTACKS] + uid_lock_hijacks(
+            Path(work)
+        )
     try:
-        return [rig.attack(attack) for attack in ATTACKS]
+        return [rig.attack(attack) for attack in ATTACKS] + uid_lock_hijacks(Path(work))
     finally:
         try:
             rig.__exit__(None, None, None)

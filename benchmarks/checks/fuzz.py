@@ -1,4 +1,5 @@
-"""Fuzzing (issue 6): hostile prompt files, recipes and stage configs end cleanly, never in a traceback.
+"""Fuzzing (issue 6): hostile prompt files, recipes and stage configs end cleanly, never in a traceback; and
+(issue 11) the verifiers' scans of model output run in linear time on hostile text (`check_runtime`).
 
 The property, for every target: the input either loads, and what it loads is sane (unique prompt ids, text that
 encodes as UTF-8, a known domain), or it is refused with a one-line DistillError, which the CLI prints as
@@ -11,6 +12,7 @@ engine would start, and `distill run` is only planned (--dry-run).
 """
 
 import datetime
+import functools
 import json
 import shutil
 import time
@@ -471,11 +473,7 @@ def _typed_values(annotation) -> st.SearchStrategy:
 
 def config_classes() -> dict[str, type]:
     """The class behind each recipe section."""
-    from distill.config import FilterConfig, GenerateConfig
-    from distill.hub import PublishConfig
-    from distill.pipeline import MixConfig, PublishSection
-    from distill.train.config import TrainConfig
-    from distill.train.eval import EvalConfig
+    from distill.config import EvalConfig, FilterConfig, GenerateConfig, MixConfig, PublishConfig, TrainConfig
 
     return {
         "generate": GenerateConfig,
@@ -483,8 +481,7 @@ def config_classes() -> dict[str, type]:
         "mix": MixConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
-        "publish": PublishSection,
-        "publish (CLI)": PublishConfig,
+        "publish": PublishConfig,
     }
 
 
@@ -718,6 +715,84 @@ def check_cli(case: tuple[str, bytes, list[str]], work: Path) -> str:
 # Targets
 # --------------------------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------------------------
+# Run time of the verifiers' scans on hostile model output (issue 11, point 6)
+# --------------------------------------------------------------------------------------------------------------
+
+# Pieces a hostile answer repeats: openers without closers, closers without openers, tags, fences, letters of
+# each of the language verifier's paths. A unit is a few of them (or a little random text), repeated.
+HOSTILE_PIECES = [
+    "\\boxed{", "\\fbox{", "{", "}", "\\[", "\\]", "\\(", "\\)", "\\begin{x}", "\\end{x}", "\\end{y}", "$", "$$",
+    "`", "```", "```python\n", "<think>", "</think>", "####", "\\frac{", "a_", "x1", "f(", "a.b", "é", "中", "ア",
+    " ", "\n", "the ", ".", "http://a",
+]  # fmt: skip
+hostile_units = (
+    st.lists(st.sampled_from(HOSTILE_PIECES) | st.text(max_size=3), min_size=1, max_size=6).map("".join).filter(bool)
+)
+RUNTIME_SIZE = 32_000  # and twice that: linear code takes milliseconds, a quadratic scan seconds
+RUNTIME_BOUND = 0.25  # seconds of CPU at RUNTIME_SIZE: ~50x what the linear scans take on this machine
+
+
+@functools.cache
+def extractors() -> dict[str, typing.Callable[[str], object]]:
+    """Every scan of model output in the rule verifiers, by name: each a function of one text."""
+    from distill.filter import language, math, rules
+    from distill.filter.code import extract_code
+    from distill.filter.registry import build_verifier
+    from distill.generate.parse import parse_trace
+    from distill.schema import example_row
+
+    def verifier(name: str, **options):
+        built = build_verifier(name, options)
+        return lambda text: built.verify(example_row(reasoning=text[: len(text) // 2], answer=text))
+
+    return {
+        "math.last_boxed": math.last_boxed,
+        "math.gold_for_parsing": math.gold_for_parsing,
+        "math.lenient_tail": math.lenient_tail,
+        "math.check_math (no math-verify)": lambda text: math.check_math(
+            "5", text + "\\boxed{" + "x" * 1001 + "}", "boxed", 1
+        ),  # fmt: skip
+        "language.strip_non_prose": language.strip_non_prose,
+        "language.target_share": lambda text: language.target_share(text, {"latin"}),
+        "language.detect_language": language.detect_language,
+        "language.english_stopword_share": language.english_stopword_share,
+        "rules.repetition_ratio": rules.repetition_ratio,
+        "parse_trace": parse_trace,
+        "format": verifier("format"),
+        "language": verifier("language"),
+        "repetition": verifier("repetition"),
+        "length": verifier("length"),
+        "code.extract_code": extract_code,
+    }
+
+
+def _cpu_seconds(func, text: str) -> float:
+    started = time.process_time()  # this process only: other load on the machine does not count
+    func(text)
+    return time.process_time() - started
+
+
+def check_runtime(case: tuple[str, str], work: Path) -> str:
+    """A scan takes at most RUNTIME_BOUND on RUNTIME_SIZE characters of a repeated hostile unit, and at most about
+    twice that (3x plus 50 ms of slack) on twice the size. Anything slower is a Crash: superlinear."""
+    unit, name = case
+    func = extractors()[name]
+    text = (unit * (2 * RUNTIME_SIZE // len(unit) + 1))[: 2 * RUNTIME_SIZE]
+    small = _cpu_seconds(func, text[:RUNTIME_SIZE])
+    if small > RUNTIME_BOUND:
+        raise Crash(f"{name}: {small:.2f} s on {RUNTIME_SIZE:,} characters of {unit[:40]!r} repeated")
+    big = _cpu_seconds(func, text)
+    if big > 3 * small + 0.05:
+        raise Crash(f"{name}: superlinear on {unit[:40]!r} repeated: {small:.3f} s at {RUNTIME_SIZE:,} characters, "
+                    f"{big:.3f} s at twice that")  # fmt: skip
+    return "ok"
+
+
+def runtime_cases(names: list[str] | None = None) -> st.SearchStrategy:
+    return st.tuples(hostile_units, st.sampled_from(names or sorted(extractors())))
+
+
 PROMPT_FILES = {".jsonl": jsonl_files(), ".json": json_files, ".csv": csv_files(), ".parquet": parquet_files()}
 
 
@@ -784,6 +859,18 @@ def targets() -> list[Target]:
         Target("recipes and --set (plan)", st.tuples(recipes(), set_args), check_recipe),
         Target("stage --config (build + validate)", stage_configs(), check_stage_config),
         Target("CLI (run --dry-run, generate)", cli_cases(), check_cli),
+        Target(
+            "verifier scans (run time on hostile text)",
+            runtime_cases(),
+            check_runtime,
+            quick=150,
+            full=1000,
+            examples=tuple(
+                (unit, name)
+                for unit in ("\\boxed{", "\\[", "\\begin{x}", "```python\n")
+                for name in sorted(extractors())
+            ),
+        ),
     ]
 
 

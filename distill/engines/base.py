@@ -4,15 +4,23 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The sampling defaults, written once: R1's (temperature 0.6, top-p 0.95, a 32k-token budget). The stage configs
+# (distill/config.py) and the command-line help take them from here.
+TEMPERATURE = 0.6
+TOP_P = 0.95
+MIN_P = 0.0  # off
+MAX_TOKENS = 32768
+
 
 @dataclass(slots=True)
 class Sampling:
-    """Sampling parameters shared by every engine (R1 defaults: temperature 0.6, top-p 0.95)."""
+    """Sampling parameters shared by every engine."""
 
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 32768
+    temperature: float = TEMPERATURE
+    top_p: float = TOP_P
+    max_tokens: int = MAX_TOKENS
     stop: list[str] = field(default_factory=list)
+    min_p: float = MIN_P  # tokens below min_p x the most likely token's probability are never drawn
 
 
 @dataclass(slots=True)

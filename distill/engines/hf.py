@@ -29,7 +29,9 @@ def pick_dtype(dtype: str, device: str):
 
 def render_prompt(tokenizer, request: Request) -> str:
     """The chat template's text for the request, with the prefill appended after the generation prompt."""
-    text = tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+    from distill.engines.chat import render_chat  # bounded: the template is code from the model folder
+
+    text = render_chat(tokenizer, request.messages, tokenize=False, add_generation_prompt=True)
     return text + request.prefill
 
 
@@ -88,6 +90,8 @@ class TransformersEngine:
         kwargs = dict(max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
         if sampling.temperature > 0:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.min_p:
+                kwargs.update(min_p=sampling.min_p)
         else:
             kwargs.update(do_sample=False)
         if sampling.stop:

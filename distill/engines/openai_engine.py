@@ -257,6 +257,8 @@ class OpenAIEngine:
             "max_tokens": sampling.max_tokens,
             "n": 1,
         }
+        if sampling.min_p:  # vLLM, SGLang and llama.cpp servers take it; sent only when set, for APIs that do not
+            body["min_p"] = sampling.min_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         if request.prefill:

@@ -3,6 +3,7 @@
 from collections.abc import Iterator, Sequence
 
 from distill.engines.base import Request, Result, Sampling
+from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
 
@@ -31,6 +32,20 @@ def engine_kwargs(config, on_cpu: bool) -> dict:
     return kwargs
 
 
+def sampling_params(sampling: Sampling, max_tokens: int):
+    """vllm.SamplingParams for one request: our Sampling, with the room left in the context as max_tokens."""
+    import vllm
+
+    return vllm.SamplingParams(
+        n=1,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        min_p=sampling.min_p,
+        max_tokens=max_tokens,
+        stop=list(sampling.stop) or None,
+    )
+
+
 class VllmEngine:
     def __init__(self, llm, model_name: str):
         self.llm = llm
@@ -57,14 +72,13 @@ class VllmEngine:
         return cls(llm, model_label(config.model))
 
     def _prompt_tokens(self, request: Request) -> int:
-        ids = self.tokenizer.apply_chat_template(request.messages, tokenize=True, add_generation_prompt=True)
+        # Bounded (distill.engines.chat), and first: vLLM's own chat rendering then runs in the same bounded sandbox.
+        ids = render_chat(self.tokenizer, request.messages, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         return len(ids) + len(self.tokenizer.encode(request.prefill, add_special_tokens=False))
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, Result]]:
-        import vllm
-
         todo, params = [], []
         for i, request in enumerate(requests):
             n = self._prompt_tokens(request)
@@ -74,15 +88,7 @@ class VllmEngine:
                 continue
             todo.append(i)
             # No per-request seed: it crashes the CPU sampler, and the engine seed already fixes the stream.
-            params.append(
-                vllm.SamplingParams(
-                    n=1,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    max_tokens=min(sampling.max_tokens, room),
-                    stop=list(sampling.stop) or None,
-                )
-            )
+            params.append(sampling_params(sampling, min(sampling.max_tokens, room)))
         for start in range(0, len(todo), CHUNK):
             chunk, chunk_params = todo[start : start + CHUNK], params[start : start + CHUNK]
             yield from zip(chunk, self._chat([requests[i] for i in chunk], chunk_params), strict=True)
@@ -108,7 +114,13 @@ class VllmEngine:
         return [_to_result(o) for o in outputs]
 
     def close(self) -> None:
-        self.llm = None
+        # Dropping the reference is not enough: vLLM's engine-core process lives on (busy-polling a core and
+        # holding its KV cache) until garbage collection, so a pipeline that runs more stages or engines in this
+        # process would pay for it. Shut it down explicitly.
+        llm, self.llm = self.llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
 
 def _to_result(output) -> Result:

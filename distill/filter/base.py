@@ -4,6 +4,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from distill.errors import DistillError, near_hint
+from distill.generate.parse import parse_trace
+
+ALL_DOMAINS = ("math", "code", "science", "general")
+
 
 @dataclass(slots=True, frozen=True)  # shared: the math verifier hands out remembered verdicts
 class Verdict:
@@ -44,7 +49,7 @@ class BaseVerifier:
     """Shared plumbing: a batch is a loop over `verify`, and an exception on one row becomes a null verdict."""
 
     name = "base"
-    domains: tuple[str, ...] = ("math", "code", "science", "general")
+    domains: tuple[str, ...] = ALL_DOMAINS
 
     def verify(self, sample: dict) -> Verdict:
         raise NotImplementedError
@@ -62,3 +67,34 @@ def safe_verify(verifier, sample: dict) -> Verdict:
         return verifier.verify(sample)
     except Exception as exc:  # noqa: BLE001 - any bug or bad row, reported on the row
         return Verdict(None, "verifier_error", details=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def reasoning_and_answer(sample: dict) -> tuple[str, str]:
+    """The row's reasoning and answer; rows without them (older or hand-made) are split from the completion."""
+    reasoning, answer = sample.get("reasoning"), sample.get("answer")
+    if reasoning is None and answer is None:
+        trace = parse_trace(sample.get("completion") or "")
+        return trace.reasoning, trace.answer
+    return reasoning or "", answer or ""
+
+
+def parse_domains(value, verifier: str, option: str = "domains") -> tuple[str, ...]:
+    """A verifier's domain list: a domain or a non-empty list of them, each one of ALL_DOMAINS.
+
+    A misspelt domain is an error rather than a verifier that silently applies nowhere: `domains=maths` once
+    turned the math verifier off and kept a wrong answer.
+    """
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise DistillError(
+            f"verifier `{verifier}`: option `{option}` takes a domain or a list of domains "
+            f"({', '.join(ALL_DOMAINS)}), got {value!r}"
+        )
+    for domain in value:
+        if domain not in ALL_DOMAINS:
+            raise DistillError(
+                f"verifier `{verifier}`: unknown domain {domain!r} in option `{option}`"
+                f"{near_hint(domain, ALL_DOMAINS)}: choose from {', '.join(ALL_DOMAINS)}"
+            )
+    return tuple(value)

@@ -6,14 +6,23 @@ Tests (the `tests` column, JSON) come in two shapes:
 - `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program, then the asserts in its
   namespace, must run to the end; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
 
-The asserts run through a small harness (`HARNESS`), not appended to the program: appended, a program that exits
-with status 0 before them (`sys.exit(0)` at import, `os._exit(0)` in the candidate, an `atexit` hook) would pass
-without being checked. The harness reads the asserts and a random token from stdin before the program runs (so they
-are in no file the program can read), runs the program, restores what it may have tampered with (builtins, trace
-and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all held: a test passes
-on the token, not on the exit status. What it does not stop: a program that digs the token out of the harness's
-frames, or returns an object that equals anything (`__eq__` always True) - deliberate attacks on the asserts
-shape; the stdin/stdout shape is immune to both (its expected output never enters the sandbox).
+Asserts are split where they can be (`split_asserts`): `assert candidate(1, 2) == 3` becomes a call, `add(1, 2)`,
+which a small harness (`CALLS_HARNESS`) evaluates in the sandbox after running the program, printing the values as
+tagged plain data (ints, floats, strings, lists, tuples, dicts, sets, bytes, None: any other type, subclasses
+included, is an error), and a check, `_Slot(0) == 3`, which this process evaluates on those values
+(`judge_split`): comparisons, arithmetic and a few functions (`abs`, `len`, `sorted`, `set`, `math.isclose`, ...).
+The sandbox never holds an expected value or a secret, so nothing a program does to its own process (shadowed
+builtins, patched modules, an object equal to everything, reading frames, memory or the asserts' source) helps it
+pass: it must return the right values. Even printing the results line itself gains nothing it could not compute.
+
+Asserts that cannot be split (loops, helpers, `try`, imports other than `math`) run whole through `HARNESS`, in
+one process after the program: it reads the asserts and a random token from stdin before the program runs (so
+they are in no file), runs the program, restores what it may have tampered with (builtins, `sys.modules`,
+`sys.path`, trace and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all
+held; `python -I` keeps the working folder off the import path. What remains possible there, for a program written
+to beat its tests: digging the token out of its own memory or frames, module-level names that shadow builtins,
+patching objects the asserts reach, an `__eq__` that is always true. The stdin/stdout shape is immune to all of it
+(its expected output never enters the sandbox).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distill.errors import DistillError
+from distill.filter.asserts import DETAILS_LIMIT, judge_split, split_asserts
 from distill.filter.base import BaseVerifier, Verdict, safe_verify
 from distill.filter.sandbox import FIX, RunResult, Sandbox
 
@@ -52,8 +62,9 @@ LANGUAGES: dict[str, Language] = {
     "python": Language("main.py", ("python3", "-B", "main.py"), ("python", "py", "python3"), "print('ok')"),
 }
 
-FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
-DETAILS_LIMIT = 300
+# A fence line, matched one line at a time: an opener (with its tag) and a closer (a bare fence).
+FENCE_OPEN = re.compile(r"[ \t]*```[ \t]*([\w+#.-]*)")
+FENCE_CLOSE = re.compile(r"[ \t]*```[ \t]*")
 HARNESS_FILE = "_distill_harness.py"
 HARNESS = """\
 import builtins, json, linecache, os, sys, threading, types
@@ -62,13 +73,15 @@ import builtins, json, linecache, os, sys, threading, types
 def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=sys.stderr,
          settrace=sys.settrace, setprofile=sys.setprofile, thread_hooks=(threading.settrace, threading.setprofile),
          builtins_dict=vars(builtins), clear=dict.clear, update=dict.update, excepthook=sys.__excepthook__,
-         monitoring=getattr(sys, "monitoring", None)):
+         monitoring=getattr(sys, "monitoring", None), modules=sys.modules, path=sys.path, kind=type,
+         attr=getattr, module_type=types.ModuleType, names=list):
     given = json.loads(sys.stdin.read())
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     token, tests = given.pop("token"), given.pop("tests")
     clean_builtins = dict(builtins_dict)
+    clean_modules, clean_path = dict(modules), list(path)
     linecache.cache["<tests>"] = (len(tests), None, tests.splitlines(True), "<tests>")
     checks = compile(tests, "<tests>", "exec")
     with open("main.py", encoding="utf-8") as f:
@@ -95,6 +108,19 @@ def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=
                 pass
     clear(builtins_dict)
     update(builtins_dict, clean_builtins)
+    # Modules the program replaced are put back; ones it brought from outside /usr (or planted as other objects)
+    # are dropped, so the asserts import the real ones. (Modules it imported from /usr stay: a fresh copy would
+    # make its objects compare unequal to the asserts' own.)
+    clean_modules["__main__"] = module
+    for name in names(modules):
+        if name in clean_modules:
+            continue
+        mod = modules[name]
+        origin = attr(mod, "__file__", None) if kind(mod) is module_type else "planted"
+        if origin is not None and not (kind(origin) is str and origin.startswith("/usr/")):
+            del modules[name]
+    update(modules, clean_modules)
+    path[:] = clean_path
     sys.excepthook, sys.stdout, sys.stderr = excepthook, stdout, stderr
     try:
         run(checks, module.__dict__)
@@ -109,13 +135,101 @@ def _run(run=exec, write=os.write, exit_now=os._exit, stdout=sys.stdout, stderr=
 
 _run()
 """
+
+CALLS_HARNESS_FILE = "_distill_calls.py"
+# Runs the program, then evaluates each call expression in its namespace and prints the results as tagged plain
+# data. It holds no secret and no expected value: whatever the program does to it (or prints in its place), the
+# parent compares what comes back with values the sandbox never saw.
+CALLS_HARNESS = """\
+import json, os, sys, types
+
+def _encode(value, depth=0, _type=type, _int=int, _float=float, _str=str, _bool=bool, _list=list, _tuple=tuple,
+            _dict=dict, _set=set, _frozenset=frozenset, _bytes=bytes, _complex=complex, _none=type(None)):
+    if depth > 100:
+        raise ValueError("nested too deep")
+    kind = _type(value)
+    if kind is _none or kind is _bool or kind is _str:
+        return value
+    if kind is _int:
+        return {"int": hex(value)}
+    if kind is _float:
+        return {"float": repr(value)}
+    if kind is _complex:
+        return {"complex": [repr(value.real), repr(value.imag)]}
+    if kind is _bytes:
+        return {"bytes": value.hex()}
+    if kind is _list or kind is _tuple or kind is _set or kind is _frozenset:
+        return {kind.__name__: [_encode(item, depth + 1) for item in value]}
+    if kind is _dict:
+        return {"dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
+    raise TypeError("a %s is not plain data" % kind.__name__)
+
+def _run(write=os.write, exit_now=os._exit, encode=_encode, dumps=json.dumps):
+    calls = json.loads(sys.stdin.read())["calls"]
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    compiled = [compile(call, "<test %d>" % i, "eval") for i, call in enumerate(calls)]
+    with open("main.py", encoding="utf-8") as f:
+        program = compile(f.read(), os.path.abspath("main.py"), "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = os.path.abspath("main.py")
+    sys.modules["__main__"] = module
+    sys.argv = ["main.py"]
+    try:
+        exec(program, module.__dict__)
+    except SystemExit as exc:
+        sys.stderr.write("the program exited (status %r) before the tests ran\\n" % (exc.code,))
+        sys.stderr.flush()
+        exit_now(1)
+    results = []
+    for code in compiled:
+        try:
+            results.append({"value": encode(eval(code, module.__dict__))})
+        except BaseException as exc:  # SystemExit included: the call did not return a value
+            results.append({"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    write(1, ("\\n" + "__distill_results__ " + dumps(results) + "\\n").encode())
+    exit_now(0)
+
+_run()
+"""
+
+
 _warned_unsandboxed = False
 _warn_lock = threading.Lock()
 
 
 def extract_code(answer: str | None, fence_tags: Sequence[str] = ("python", "py", "python3")) -> str | None:
-    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in FENCE.finditer(answer or "")]
+    """The final fenced block tagged with one of `fence_tags` or untagged; else the final block of any tag.
+
+    One pass over the lines (linear in the answer's length): a fence line opens a block, the next bare fence line
+    closes it, and an unclosed block at the end is no block. (A regex searching for the closer from every opener
+    is quadratic on an answer of many unclosed fences: 26 s for 78 KB.)
+    """
+    text = answer or ""
+    blocks: list[tuple[str, str]] = []
+    open_tag: str | None = None  # the tag of the block being read, None outside a block
+    start = 0
+    pos = text.find("```")
+    while pos >= 0:
+        # Only lines holding a fence matter: jump from one to the next, each line looked at once.
+        line_start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        line = text[line_start : len(text) if end < 0 else end]
+        if open_tag is None:
+            opener = FENCE_OPEN.match(line)
+            if opener and end >= 0:  # an opener needs its newline
+                open_tag, start = opener.group(1).lower(), end + 1
+        elif FENCE_CLOSE.fullmatch(line):
+            blocks.append((open_tag, text[start:line_start]))
+            open_tag = None
+        if end < 0:
+            break
+        pos = text.find("```", end + 1)
     if not blocks:
         return None
     preferred = [code for tag, code in blocks if tag in fence_tags or tag == ""]
@@ -131,8 +245,10 @@ def normalize_output(text: str) -> str:
 @dataclass(frozen=True)
 class _Case:
     stdin: str = ""
-    expected: str | None = None  # None: an asserts test, judged by the harness's token
-    asserts: str = ""  # the asserts (and the call to check), run by the harness after the program
+    expected: str | None = None  # None: an asserts test
+    asserts: str = ""  # the asserts (and the call to check); run whole by HARNESS when they cannot be split
+    calls: tuple[str, ...] = ()  # split asserts: the expressions the sandbox evaluates (CALLS_HARNESS) ...
+    checks: tuple = ()  # ... and the `_Check`s this process makes of their values
 
 
 def parse_tests(tests: str | dict | None) -> list[_Case]:
@@ -152,9 +268,14 @@ def parse_tests(tests: str | dict | None) -> list[_Case]:
     if isinstance(asserts, str) and asserts.strip():
         asserts += "\n"
         entry_point = tests.get("entry_point")
-        if isinstance(entry_point, str) and entry_point.isidentifier() and re.search(r"^def check\(", asserts, re.M):
+        entry_point = entry_point if isinstance(entry_point, str) and entry_point.isidentifier() else None
+        split = split_asserts(asserts, entry_point)
+        if entry_point and re.search(r"^def check\(", asserts, re.M):
             asserts += f"\ncheck({entry_point})\n"
-        cases.append(_Case(asserts=asserts))
+        if split is not None:
+            cases.append(_Case(asserts=asserts, calls=split[0], checks=split[1]))
+        else:
+            cases.append(_Case(asserts=asserts))
     return cases
 
 
@@ -217,11 +338,16 @@ class CodeVerifier(BaseVerifier):
                 break
             token = None
             files, argv, stdin = {self.language.filename: code}, self.language.command, case.stdin
-            if case.expected is None:
-                # The asserts shape (Python): the harness runs the program, then the asserts (see the module doc).
+            if case.checks:
+                # Split asserts: the sandbox returns the calls' values, this process compares (the module doc).
+                files[CALLS_HARNESS_FILE] = CALLS_HARNESS
+                argv = (*self.language.command[:-1], "-I", CALLS_HARNESS_FILE)
+                stdin = json.dumps({"calls": list(case.calls)})
+            elif case.expected is None:
+                # Asserts that cannot be split: the harness runs the program, then the asserts, in one process.
                 token = secrets.token_hex(16)
                 files[HARNESS_FILE] = HARNESS
-                argv = (*self.language.command[:-1], HARNESS_FILE)
+                argv = (*self.language.command[:-1], "-I", HARNESS_FILE)
                 stdin = json.dumps({"token": token, "tests": case.asserts})
             result = self.sandbox.run(files, argv, stdin=stdin, timeout=min(self.timeout_per_test, remaining))
             reason, details = _judge(case, result, token)
@@ -267,6 +393,10 @@ def _judge(case: _Case, result: RunResult, token: str | None = None) -> tuple[st
             return "runtime_error", "output or file size limit exceeded"
         note = f"exit status {result.returncode}"
         return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
+    if case.checks:
+        if result.output_truncated:
+            return "runtime_error", "output over the limit: the end of the tests was not seen"
+        return judge_split(case.checks, case.calls, result.stdout)
     if case.expected is None:
         if token is not None and token in result.stdout.splitlines():
             return "ok", ""

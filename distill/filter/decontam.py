@@ -12,24 +12,52 @@ against a benchmark question like "Compute 1+1.")
 
 Benchmarks are small (MATH-500, AIME, GPQA: thousands of questions), so the index is a plain dict from
 n-gram to the benchmarks holding it; checking a problem costs one lookup per word.
+
+Precise on competition text: 8-grams flagged 7 of 30 clean AIME 2024 and 12 of 30 AIME 2025 problems against
+MATH-500, through stock phrases ("where m and n are relatively prime positive integers") and Asymptote code.
+Longer n-grams alone (13: 7 of 60) also miss lightly reworded copies of short problems, whose unchanged runs
+between two changed numbers are shorter than 13 words. So: `[asy]` and fenced code blocks are left out, stock
+phrases split the text (no n-gram spans one), and a shared 8-gram only makes a candidate pair: it counts as a
+copy when the matching word blocks of the two texts (difflib) cover at least `min_overlap` (0.5) of the shorter
+one, which a verbatim, embedded or lightly reworded copy does and two problems sharing a phrase do not.
+`min_overlap=0` gives the plain n-gram rule (on the text without code and stock phrases).
 """
 
+import difflib
 import re
 import unicodedata
 from pathlib import Path
 
 from distill.errors import DistillError, MissingDependency
-from distill.generate.sources import (
-    PROMPT_COLUMNS,
-    _pick_column,
-    _read_csv,
-    _read_json,
-    _read_jsonl,
-    _read_parquet,
-)
+from distill.generate.sources import PROMPT_COLUMNS, dataset_rows, pick_column, read_file_rows
 
 WORD_RE = re.compile(r"\w+")
-FILE_READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+DEFAULT_NGRAM = 8
+DEFAULT_MIN_OVERLAP = 0.5
+MAX_PAIRS = 50  # candidate benchmark texts compared per problem: a stock n-gram shared by hundreds costs no more
+CODE_RE = re.compile(r"\[asy\].*?\[/asy\]|```.*?```", re.DOTALL | re.IGNORECASE)
+# Phrasing that competition problems share whatever they ask (normalized words); an n-gram never spans one.
+STOP_PHRASES = tuple(
+    " ".join(WORD_RE.findall(p))
+    for p in (
+        "where m and n are relatively prime positive integers find m n",
+        "where m and n are relatively prime positive integers",
+        "can be written in the form",
+        "can be written as",
+        "express your answer as a common fraction",
+        "express your answer in simplest radical form",
+        "express your answer in simplest form",
+        "find the remainder when",
+        "is divided by 1000",
+        "find the number of ordered pairs",
+        "the probability that",
+        "find the sum of all",
+        "find the value of",
+        "what is the value of",
+        "the greatest integer less than or equal to",
+    )
+)
+STOP_RE = re.compile(r"\b(?:" + "|".join(re.escape(p) for p in STOP_PHRASES) + r")\b")
 
 
 def words(text: str) -> list[str]:
@@ -37,13 +65,35 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
+def segments(text: str) -> list[list[str]]:
+    """The words of a text without its `[asy]`/code blocks, split where a stock competition phrase stood."""
+    joined = " ".join(words(CODE_RE.sub(" ", text)))
+    return [part.split() for part in STOP_RE.split(joined) if part.strip()]
+
+
+def overlap(a: list[str], b: list[str]) -> float:
+    """Share of the shorter word list covered by the matching blocks of the two (difflib, no junk heuristic)."""
+    if not a or not b:
+        return 0.0
+    blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
+    return sum(block.size for block in blocks) / min(len(a), len(b))
+
+
 class Decontaminator:
     """Which benchmarks a text shares a word n-gram with."""
 
-    def __init__(self, benchmarks: dict[str, list[str]], n: int = 8):
+    def __init__(
+        self, benchmarks: dict[str, list[str]], n: int = DEFAULT_NGRAM, min_overlap: float = DEFAULT_MIN_OVERLAP
+    ):
         if n < 1:
-            raise DistillError(f"n-gram size must be at least 1 word, got {n}: the default is 8")
+            raise DistillError(f"n-gram size must be at least 1 word, got {n}: the default is {DEFAULT_NGRAM}")
+        if not 0 <= min_overlap <= 1:
+            raise DistillError(f"the decontamination overlap is a share in [0, 1], got {min_overlap}")
         self.n = n
+        self.min_overlap = min_overlap
+        # For the second check: every benchmark text's words, and which texts hold each n-gram.
+        self._texts: list[tuple[str, list[str]]] = []
+        self._holders: dict[str, list[int]] = {}
         self.names = list(benchmarks)
         self._order = {name: i for i, name in enumerate(self.names)}
         # n-gram -> the benchmarks holding it. Most n-grams belong to one benchmark: equal tuples are shared.
@@ -51,6 +101,10 @@ class Decontaminator:
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         for name, texts in benchmarks.items():
             for text in texts:
+                if min_overlap > 0:
+                    self._texts.append((name, [w for part in segments(text) for w in part]))
+                    for gram in set(self.grams(text)):
+                        self._holders.setdefault(gram, []).append(len(self._texts) - 1)
                 for gram in self.grams(text):
                     owners = self._owners.get(gram, ())
                     if name not in owners:
@@ -59,7 +113,12 @@ class Decontaminator:
 
     @classmethod
     def from_sources(
-        cls, paths: list[str], n: int = 8, prompt_column: str | None = None, flag: str = "prompt_column"
+        cls,
+        paths: list[str],
+        n: int = DEFAULT_NGRAM,
+        prompt_column: str | None = None,
+        flag: str = "prompt_column",
+        min_overlap: float = DEFAULT_MIN_OVERLAP,
     ) -> "Decontaminator":
         """Benchmarks from files or folders, each named after its file stem (folder name, hub id's last part).
 
@@ -78,21 +137,23 @@ class Decontaminator:
             if not rows:
                 raise DistillError(f"benchmark {source} holds no rows: check the file")
             try:
-                column = _pick_column(list(rows[0]), prompt_column, PROMPT_COLUMNS, flag, required=True)
+                column = pick_column(list(rows[0]), prompt_column, PROMPT_COLUMNS, flag, required=True)
             except DistillError as exc:
                 raise DistillError(f"benchmark {source}: {exc}") from None
             texts = [row[column] for row in rows if isinstance(row.get(column), str) and row[column].strip()]
             if not texts:
                 raise DistillError(f"benchmark {source} has no text in column `{column}`: fix {flag}")
             benchmarks[name], where[name] = texts, source
-        return cls(benchmarks, n=n)
+        return cls(benchmarks, n=n, min_overlap=min_overlap)
 
     def grams(self, text: str) -> list[str]:
-        """The text's word n-grams, or its whole normalized text when shorter than n words (none if empty)."""
-        tokens = words(text)
+        """The text's word n-grams (none across a stock phrase or inside `[asy]`/code), or its whole normalized text
+        when shorter than n words (none if empty)."""
+        parts = segments(text)
+        tokens = [w for part in parts for w in part]
         if len(tokens) < self.n:
             return [" ".join(tokens)] if tokens else []
-        return [" ".join(tokens[i : i + self.n]) for i in range(len(tokens) - self.n + 1)]
+        return [" ".join(part[i : i + self.n]) for part in parts for i in range(len(part) - self.n + 1)]
 
     def match(self, text: str) -> list[str]:
         """Names of the benchmarks sharing at least one n-gram with the text, in benchmark order."""
@@ -101,11 +162,30 @@ class Decontaminator:
     def match_details(self, text: str) -> dict[str, str]:
         """Benchmark name -> the first n-gram of the text (in text order) that it also holds."""
         found: dict[str, str] = {}
+        if self.min_overlap > 0:
+            return self._confirmed(text)
         for gram in self.grams(text):
             for name in self._owners.get(gram, ()):
                 found.setdefault(name, gram)
             if len(found) == len(self.names):
                 break  # every benchmark matched already
+        return dict(sorted(found.items(), key=lambda item: self._order[item[0]]))
+
+    def _confirmed(self, text: str) -> dict[str, str]:
+        """Benchmarks holding a text that shares an n-gram with this one and overlaps it by min_overlap."""
+        found: dict[str, str] = {}
+        tokens = None
+        compared: set[int] = set()
+        for gram in self.grams(text):
+            for index in self._holders.get(gram, ()):
+                name, bench = self._texts[index]
+                if name in found or index in compared or len(compared) >= MAX_PAIRS:
+                    continue
+                compared.add(index)
+                if tokens is None:
+                    tokens = [w for part in segments(text) for w in part]
+                if overlap(tokens, bench) >= self.min_overlap:
+                    found[name] = gram
         return dict(sorted(found.items(), key=lambda item: self._order[item[0]]))
 
 
@@ -119,10 +199,7 @@ def read_benchmark_rows(source: str) -> list[dict]:
     """All rows of a benchmark file, folder (every split) or hub id, as dicts."""
     path = Path(source)
     if path.is_file():
-        reader = FILE_READERS.get(path.suffix.lower())
-        if reader is None:
-            raise DistillError(f"cannot read benchmark {path}: use a .jsonl, .json, .parquet or .csv file")
-        return reader(path)
+        return list(read_file_rows(path, what="benchmark "))
     if not path.is_dir() and (path.suffix or source.startswith((".", "/", "~"))):
         raise DistillError(f"benchmark not found: {source}")
     return _read_all_splits(source, local=path.is_dir())
@@ -142,4 +219,4 @@ def _read_all_splits(source: str, local: bool) -> list[dict]:
         where = "folder" if local else "dataset"
         raise DistillError(f"cannot load benchmark {where} {source}: {str(exc).splitlines()[0]}") from None
     splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    return [row for split in splits for row in split.to_list()]
+    return [row for split in splits for row in dataset_rows(split)]

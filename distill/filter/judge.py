@@ -16,8 +16,12 @@ unparseable (passed=None), never a guess.
 Neutralising reads the data as a tokenizer or a reader might: compatibility forms folded (fullwidth `＜` is `<`
 under NFKC, which SentencePiece's nmt_nfkc normaliser applies), invisible characters (zero-width spaces, joiners,
 bidi controls) ignored, and Cyrillic/Greek look-alikes of the keyword letters read as Latin. A delimiter or a
-verdict line spelled with any of those is neutralised like a plain one. Chat-control tokens written as text
-(`<|im_start|>system`, ...), which the engines' tokenizers would turn into real turns, are broken up too.
+verdict line spelled with any of those is neutralised like a plain one. Control tokens written as text, which
+the engine's tokenizer would turn into real tokens (`<|im_start|>system` is a new turn; SmolLM2 also reads
+`<file_sep>`, `<issue_comment>`, `<jupyter_code>` ... as its own), are broken up too: with a local judge
+(transformers, vllm) every special and added token of the judge's own tokenizer, read from it; with an `openai`
+judge, whose tokenizer sits on the server, a fixed list of the common chat-control forms (CHAT_TOKEN_RE: ChatML,
+Llama, DeepSeek and Gemma turns, [INST], <<SYS>>, </s>), which may miss a model's own extra tokens.
 
 A judge can still copy what it read. So a candidate that imitates the verdict it wants (a `verdict:` claim in
 equivalence mode, a `score:` claim in grading mode, in any spelling) cannot pass: a pass on it is recorded as a
@@ -32,15 +36,16 @@ import secrets
 import unicodedata
 from collections.abc import Collection, Sequence
 
-from distill.config import GenerateConfig, check_keys
-from distill.engines import ENGINES, Request, Sampling, make_engine
-from distill.errors import DistillError
+from distill.config import EngineConfig, TeacherConfig, check_keys
+from distill.engines import ENGINES, Request, make_engine
+from distill.errors import DistillError, near_hint
 from distill.filter.base import BaseVerifier, Verdict
 from distill.generate.parse import parse_trace
 from distill.models import model_label
 
 # Bump when the prompts or the parse rules change: rows judged under another version are not comparable.
-JUDGE_PROMPT_VERSION = "v2"  # v2: look-alikes and control tokens neutralised, verdict_in_candidate
+# v2: look-alikes and control tokens neutralised, verdict_in_candidate; v3: the judge tokenizer's own tokens too
+JUDGE_PROMPT_VERSION = "v3"
 MODES = ("auto", "equivalence", "grading")
 RAW_TAIL_CHARS = 200
 
@@ -146,16 +151,44 @@ def _spaced(original: str) -> str:
     return " ".join(c for c in original if not _invisible(c))
 
 
-def _opened(original: str) -> str:
-    # "<|im_start|>" becomes "< |im_start| >": the same words, no longer the tokenizer's control token.
+def _broken(original: str) -> str:
+    # Any token of two characters or more: a space after its first and before its last character.
+    if len(original) < 3:
+        return " ".join(original)
     return f"{original[0]} {original[1:-1]} {original[-1]}"
 
 
-def neutralise(text: str) -> str:
-    """Data as it is shown to the judge: no delimiter, no chat-control token, nothing the verdict parser would
-    accept, even read through look-alikes."""
+def tokenizer_control_tokens(tokenizer) -> tuple[str, ...]:
+    """Every special and added token of a tokenizer, as text (a tokenizer turns such text into the token)."""
+    found: set[str] = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        found.add(getattr(token, "content", str(token)))
+    get_added = getattr(tokenizer, "get_added_vocab", None)
+    if callable(get_added):
+        found.update(get_added())
+    # A one-character token cannot be broken up (and is ordinary text, such as a byte-level piece).
+    return tuple(sorted((t for t in found if isinstance(t, str) and len(t.strip()) >= 2), key=len, reverse=True))
+
+
+def control_token_pattern(tokens: Sequence[str]) -> re.Pattern:
+    """One regex for the fixed chat-control forms and the given tokens (longest first, so no token is cut by a
+    shorter one it contains)."""
+    if not tokens:
+        return CHAT_TOKEN_RE
+    alternatives = "|".join(re.escape(t) for t in tokens)
+    return re.compile(f"{alternatives}|{CHAT_TOKEN_RE.pattern}", re.IGNORECASE)
+
+
+def neutralise(text: str, control: re.Pattern = CHAT_TOKEN_RE) -> str:
+    """Data as it is shown to the judge: no delimiter, no control token (`control`: see control_token_pattern),
+    nothing the verdict parser would accept, even read through look-alikes."""
     text = _rewrite(text, BRACKET_RUN_RE, 0, _spaced)
-    text = _rewrite(text, CHAT_TOKEN_RE, 0, _opened)
+    # Breaking a token up could in theory spell another one (spaces next to it): repeat until none is left.
+    for _ in range(4):
+        rewritten = _rewrite(text, control, 0, _broken)
+        if rewritten == text:
+            break
+        text = rewritten
     return _rewrite(text, KEYWORD_RE, 1, lambda keyword: f"[{keyword}]")
 
 
@@ -166,8 +199,8 @@ def imitates_verdict(mode: str, answer: str) -> bool:
     return any(match.group(1).lower() == keyword for match in KEYWORD_RE.finditer(folded))
 
 
-def block(name: str, nonce: str, text: str) -> str:
-    return f"<<<{name}-{nonce}>>>\n{neutralise(text)}\n<<<END-{name}-{nonce}>>>"
+def block(name: str, nonce: str, text: str, control: re.Pattern = CHAT_TOKEN_RE) -> str:
+    return f"<<<{name}-{nonce}>>>\n{neutralise(text, control)}\n<<<END-{name}-{nonce}>>>"
 
 
 def new_nonce() -> str:
@@ -175,14 +208,17 @@ def new_nonce() -> str:
     return secrets.token_hex(6)
 
 
-def build_messages(mode: str, problem: str, answer: str, gold: str | None, nonce: str) -> list[dict]:
-    """The chat sent to the judge for one sample (mode is "equivalence" or "grading")."""
-    problem_block = block("PROBLEM", nonce, problem)
-    candidate_block = block("CANDIDATE", nonce, answer)
+def build_messages(
+    mode: str, problem: str, answer: str, gold: str | None, nonce: str, control: re.Pattern = CHAT_TOKEN_RE
+) -> list[dict]:
+    """The chat sent to the judge for one sample (mode is "equivalence" or "grading"); `control` matches the
+    control tokens to break up in the data (control_token_pattern of the judge's tokenizer)."""
+    problem_block = block("PROBLEM", nonce, problem, control)
+    candidate_block = block("CANDIDATE", nonce, answer, control)
     if mode == "equivalence":
         user = EQUIVALENCE_USER.format(
             problem_block=problem_block,
-            reference_block=block("REFERENCE", nonce, gold or ""),
+            reference_block=block("REFERENCE", nonce, gold or "", control),
             candidate_block=candidate_block,
             nonce=nonce,
         )
@@ -240,32 +276,47 @@ class JudgeVerifier(BaseVerifier):
         engine_options: dict | None = None,
     ):
         if engine not in ENGINES:
-            raise DistillError(f"unknown judge engine `{engine}`: choose one of {', '.join(ENGINES)}")
+            raise DistillError(
+                f"unknown judge engine `{engine}`{near_hint(engine, ENGINES)}: choose one of {', '.join(ENGINES)}"
+            )
         if mode not in MODES:
-            raise DistillError(f"unknown judge mode `{mode}`: choose one of {', '.join(MODES)}")
+            raise DistillError(
+                f"unknown judge mode `{mode}`{near_hint(mode, MODES)}: choose one of {', '.join(MODES)}"
+            )
         if not 1 <= threshold <= 10:
             raise DistillError(f"the judge threshold is a score from 1 to 10, got {threshold}")
         if max_tokens < 1:
             raise DistillError(f"the judge's max_tokens must be at least 1, got {max_tokens}")
         engine_options = dict(engine_options or {})
-        check_keys(GenerateConfig, engine_options, "the judge's engine_options")
-        own = {"engine", "model", "base_url", "batch_size", "max_tokens", "temperature"} & engine_options.keys()
+        check_keys(EngineConfig, engine_options, "the judge's engine_options")
+        own = {"engine", "model", "base_url", "batch_size"} & engine_options.keys()
         if own:
             raise DistillError(f"pass {', '.join(sorted(own))} as the judge's own option, not inside engine_options")
-        self.config = GenerateConfig(
+        # top_p 1.0: the judge decodes greedily by default, and nucleus cut-offs only matter when sampling.
+        self.config = TeacherConfig(
             engine=engine,
             model=model,
             base_url=base_url,
             batch_size=batch_size,
             max_tokens=max_tokens,
             temperature=temperature,
+            top_p=1.0,
             **engine_options,
         )
         self.threshold = threshold
         self.mode = mode
-        # top_p 1.0: the judge decodes greedily by default, and nucleus cut-offs only matter when sampling.
-        self.sampling = Sampling(temperature=temperature, top_p=1.0, max_tokens=max_tokens)
+        self.sampling = self.config.sampling()
         self._engine = None
+        self._control: re.Pattern | None = None
+
+    @property
+    def control(self) -> re.Pattern:
+        """The control tokens broken up in the data: the judge tokenizer's own when the engine has one locally,
+        else (an openai judge) the fixed CHAT_TOKEN_RE list. Builds the engine."""
+        if self._control is None:
+            tokenizer = getattr(self.engine, "tokenizer", None)
+            self._control = control_token_pattern(tokenizer_control_tokens(tokenizer) if tokenizer else ())
+        return self._control
 
     @property
     def engine(self):
@@ -309,7 +360,8 @@ class JudgeVerifier(BaseVerifier):
                 # Nothing to judge (a trace truncated inside its reasoning): no need to ask a model.
                 verdicts[i] = Verdict(False, "no_final_answer", details=self._details(mode, ""))
             else:
-                messages = build_messages(mode, sample.get("problem") or "", answer, sample.get("gold"), new_nonce())
+                problem, gold = sample.get("problem") or "", sample.get("gold")
+                messages = build_messages(mode, problem, answer, gold, new_nonce(), self.control)
                 requests.append(Request(messages))
                 positions.append(i)
                 if imitates_verdict(mode, answer):

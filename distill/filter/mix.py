@@ -24,12 +24,11 @@ refuse duplicate ids, then each input file's chosen row groups are read once and
 positions, into at most MAX_BUCKETS temporary Arrow files; each bucket is then sorted into its output shards.
 """
 
-import json
 import math
 import numbers
-import os
 import shutil
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError
-from distill.generate.writer import data_files, fsync_dir, write_atomic
+from distill.io import check_output, data_files, write_json_atomic, write_table_atomic
 
 REQUIRED_COLUMNS = ("id", "messages")
 POSITION = "__mix_position"  # the output position of a row, carried through the temporary buckets
@@ -73,7 +72,9 @@ def mix(
     if rows_per_file < 1:
         raise DistillError(f"rows per file must be at least 1, got {rows_per_file}")
     out_path = Path(out)
-    sources = [_open_input(folder, weight, out_path) for folder, weight in inputs]
+    # Before anything is read: the output may not be, hold or lie inside an input folder.
+    check_output(out_path, inputs=[folder for folder, _ in inputs], overwrite=True)
+    sources = [_open_input(folder, weight) for folder, weight in inputs]
     _assign_counts(sources, total)
     schema = _union_schema(sources)
     grand_total = sum(s.count for s in sources)
@@ -109,13 +110,11 @@ def mix(
         "files": num_files,
         "columns": schema.names,
     }
-    _write_json_atomic(stats, out_path / "stats.json")
+    write_json_atomic(stats, out_path / "stats.json")
     return stats
 
 
-def _open_input(folder: str, weight, out: Path) -> _Input:
-    if Path(folder).resolve() == out.resolve():
-        raise DistillError(f"output folder {out} is also an input: write the mix to another folder")
+def _open_input(folder: str, weight) -> _Input:
     # bool is an int in Python: refuse it rather than read True as a count of 1.
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
         raise DistillError(f"weight {weight!r} for {folder}: use a row count (int) or a ratio in (0, 1] (float)")
@@ -147,13 +146,11 @@ def _open_input(folder: str, weight, out: Path) -> _Input:
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
     entries = [out / "data", out / "stats.json", out / TMP_DIR]
-    if any(e.exists() for e in entries):
-        if not overwrite:
-            raise DistillError(f"output folder {out} already holds a dataset: pass --overwrite to replace it")
-        # Only what a mix writes: other files in the folder (a README, a recipe) stay.
-        (out / "stats.json").unlink(missing_ok=True)  # first: the folder no longer claims to be complete
-        for folder in (out / "data", out / TMP_DIR):
-            shutil.rmtree(folder, ignore_errors=True)
+    check_output(out, overwrite=overwrite, holds="a dataset", can_resume=False, busy=any(e.exists() for e in entries))
+    # Only what a mix writes: other files in the folder (a README, a recipe) stay.
+    (out / "stats.json").unlink(missing_ok=True)  # first: the folder no longer claims to be complete
+    for folder in (out / "data", out / TMP_DIR):
+        shutil.rmtree(folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -168,13 +165,8 @@ def _assign_counts(sources: list[_Input], total: int | None) -> None:
         if isinstance(src.weight, int):
             src.count = src.weight
     if ratios:
-        exact = [s.weight * total for s in ratios]
-        counts = [math.floor(x) for x in exact]
-        short = round(sum(exact)) - sum(counts)
-        # Give the rows lost to rounding down to the largest remainders (ties: input order).
-        for i in sorted(range(len(ratios)), key=lambda i: -(exact[i] - counts[i]))[:short]:
-            counts[i] += 1
-        for src, count in zip(ratios, counts, strict=True):
+        exact = [Fraction(s.weight) * total for s in ratios]
+        for src, count in zip(ratios, apportion(exact, round(sum(exact))), strict=True):
             src.count = count
     if total is not None and sum(s.count for s in sources) != total:
         taken = " + ".join(str(s.count) for s in sources)
@@ -184,6 +176,57 @@ def _assign_counts(sources: list[_Input], total: int | None) -> None:
             raise DistillError(
                 f"{src.folder} holds {src.available} rows, fewer than the {src.count} asked: lower its weight"
             )
+
+
+def apportion(exact: list[Fraction], total: int) -> list[int]:
+    """Whole counts adding up to `total` for the exact shares `exact` (which add up to about `total`): each share
+    rounded down, and the rows lost to rounding given to the largest remainders (ties: input order). Python's
+    round on each share would lose or add rows: 1:1 of 1001 rounds to 500 + 500, 1:1:1 of 100 to 33 x 3."""
+    counts = [math.floor(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: -(exact[i] - counts[i]))[: max(0, total - sum(counts))]:
+        counts[i] += 1
+    return counts
+
+
+def ratio_counts(ratio: dict[str, float], available: dict[str, int], total: int | None = None) -> dict[str, int]:
+    """Rows to take from each named input for a mix with exactly `ratio`: `total` rows, or, when None, the most
+    the inputs hold (`available` rows each). Exact arithmetic, so 1:1:1 of 3 available each gives 9, not 8."""
+    shares = {name: Fraction(share) for name, share in ratio.items()}
+    whole = sum(shares.values())
+    if total is None:
+        total = min(math.floor(available[n] * whole / shares[n]) for n in shares if shares[n] > 0)
+    counts = dict(zip(shares, apportion([total * share / whole for share in shares.values()], total), strict=True))
+    short = {n: (counts[n], available[n]) for n in counts if counts[n] > available[n]}
+    if short:
+        raise DistillError(
+            f"mix: not enough kept rows for total {total}: "
+            + ", ".join(f"{n} needs {need}, has {have}" for n, (need, have) in short.items())
+        )
+    return counts
+
+
+def mix_ratio(
+    ratio: dict[str, float], folders: dict[str, str | Path], out, total: int | None = None, seed: int = 0,
+    overwrite: bool = False, rows_per_file: int = 10_000,
+) -> dict:  # fmt: skip
+    """A recipe's `mix:`: the named folders by `ratio`, `total` rows (None: the largest mix with exactly that
+    ratio that the folders hold). Counts by largest remainder, so the mix has exactly `total` rows."""
+    available = {name: _rows(Path(folders[name])) for name in ratio}
+    counts = ratio_counts(ratio, available, total)
+    if sum(counts.values()) == 0:
+        raise DistillError("mix: the filters kept no rows, so there is nothing to mix")
+    return mix(
+        [(str(folders[n]), c) for n, c in counts.items() if c > 0],
+        str(out),
+        seed=seed,
+        overwrite=overwrite,
+        rows_per_file=rows_per_file,
+    )
+
+
+def _rows(folder: Path) -> int:
+    """Rows in a folder's data/*.parquet, from the Parquet footers (nothing else is read)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in data_files(folder / "data"))
 
 
 def _union_schema(sources: list[_Input]) -> pa.Schema:
@@ -287,16 +330,5 @@ def _write_shards(tmp: Path, data_dir: Path, rows_per_file: int, num_files: int)
         for start in range(0, bucket.num_rows, rows_per_file):
             shard = (first_position + start) // rows_per_file
             final = data_dir / f"train-{shard:05d}-of-{num_files:05d}.parquet"
-            write_atomic(bucket.slice(start, rows_per_file), final)
+            write_table_atomic(bucket.slice(start, rows_per_file), final)
         sink.unlink()
-
-
-def _write_json_atomic(data: dict, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)

@@ -47,8 +47,9 @@ import pyarrow.parquet as pq
 from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.filter import run as local
+from distill.filter.consensus import label
 from distill.filter.registry import build_verifier, verifier_class
-from distill.generate.writer import data_files, fsync_dir, write_atomic
+from distill.io import check_output, clear_folder, data_files, fsync_dir, write_json_atomic, write_table_atomic
 from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, VERDICT_TYPE, filter_schema
 
 RECORD = "run.json"
@@ -61,14 +62,26 @@ INSTALL = "pip install 'distill[ray]'"
 
 
 def run_filter_ray(config: FilterConfig) -> dict:
-    files = [path.resolve() for path in local.input_files(config.inputs)]
-    local.check_columns(files)
+    from distill.filter.inputs import parse_map, prepare_inputs, write_normalized
+
+    if config.pass_rate or config.consensus != "none":
+        raise DistillError("--pass-rate and --consensus are not supported with --backend ray yet: use --backend local")
+    mapping = parse_map(config.map)
+    plans = prepare_inputs(config.inputs, config.input_format, mapping)  # every layout checked before writing
     out = Path(config.out)
-    local._check_output(out, config)
-    fingerprint = local._fingerprint(config, files)
-    record = _load_record(out, fingerprint) if config.resume else None
-    if record is not None and local.is_complete(out):
-        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    ours = lambda p: p.name in local.OUTPUT_ENTRIES  # noqa: E731
+    check_output(out, inputs=[*config.inputs, *config.decontaminate], resume=config.resume,
+                 overwrite=config.overwrite, holds="a filter output", ours=ours)  # fmt: skip
+    if config.resume and (out / local.PROGRESS).exists():
+        raise DistillError(f"{out} was written by the local backend: resume it without --backend ray, or --overwrite")
+    record = None
+    if config.resume and (out / local.SHARDS / RECORD).exists():
+        # The same normalized files as the killed run (deterministic), then the same fingerprint
+        files = write_normalized(plans, mapping, out / local.INPUTS)
+        record = _load_record(out, local._fingerprint(config, files))
+        if local.is_complete(out):
+            shutil.rmtree(out / local.INPUTS, ignore_errors=True)
+            return json.loads((out / "stats.json").read_text(encoding="utf-8"))
     names = [verifier_class(name).name for name in config.verifiers]
     for name, options in config.ray_stages.items():
         if name not in config.verifiers:
@@ -84,11 +97,15 @@ def run_filter_ray(config: FilterConfig) -> dict:
     if config.decontaminate:
         from distill.filter.decontam import Decontaminator
 
-        decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
+        decontam = Decontaminator.from_sources(
+            config.decontaminate, n=config.decontam_ngram, min_overlap=config.decontam_overlap
+        )
     if record is None:
-        if out.exists():
-            shutil.rmtree(out)
-        (out / local.SHARDS).mkdir(parents=True)
+        clear_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        files = write_normalized(plans, mapping, out / local.INPUTS)
+        fingerprint = local._fingerprint(config, files)
+        (out / local.SHARDS).mkdir()
         dump_config(config, out / "config.resolved.yaml")
         _save_json(out / local.SHARDS / RECORD, {"backend": "ray", "settings": fingerprint, "shards": len(files)})
     markers = _committed(out, len(files))
@@ -108,9 +125,11 @@ def run_filter_ray(config: FilterConfig) -> dict:
         _merge(tally, _read_json(out / local.SHARDS / f"shard-{i:05d}.json")["tally"])
     if staged:
         _merge(tally, _read_json(out / local.SHARDS / "selected.json")["tally"])
+    shutil.rmtree(out / local.INPUTS, ignore_errors=True)
+    local.write_pass_rates(out / local.PASS_RATES, tally)
     stats = tally.as_dict(config)
     # stats.json is written last: its presence marks the output complete.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, out / "stats.json")
     return stats
 
 
@@ -235,11 +254,13 @@ class _VerifierStage:
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.to_pylist()
         if self.first:
+            label(rows, {})  # gold_source: given or none (no --consensus on this backend)
             cascade = local.start_cascade(rows, self.names, self.deduper, self.decontam)
         else:
             cascade = local.Cascade(*(table.column(name).to_pylist() for name in STATE))
         local.run_verifier(self.verifier, rows, cascade, self.config)
-        base = table.select([*GENERATE_SCHEMA.names, SHARD])
+        base = table.select([*GENERATE_SCHEMA.names, "origin", SHARD])
+        base = base.append_column("gold_source", pa.array([row["gold_source"] for row in rows], pa.string()))
         verdicts = {f"verdict_{n}": pa.array([r[f"verdict_{n}"] for r in rows], VERDICT_TYPE) for n in self.names}
         if self.last:
             reasons = local.finish_cascade(cascade, self.config)
@@ -373,7 +394,8 @@ def _commit_shard(out: Path, files, i: int, table: pa.Table, names, staged: bool
     shard = local.Tally(names, decontam)
     written = []
     if table.num_rows:
-        small = table.select(["domain", "prompt_id", "problem", "filter_reason"] + [f"verdict_{n}" for n in names])
+        columns = ["domain", "prompt_id", "problem", "gold_source", "filter_reason"]
+        small = table.select(columns + [f"verdict_{n}" for n in names])
         for row in small.to_pylist():
             shard.count(row, row["filter_reason"])
             if row["filter_reason"] is None and not staged:
@@ -388,7 +410,7 @@ def _commit_shard(out: Path, files, i: int, table: pa.Table, names, staged: bool
                 prefix = "rejected" if rejected_schema else "train"
                 path = out / folder / f"{prefix}-{name}.parquet"
                 path.parent.mkdir(exist_ok=True)
-                write_atomic(_conform(part, filter_schema(names, rejected=rejected_schema)), path)
+                write_table_atomic(_conform(part, filter_schema(names, rejected=rejected_schema)), path)
                 written.append(f"{folder}/{path.name}")
     _save_json(out / local.SHARDS / f"shard-{i:05d}.json", {"files": written, "tally": _state(shard)})
 
@@ -442,12 +464,12 @@ def _select(out: Path, files, names: list[str], config: FilterConfig) -> None:
         name = _shard_name(i, len(files))
         if keep.num_rows:
             (out / "data").mkdir(exist_ok=True)
-            write_atomic(keep, out / "data" / f"train-{name}.parquet")
+            write_table_atomic(keep, out / "data" / f"train-{name}.parquet")
             written.append(f"data/train-{name}.parquet")
         if drop.num_rows:
             change.dropped["not_selected"] += drop.num_rows
             reason = pa.array(["not_selected"] * drop.num_rows, pa.string())
-            write_atomic(_conform(drop.append_column("filter_reason", reason), rejected_schema),
+            write_table_atomic(_conform(drop.append_column("filter_reason", reason), rejected_schema),
                          out / "rejected" / f"not-selected-{name}.parquet")  # fmt: skip
             written.append(f"rejected/not-selected-{name}.parquet")
     _save_json(marker, {"files": written, "tally": _state(change)})
@@ -466,6 +488,8 @@ def _state(tally) -> dict:
         "domain_total": dict(tally.domain_total), "domain_kept": dict(tally.domain_kept),
         "contamination": dict(tally.contamination), "contaminated_examples": dict(tally.contaminated_examples),
         "prompts": sorted(tally.prompts), "prompts_kept": sorted(tally.prompts_kept),
+        "gold_source": dict(tally.gold_source), "per_prompt": dict(tally.per_prompt),
+        "per_prompt_verifier": {name: dict(prompts) for name, prompts in tally.per_prompt_verifier.items()},
     }  # fmt: skip
 
 
@@ -473,7 +497,7 @@ def _merge(tally, state: dict) -> None:
     """Add one shard's counts; merged in input order, the result is what one pass over all rows counts."""
     tally.total += state["total"]
     tally.kept += state["kept"]
-    for name in ("dropped", "domain_total", "domain_kept", "contamination"):
+    for name in ("dropped", "domain_total", "domain_kept", "contamination", "gold_source"):
         getattr(tally, name).update(state[name])
     for name, counts in state["verifier"].items():
         tally.verifier[name].update(counts)
@@ -482,6 +506,13 @@ def _merge(tally, state: dict) -> None:
         have.extend(examples[: max(0, 20 - len(have))])  # Tally.count keeps the first 20 of each benchmark
     tally.prompts.update(state["prompts"])
     tally.prompts_kept.update(state["prompts_kept"])
+    for mine, theirs in [(tally.per_prompt, state["per_prompt"])] + [
+        (tally.per_prompt_verifier[name], prompts) for name, prompts in state["per_prompt_verifier"].items()
+    ]:
+        for prompt_id, (n, passed) in theirs.items():
+            counts = mine[prompt_id]
+            counts[0] += n
+            counts[1] += passed
 
 
 def _load_record(out: Path, fingerprint: dict) -> dict | None:
@@ -559,14 +590,23 @@ def _read(ray, files: list[Path], columns: list[str], shards: list[int] | None =
 
 
 def _read_group(item: pa.Table, columns: list[str]) -> pa.Table:
+    """One row group, with `origin` (the local backend's `file:row` for generate outputs) and the shard index."""
     shard, path, group = (item.column(name)[0].as_py() for name in ("shard", "path", "group"))
-    schema = pa.schema([GENERATE_SCHEMA.field(name) for name in columns] + [pa.field(SHARD, pa.int64())])
+    schema = pa.schema([GENERATE_SCHEMA.field(name) for name in columns])
+    schema = schema.append(pa.field("origin", pa.string())).append(pa.field(SHARD, pa.int64()))
     if shard < 0:
         return schema.empty_table()
-    table = pq.ParquetFile(path).read_row_group(group, columns=columns)
-    table = pa.Table.from_arrays([table.column(name).cast(GENERATE_SCHEMA.field(name).type) for name in columns],
-                                 names=columns)  # fmt: skip
-    return table.append_column(SHARD, pa.array([shard] * table.num_rows, pa.int64()))
+    parquet = pq.ParquetFile(path)
+    has_origin = "origin" in parquet.schema_arrow.names
+    table = parquet.read_row_group(group, columns=columns + (["origin"] if has_origin else []))
+    arrays = [table.column(name).cast(GENERATE_SCHEMA.field(name).type) for name in columns]
+    if has_origin:
+        arrays.append(table.column("origin"))
+    else:
+        offset = sum(parquet.metadata.row_group(g).num_rows for g in range(group))
+        arrays.append(pa.array([f"{path}:{offset + i}" for i in range(table.num_rows)], pa.string()))
+    arrays.append(pa.array([shard] * table.num_rows, pa.int64()))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _cluster_cpus(ray) -> int:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError, MissingDependency
-from distill.generate.writer import data_files
+from distill.io import check_not_input, data_files, write_text_atomic
 
 REPORT_NAME = "report.html"
 HIST_CAP = 100_000  # values per histogram side; a uniform sample beyond that
@@ -209,6 +209,21 @@ def bar_plot(values: dict, title: str, xlabel: str, percent: bool = False) -> st
         return _png(fig)
 
 
+def pass_rate_plot(histogram: dict, window: str | None) -> str:
+    """Prompts per pass-rate bucket, in bucket order (0 = never solved, 1 = always): the difficulty spread."""
+    labels, counts = list(histogram), [int(v) for v in histogram.values()]
+    with _plot_context():
+        fig, ax = _figure()
+        ax.bar(labels, counts, color="#4c72b0")
+        for x, n in enumerate(counts):
+            ax.text(x, n, f"{n:,}", ha="center", va="bottom", fontsize=8)
+        title = "Prompts by pass rate" + (f" (kept window {window})" if window else "")
+        ax.set_title(title)
+        ax.set_xlabel("share of a prompt's samples that passed")
+        ax.set_ylabel("prompts")
+        return _png(fig)
+
+
 def length_plot(kept: Reservoir, rejected: Reservoir) -> str:
     with _plot_context():
         fig, ax = _figure()
@@ -373,6 +388,8 @@ def write_report(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     stats = load_stats(folder)
     kept_files, rejected_files = data_files(folder / "data"), data_files(folder / "rejected")
+    # The page is the one thing written: it may not be (a link to) a file it describes.
+    check_not_input(folder / REPORT_NAME, [*kept_files, *rejected_files, folder / "stats.json"], flag="the report")
     kept_lengths, kept_scores, kept_rows = scan(kept_files)
     rejected_lengths, rejected_scores, rejected_rows = scan(rejected_files)
     rng = random.Random(SEED)
@@ -387,6 +404,14 @@ def write_report(folder: str | os.PathLike) -> Path:
     if isinstance(by_domain, dict) and by_domain:
         caption = "Pass rate per domain"
         plots.append((caption, bar_plot(by_domain, caption, "rows kept (%)", percent=True)))
+    histogram = stats.get("prompt_pass_rate_histogram")
+    if isinstance(histogram, dict) and isinstance(histogram.get("all"), dict) and sum(histogram["all"].values()):
+        caption = "Prompts by pass rate"
+        plots.append((caption, pass_rate_plot(histogram["all"], stats.get("pass_rate_window"))))
+    gold_source = stats.get("gold_source")
+    if isinstance(gold_source, dict) and gold_source.get("majority"):
+        caption = "Where the gold came from (rows)"
+        plots.append((caption, bar_plot(gold_source, caption, "rows")))
     if len(kept_lengths.values) or len(rejected_lengths.values):
         plots.append(("Reasoning length, kept vs rejected", length_plot(kept_lengths, rejected_lengths)))
     scored = [r for r in (kept_scores, rejected_scores) if r is not None and len(r.values)]
@@ -415,8 +440,7 @@ def write_report(folder: str | os.PathLike) -> Path:
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     out = folder / REPORT_NAME
-    # Written under a temporary name and renamed: a reader never sees half a page.
-    tmp = folder / f".{REPORT_NAME}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    # Written under a temporary name and renamed: a reader never sees half a page, and a link planted under the
+    # report's name is replaced, never written through (it could point at the data the page describes).
+    write_text_atomic(page, out, durable=False)
     return out

@@ -13,7 +13,6 @@ rows already done), and goes on from the next row: no row is lost or written twi
 
 import heapq
 import json
-import os
 import shutil
 import sys
 from collections import Counter, defaultdict
@@ -27,64 +26,27 @@ import pyarrow.parquet as pq
 from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError
 from distill.filter.base import Verdict
+from distill.filter.consensus import check_consensus, label, majority_golds
 from distill.filter.registry import CORRECTNESS, build_verifier
-from distill.generate.writer import ShardWriter, data_files, fsync_dir
+from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic, write_text_atomic
 from distill.schema import GENERATE_SCHEMA, filter_schema
+from distill.secrets import scrub_config
 
 KEPT_PREFIX = "train-00000-of-00001"
 REJECTED_PREFIX = "rejected-00000-of-00001"
 PROGRESS = "progress.json"
 SHARDS = ".shards"  # --backend ray: its run record and one commit marker per input shard
+INPUTS = ".inputs"  # imported traces normalized to the generate layout (removed when the run completes)
+PASS_RATES = "pass_rates.jsonl"
 OUTPUT_ENTRIES = {
-    "data",
-    "rejected",
-    ".staging",
-    "stats.json",
-    "config.resolved.yaml",
-    "report.html",
-    PROGRESS,
+    "data", "rejected", ".staging", "stats.json", "config.resolved.yaml", "report.html", PROGRESS, INPUTS, PASS_RATES,
     SHARDS,
-}
+}  # fmt: skip
 # The settings that decide which row lands where: a run may only be resumed with the same ones.
 RESULT_SETTINGS = (
     "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
-    "decontam_ngram",
+    "decontam_ngram", "decontam_overlap", "input_format", "map", "pass_rate", "consensus", "min_agreement",
 )  # fmt: skip
-
-
-def input_files(inputs: list[str]) -> list[Path]:
-    """Parquet files of the inputs: generate output folders, their data/ folders, or files."""
-    files: list[Path] = []
-    for name in inputs:
-        path = Path(name)
-        if path.is_file():
-            files.append(path)
-        elif (path / "data").is_dir():
-            files.extend(data_files(path / "data"))
-        elif path.is_dir():
-            files.extend(data_files(path))
-        else:
-            raise DistillError(f"input not found: {name}")
-    if not files:
-        raise DistillError(f"no Parquet files in {', '.join(inputs)}: pass `distill generate` output folders")
-    return files
-
-
-def check_columns(files: list[Path]) -> None:
-    """Every generate column must be there with its type, so a wrong input fails now and not mid-run."""
-    for path in files:
-        try:
-            schema = pq.read_schema(path)
-        except Exception as exc:  # pyarrow raises several types for damaged files
-            raise DistillError(f"{path} is not a readable Parquet file ({exc})") from None
-        missing = [f.name for f in GENERATE_SCHEMA if f.name not in schema.names]
-        if missing:
-            raise DistillError(f"{path} lacks columns {', '.join(missing)}: is it a `distill generate` output?")
-        for field in GENERATE_SCHEMA:
-            if not schema.field(field.name).type.equals(field.type):
-                raise DistillError(
-                    f"{path}: column `{field.name}` is {schema.field(field.name).type}, expected {field.type}"
-                )
 
 
 def to_messages(row: dict) -> list[dict] | None:
@@ -119,22 +81,34 @@ class Tally:
         self.verifier = {name: Counter() for name in names}
         self.domain_total: Counter = Counter()
         self.domain_kept: Counter = Counter()
+        self.gold_source: Counter = Counter()  # rows by where their gold came from: given, majority, none
         self.contamination: Counter = Counter()
         self.contaminated_examples: dict[str, list] = defaultdict(list)
         self.prompts: set[str] = set()
         self.prompts_kept: set[str] = set()
+        # Per prompt: [samples, samples that passed every check] and per verifier [checked, passed].
+        self.per_prompt: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.per_prompt_verifier = {name: defaultdict(lambda: [0, 0]) for name in names}
 
     def count(self, row: dict, reason: str | None) -> None:
         """One input row, verified: `reason` is why it was dropped, None when it passed."""
         self.total += 1
         self.domain_total[row["domain"]] += 1
+        self.gold_source[row.get("gold_source") or "none"] += 1
         self.prompts.add(row["prompt_id"])
+        samples = self.per_prompt[row["prompt_id"]]
+        samples[0] += 1
+        # Passed verification: kept, or dropped only later by selection or the pass-rate window.
+        samples[1] += reason is None or reason == "not_selected" or reason.startswith("pass_rate_")
         for name in self.names:
             verdict = row.get(f"verdict_{name}")
             if verdict is None:
                 continue
             counts = self.verifier[name]
             counts["checked"] += 1
+            mine = self.per_prompt_verifier[name][row["prompt_id"]]
+            mine[0] += verdict["passed"] is not None
+            mine[1] += bool(verdict["passed"])
             counts["unverified" if verdict["passed"] is None else "passed" if verdict["passed"] else "failed"] += 1
         if reason is None:
             return
@@ -150,6 +124,25 @@ class Tally:
         self.domain_kept[row["domain"]] += 1
         self.prompts_kept.add(row["prompt_id"])
 
+    def prompt_pass_rates(self) -> dict[str, float]:
+        """Each prompt's share of samples that passed every check (what --pass-rate selects on)."""
+        return {pid: passed / n for pid, (n, passed) in self.per_prompt.items() if n}
+
+    def pass_rate_histogram(self) -> dict:
+        """Prompts per pass-rate bucket (0, (0,0.2], ..., (0.8,1) and 1), overall and per verifier."""
+
+        def buckets(rates) -> dict[str, int]:
+            counts = Counter()
+            for rate in rates:
+                counts[pass_rate_bucket(rate)] += 1
+            return {b: counts[b] for b in PASS_RATE_BUCKETS}
+
+        per_verifier = {
+            name: buckets(p / c for c, p in prompts.values() if c)
+            for name, prompts in self.per_prompt_verifier.items()
+        }
+        return {"all": buckets(self.prompt_pass_rates().values()), "verifiers": per_verifier}
+
     def as_dict(self, config: FilterConfig) -> dict:
         stats = {"total": self.total, "kept": self.kept, "rejected": self.total - self.kept}
         stats.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
@@ -162,10 +155,65 @@ class Tally:
         stats["pass_rate_by_domain"] = {d: _rate(self.domain_kept[d], n) for d, n in sorted(self.domain_total.items())}
         stats["prompts"] = len(self.prompts)
         stats["prompts_without_kept_sample"] = len(self.prompts - self.prompts_kept)
+        stats["prompt_pass_rate_histogram"] = self.pass_rate_histogram()
+        stats["gold_source"] = {k: self.gold_source[k] for k in ("given", "majority", "none")}
+        if config.consensus != "none":
+            stats["consensus"] = {"method": config.consensus, "min_agreement": config.min_agreement}
+        if config.pass_rate:
+            stats["pass_rate_window"] = config.pass_rate
         if config.decontaminate:
             stats["contamination"] = dict(self.contamination)
             stats["contaminated_examples"] = dict(self.contaminated_examples)
         return stats
+
+
+PASS_RATE_BUCKETS = ("0", "0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1", "1")
+
+
+def pass_rate_bucket(rate: float) -> str:
+    if rate <= 0:
+        return "0"
+    if rate >= 1:
+        return "1"
+    return PASS_RATE_BUCKETS[1 + min(4, int(rate * 5 - 1e-9))]
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    """`--pass-rate 0.2:0.8` as (0.2, 0.8): prompts whose pass rate lies outside are dropped."""
+    if not text:
+        return None
+    low, sep, high = str(text).partition(":")
+    try:
+        window = (float(low) if low.strip() else 0.0, float(high) if high.strip() else 1.0)
+    except ValueError:
+        window = None
+    if not sep or window is None or not 0 <= window[0] <= window[1] <= 1:
+        raise DistillError(f"--pass-rate takes MIN:MAX between 0 and 1 (e.g. 0.2:0.8), got `{text}`")
+    return window
+
+
+def window_reason(rate: float | None, window) -> str | None:
+    """Why a prompt with this pass rate falls outside the window (None: inside, or no window)."""
+    if window is None or rate is None:
+        return None
+    if rate < window[0]:
+        return "pass_rate_too_hard"
+    if rate > window[1]:
+        return "pass_rate_too_easy"
+    return None
+
+
+def write_pass_rates(path: Path, tally: Tally) -> None:
+    """One line per prompt: samples, passed, pass rate and the pass rate per verifier (of the samples it checked)."""
+    lines = []
+    for pid, (n, passed) in sorted(tally.per_prompt.items()):
+        verifiers = {}
+        for name, prompts in tally.per_prompt_verifier.items():
+            if pid in prompts and prompts[pid][0]:
+                verifiers[name] = round(prompts[pid][1] / prompts[pid][0], 4)
+        record = {"prompt_id": pid, "samples": n, "passed": passed, "pass_rate": _rate(passed, n)}
+        lines.append(json.dumps({**record, "verifiers": verifiers}) + "\n")
+    write_text_atomic("".join(lines), path, durable=False)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -183,15 +231,32 @@ def run_filter(config: FilterConfig) -> dict:
         from distill.filter.ray_backend import run_filter_ray
 
         return run_filter_ray(config)
-    files = input_files(config.inputs)
-    check_columns(files)
+    from distill.filter.inputs import parse_map, prepare_inputs, write_normalized
+
+    mapping = parse_map(config.map)
+    plans = prepare_inputs(config.inputs, config.input_format, mapping)  # every layout checked before writing
+    window = parse_window(config.pass_rate)
+    check_consensus(config.consensus, config.min_agreement)
     out = Path(config.out)
-    _check_output(out, config)
-    fingerprint = _fingerprint(config, files)
+    # Before anything is read into or deleted from the output: it may not be, hold or lie in an input.
+    check_output(
+        out,
+        inputs=[*config.inputs, *config.decontaminate],
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="a filter output",
+        ours=lambda p: p.name in OUTPUT_ENTRIES,
+    )
     if config.resume and (out / SHARDS).exists():
         raise DistillError(f"{out} was written by --backend ray: resume it with --backend ray, or pass --overwrite")
-    progress = _load_progress(out, fingerprint) if config.resume else None
+    if config.resume and (out / PROGRESS).exists():
+        files = write_normalized(plans, mapping, out / INPUTS)  # deterministic: the same files as the killed run
+    else:
+        files = None
+    fingerprint = _fingerprint(config, files) if files is not None else None
+    progress = _load_progress(out, fingerprint) if config.resume and fingerprint is not None else None
     if progress is not None and is_complete(out):
+        shutil.rmtree(out / INPUTS, ignore_errors=True)  # written again above only to check the fingerprint
         return json.loads((out / "stats.json").read_text(encoding="utf-8"))
 
     verifiers = [build_verifier(name, options) for name, options in config.verifiers.items()]
@@ -204,12 +269,15 @@ def run_filter(config: FilterConfig) -> dict:
     if config.decontaminate:
         from distill.filter.decontam import Decontaminator
 
-        decontam = Decontaminator.from_sources(config.decontaminate, n=config.decontam_ngram)
+        decontam = Decontaminator.from_sources(
+            config.decontaminate, n=config.decontam_ngram, min_overlap=config.decontam_overlap
+        )
 
     if progress is None:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        clear_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        files = write_normalized(plans, mapping, out / INPUTS)
+        fingerprint = _fingerprint(config, files)
         dump_config(config, out / "config.resolved.yaml")
         progress = {"settings": fingerprint, "rows_done": 0, "selected": False, "files": []}
         _save_progress(out, progress)
@@ -217,7 +285,7 @@ def run_filter(config: FilterConfig) -> dict:
         _drop_uncommitted(out, progress)
     kept_schema, rejected_schema = filter_schema(names), filter_schema(names, rejected=True)
     # With --select best, passing rows wait in .staging until every sample of their prompt has been seen.
-    staged = config.select == "best"
+    staged = config.select == "best" or window is not None
     kept = ShardWriter(out / (".staging" if staged else "data"), KEPT_PREFIX, kept_schema)
     rejected = ShardWriter(out / "rejected", REJECTED_PREFIX, rejected_schema)
     tally = Tally(names, decontam)
@@ -225,6 +293,7 @@ def run_filter(config: FilterConfig) -> dict:
     best: dict[str, list] = defaultdict(list)  # prompt -> heap of (score, id), for --select best
     _recount(out, progress, tally, per_prompt, best, staged, config)
     total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    golds = majority_golds(files, config.min_agreement) if config.consensus == "majority" else {}
 
     from tqdm import tqdm
 
@@ -250,6 +319,7 @@ def run_filter(config: FilterConfig) -> dict:
             if done_before:  # verified by the killed run: only the dedupe memory must see these prompts again
                 _screen(batch, deduper, decontam)
                 continue
+            label(batch, golds)
             reasons = _verify_batch(batch, verifiers, deduper, decontam, config)
             for row, reason in zip(batch, reasons, strict=True):
                 row["messages"] = to_messages(row)
@@ -261,7 +331,7 @@ def run_filter(config: FilterConfig) -> dict:
                 tally.count(row, reason)
                 if reason is None:
                     buffers["kept"].append(row)
-                    if staged:
+                    if config.select == "best":
                         _remember_best(best, row, names, config.max_per_prompt or 1)
                     else:
                         tally.count_kept(row)
@@ -274,34 +344,23 @@ def run_filter(config: FilterConfig) -> dict:
             bar.update(len(batch))
         commit()
         if staged and not progress["selected"]:
-            _select_best(out, best, kept_schema, rejected, tally, progress)
+            _select_best(out, best, kept_schema, rejected, tally, progress, window, config)
         shutil.rmtree(out / ".staging", ignore_errors=True)
+        shutil.rmtree(out / INPUTS, ignore_errors=True)
+        write_pass_rates(out / PASS_RATES, tally)
     finally:
         bar.close()
         for verifier in verifiers:
             verifier.close()
     stats = tally.as_dict(config)
     # stats.json is written last: its presence marks the output complete.
-    (out / "stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, out / "stats.json")
     return stats
-
-
-def _check_output(out: Path, config: FilterConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.overwrite or config.resume):
-            raise DistillError(
-                f"output folder {out} already exists: pass --resume to finish it or --overwrite to replace it"
-            )
-        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-        if strangers:
-            raise DistillError(f"refusing to write into {out}: it holds files distill did not write ({strangers[0]})")
 
 
 def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
     """What decides the output: the input files (and their row counts) and the settings that place rows."""
-    settings = {name: getattr(config, name) for name in RESULT_SETTINGS}
+    settings = scrub_config({name: getattr(config, name) for name in RESULT_SETTINGS})  # kept on disk: no keys
     inputs = [[str(path.resolve()), pq.ParquetFile(path).metadata.num_rows] for path in files]
     return json.loads(json.dumps({**settings, "inputs": inputs}))  # the JSON form, as read back on resume
 
@@ -328,13 +387,7 @@ def _load_progress(out: Path, fingerprint: dict) -> dict | None:
 
 def _save_progress(out: Path, progress: dict) -> None:
     """Atomic and durable: the record never names a file that is not complete on disk."""
-    tmp = out / f".{PROGRESS}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(progress, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, out / PROGRESS)
-    fsync_dir(out)
+    write_json_atomic(progress, out / PROGRESS, indent=None)
 
 
 def _drop_uncommitted(out: Path, progress: dict) -> None:
@@ -359,7 +412,8 @@ def _recount(out: Path, progress: dict, tally: Tally, per_prompt: Counter, best:
                     if reason is not None:
                         continue
                     if folder == ".staging":
-                        _remember_best(best, row, tally.names, config.max_per_prompt or 1)
+                        if config.select == "best":
+                            _remember_best(best, row, tally.names, config.max_per_prompt or 1)
                     else:
                         tally.count_kept(row)
                         per_prompt[row["prompt_id"]] += 1
@@ -371,15 +425,20 @@ def _batches(files: list[Path], batch_size: int, rows_done: int, replay: bool):
     The first `rows_done` rows were verified by an interrupted run; they are read again only when `replay`
     (the dedupe memory must see them), and skipped unread otherwise.
     """
-    columns = GENERATE_SCHEMA.names
     seen = 0
     for path in files:
         parquet = pq.ParquetFile(path)
+        has_origin = "origin" in parquet.schema_arrow.names
+        columns = GENERATE_SCHEMA.names + (["origin"] if has_origin else [])
+        start = seen
         if not replay and seen + parquet.metadata.num_rows <= rows_done:
             seen += parquet.metadata.num_rows
             continue
         for record_batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
             rows = record_batch.to_pylist()
+            if not has_origin:  # a generate output: the file and row the sample came from
+                for i, row in enumerate(rows):
+                    row["origin"] = f"{path}:{seen - start + i}"
             if seen >= rows_done:
                 yield rows, False
             elif seen + len(rows) <= rows_done:
@@ -492,15 +551,34 @@ def _remember_best(best: dict, row: dict, names: list[str], k: int) -> None:
         heapq.heappushpop(heap, item)
 
 
-def _select_best(out: Path, best: dict, kept_schema, rejected: ShardWriter, tally: Tally, progress: dict) -> None:
+def _select_best(
+    out: Path, best: dict, kept_schema, rejected: ShardWriter, tally: Tally, progress: dict, window, config
+) -> None:
     """Move the winners of .staging to data/ and the others to rejected/; one progress record at the end, so a
-    run killed halfway deletes what it moved and selects again from .staging, which is removed only after."""
-    winners = {item[2] for heap in best.values() for item in heap}
+    run killed halfway deletes what it moved and selects again from .staging, which is removed only after.
+
+    Winners: inside the --pass-rate window (when given), then the best-scored (--select best) or the first
+    --max-per-prompt samples of their prompt."""
+    rates = tally.prompt_pass_rates()
+    if config.select == "best":
+        winners = {
+            item[2] for pid, heap in best.items() if window_reason(rates.get(pid), window) is None for item in heap
+        }
+    else:
+        winners, taken = set(), Counter()
+        for path in data_files(out / ".staging"):
+            for pid, sid in zip(*pq.read_table(path, columns=["prompt_id", "id"]).columns, strict=True):
+                pid = pid.as_py()
+                if window_reason(rates.get(pid), window) is not None:
+                    continue
+                if not config.max_per_prompt or taken[pid] < config.max_per_prompt:
+                    taken[pid] += 1
+                    winners.add(sid.as_py())
     kept = ShardWriter(out / "data", KEPT_PREFIX, kept_schema)
     written = []
     for path in data_files(out / ".staging"):
         table = pq.read_table(path)
-        chosen = pc.is_in(table.column("id"), value_set=pa.array(sorted(winners)))
+        chosen = pc.is_in(table.column("id"), value_set=pa.array(sorted(winners), pa.string()))
         keep = table.filter(chosen)
         drop = table.filter(pc.invert(chosen))
         for row in keep.to_pylist():
@@ -508,10 +586,11 @@ def _select_best(out: Path, best: dict, kept_schema, rejected: ShardWriter, tall
         if keep.num_rows:
             written.append(kept.write(keep.to_pylist()))
         if drop.num_rows:
-            tally.dropped["not_selected"] += drop.num_rows
             rows = drop.to_pylist()
             for row in rows:
-                row["filter_reason"] = "not_selected"
+                # Outside the --pass-rate window says more than "not selected": it names which side.
+                row["filter_reason"] = window_reason(rates.get(row["prompt_id"]), window) or "not_selected"
+                tally.dropped[row["filter_reason"]] += 1
             written.append(rejected.write(rows))
     staged = {f".staging/{path.name}" for path in data_files(out / ".staging")}
     progress["files"] = [name for name in progress["files"] if name not in staged]

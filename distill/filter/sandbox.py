@@ -1,10 +1,30 @@
 """Run untrusted, model-written programs in a sandbox.
 
-Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid namespace, no nested user namespaces),
-a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its working
-directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the rest of
-`/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes and file size, and a
+Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC namespaces, no nested user
+namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
+working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
+rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
+file size, a seccomp filter (`seccomp.SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
 wall-clock timeout after which its whole process tree is killed.
+
+What is bounded, and how:
+- memory: RLIMIT_AS per process (`memory_mb`), times at most `max_processes` processes; the memory RLIMIT_AS does
+  not count is refused by the seccomp filter (System V shared memory, message queues and semaphores, memfds,
+  POSIX message queues: a sample pinned 1.25 GB of detached System V segments and 1.2 GB of memfds under a 512 MB
+  limit before, 0 MB now, measured by /proc/meminfo Shmem), and the tmpfs folders are size-limited;
+- disk: nothing of the host is writable; output goes through pipes (a file would let `fallocate` with
+  FALLOC_FL_KEEP_SIZE reserve host disk at size 0), `max_output_bytes` kept of each of stdout and stderr, the rest
+  read and dropped (so a flood is neither stored nor blocks the program), flagged apart: `output_truncated` for
+  stdout, `stderr_truncated` for stderr;
+- host kernel state: no keyring calls (the launching shell's session keyring held secrets a sample could read,
+  and a key a sample added was read by the next), and none of the other calls Docker's default profile refuses
+  that a test has no use for (io_uring, bpf, perf events, userfaultfd, ptrace, mounts, namespaces, modules, ...);
+- CPU time, processes and threads, open files, file size, wall clock: rlimits and the kill of the whole tree.
+What is not: kernel memory a process holds outside these limits (socket buffers, up to a few hundred KB per
+socket and 256 sockets per process; pipe buffers, up to the kernel's per-user cap; page tables), CPU contention
+between runs, timing side channels. No cgroup is used (containers rarely delegate one). The seccomp filter exists
+for x86_64 and aarch64; on other machines those calls are allowed. The unsandboxed mode has none of this but the
+rlimits.
 When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
 RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
 clock.
@@ -12,7 +32,8 @@ clock.
 Each concurrent run gets its own uid (RLIMIT_NPROC counts the processes of a uid, so one sample's fork bomb must
 not starve another sample's run of processes). The uids come from `uid_base` upwards: a range that systemd leaves
 unused (above its container ranges, which end at 0x6FFFFFFF; below 2**31, which some tools read as signed). A run
-holds its uid with an exclusive lock on a file in /tmp/distill-sandbox-uids, so that every process of the host
+holds its uid with an exclusive lock on a file in /run/distill-sandbox-uids (root's own folder, mode 0700,
+checked before use: never world-writable /tmp), so that every process of the host
 (two filters, a math pool's workers, two test sessions) gets a different one: after a run, every process of its uid
 is killed, which must never hit another run's program. The kernel drops the lock when its holder dies.
 
@@ -21,6 +42,7 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
     prlimit --cpu=S:S --as=B --nproc=N --fsize=B --core=0 --nofile=256 --
       setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
       bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
+        --seccomp 4
         --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
         --proc /proc --dev /dev --size B --tmpfs /dev/shm --remount-ro /dev
         --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
@@ -30,11 +52,9 @@ The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import queue
 import resource
-import select
 import shutil
 import signal
 import subprocess
@@ -48,12 +68,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.filter.procs import (
+    OutputDrain,
+    count_tasks,
+    kill_child,
+    kill_group_and_reap,
+    kill_uid,
+    read_status,
+    wait_for_exit,
+)
+from distill.filter.seccomp import seccomp_filter
 
 SANDBOX_WORKDIR = "/work"
 SANDBOX_PATH = "/usr/bin:/bin"
 # Above systemd's container uid ranges and below 2**31 (see the module docstring).
 DEFAULT_UID_BASE = 0x70000000
-UID_LOCKS = "/tmp/distill-sandbox-uids"
+# Root-owned (root is the only user that claims uids, see `_lock_folder`); /run is a tmpfs: no stale locks.
+UID_LOCKS = "/run/distill-sandbox-uids" if os.path.isdir("/run") else "/var/lib/distill-sandbox-uids"
 UID_RANGE = 4096  # uids tried from uid_base: the most sandboxed runs at once on one host, all processes together
 # System files a program may need besides /usr (the dynamic linker's cache, the time zone, `alternatives`
 # symlinks some /usr/bin entries point through). Bound read-only, and only the ones that exist.
@@ -72,8 +103,9 @@ class RunResult:
 
     `returncode` is the program's exit status, 128+N when signal N killed it (bwrap's convention, used for the
     unsandboxed path too), None when it never finished (timeout) or never started. `started` is False when the
-    sandbox itself failed (then `stderr` says why). `output_truncated` is True when stdout or stderr was longer than
-    what we read back (or the file-size limit stopped the program).
+    sandbox itself failed (then `stderr` says why). `output_truncated` is True when stdout was longer than what we
+    keep (or the file-size limit stopped the program); `stderr_truncated` when stderr was: a flood on stderr says
+    nothing about the answer on stdout.
     """
 
     returncode: int | None
@@ -84,6 +116,7 @@ class RunResult:
     output_truncated: bool = False
     started: bool = True
     elapsed: float = 0.0
+    stderr_truncated: bool = False
 
     @property
     def memory_error(self) -> bool:
@@ -242,14 +275,14 @@ class Sandbox:
         uid, lock = (slot, None)
         if self.drop_privileges:
             uid, lock = _claim_uid(self.uid_base)
-            _kill_uid(uid)  # a run killed with its filter may have left processes under this uid
+            kill_uid(uid)  # a run killed with its filter may have left processes under this uid
         host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=self._tmp_root)
         try:
             return self._run_in(Path(host), uid, files, argv, stdin, timeout)
         finally:
             shutil.rmtree(host, ignore_errors=True)
             if self.drop_privileges:
-                _kill_uid(uid)
+                kill_uid(uid)
             if lock is not None:
                 os.close(lock)  # releases the flock
             self._slots.put(slot)
@@ -257,8 +290,10 @@ class Sandbox:
     def _run_in(
         self, host: Path, uid: int, files: Mapping[str, str], argv: Sequence[str], stdin: str, timeout: float
     ) -> RunResult:
-        # host/src holds the program (readable by the sandbox uid, which bind-mounts it); host/io holds stdin, the
-        # captured output and bwrap's status, only as file descriptors: the sandbox never sees that folder.
+        # host/src holds the program (readable by the sandbox uid, which bind-mounts it); host/io holds stdin,
+        # bwrap's status and the seccomp filter, only as file descriptors: the sandbox never sees that folder.
+        # stdout and stderr are pipes, drained with a byte cap: files would let `fallocate(FALLOC_FL_KEEP_SIZE)`
+        # reserve host disk that the file-size limit never sees (the size stays 0).
         os.chmod(host, 0o755)
         src, io_dir = host / "src", host / "io"
         src.mkdir(mode=0o755)
@@ -267,6 +302,8 @@ class Sandbox:
             (src / name).write_text(text, encoding="utf-8")
             os.chmod(src / name, 0o644)
         (io_dir / "stdin").write_text(stdin, encoding="utf-8")
+        bpf = None if self.unsandboxed else seccomp_filter()
+        (io_dir / "seccomp").write_bytes(bpf or b"")
         program = self._resolve(argv[0])
         if program is None:
             where = "under /usr" if not self.unsandboxed else "on PATH"
@@ -274,53 +311,70 @@ class Sandbox:
         # The wall clock decides a timeout; the CPU-time limit, a second later, is the backstop should the wall
         # clock fail, so the two never race to classify the same infinite loop.
         cpu = self.cpu_seconds if self.cpu_seconds is not None else timeout + 1.0
-        with (
-            open(io_dir / "stdin", "rb") as f_in,
-            open(io_dir / "stdout", "wb") as f_out,
-            open(io_dir / "stderr", "wb") as f_err,
-            open(io_dir / "status", "wb") as f_status,
-        ):
-            if self.unsandboxed:
-                cmd = [program, *argv[1:]]
-                popen_kw = dict(
-                    cwd=src,
-                    env={"PATH": SANDBOX_PATH, "HOME": str(src), "TMPDIR": str(src), "LANG": "C.UTF-8"},
-                    preexec_fn=self._limits_preexec(cpu),
-                )
-            else:
-                cmd = [
-                    *self._prlimit_argv(cpu),
-                    *self._drop_argv(uid),
-                    *self._bwrap_argv(src, files, f_status.fileno()),
-                    program,
-                    *argv[1:],
-                ]
-                popen_kw = dict(cwd="/", env={}, pass_fds=(f_status.fileno(),))
-            start = time.monotonic()
-            try:
-                proc = subprocess.Popen(
-                    cmd, stdin=f_in, stdout=f_out, stderr=f_err, start_new_session=True, **popen_kw
-                )
-            except OSError as exc:
-                return RunResult(None, "", f"cannot start {cmd[0]}: {exc}", started=False)
-            timed_out = not _wait_for_exit(proc, timeout)
-            elapsed = time.monotonic() - start
-            if timed_out and not self.unsandboxed:
-                # Kill the pid namespace's init (which takes every process in it along) before bwrap, so that bwrap
-                # reaps it: killing bwrap first orphans the init to the host's pid 1, where it may linger as a
-                # zombie that still counts towards the uid's RLIMIT_NPROC.
-                _kill_child(proc.pid, _read_status(io_dir / "status").get("child-pid"))
-                _wait_for_exit(proc, 5.0)
-            _kill_group_and_reap(proc)
-        stdout, out_cut = _read_capped(io_dir / "stdout", self.max_output_bytes)
-        stderr, err_cut = _read_capped(io_dir / "stderr", self.max_output_bytes)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        drains = [OutputDrain(out_r, self.max_output_bytes), OutputDrain(err_r, self.max_output_bytes)]
+        try:
+            with (
+                open(io_dir / "stdin", "rb") as f_in,
+                open(io_dir / "status", "wb") as f_status,
+                open(io_dir / "seccomp", "rb") as f_bpf,
+            ):
+                if self.unsandboxed:
+                    cmd = [program, *argv[1:]]
+                    popen_kw = dict(
+                        cwd=src,
+                        env={"PATH": SANDBOX_PATH, "HOME": str(src), "TMPDIR": str(src), "LANG": "C.UTF-8"},
+                        preexec_fn=self._limits_preexec(cpu),
+                    )
+                else:
+                    seccomp_fd = f_bpf.fileno() if bpf else None
+                    cmd = [
+                        *self._prlimit_argv(cpu),
+                        *self._drop_argv(uid),
+                        *self._bwrap_argv(src, files, f_status.fileno(), seccomp_fd),
+                        program,
+                        *argv[1:],
+                    ]
+                    fds = (f_status.fileno(),) if seccomp_fd is None else (f_status.fileno(), seccomp_fd)
+                    popen_kw = dict(cwd="/", env={}, pass_fds=fds)
+                start = time.monotonic()
+                try:
+                    proc = subprocess.Popen(
+                        cmd, stdin=f_in, stdout=out_w, stderr=err_w, start_new_session=True, **popen_kw
+                    )
+                except OSError as exc:
+                    return RunResult(None, "", f"cannot start {cmd[0]}: {exc}", started=False)
+                finally:
+                    os.close(out_w)
+                    os.close(err_w)
+                    out_w = err_w = -1
+                for drain in drains:
+                    drain.start()
+                timed_out = not wait_for_exit(proc, timeout)
+                elapsed = time.monotonic() - start
+                if timed_out and not self.unsandboxed:
+                    # Kill the pid namespace's init (which takes every process in it along) before bwrap, so that
+                    # bwrap reaps it: killing bwrap first orphans the init to the host's pid 1, where it may linger
+                    # as a zombie that still counts towards the uid's RLIMIT_NPROC.
+                    kill_child(proc.pid, read_status(io_dir / "status").get("child-pid"))
+                    wait_for_exit(proc, 5.0)
+                kill_group_and_reap(proc)
+        finally:
+            for fd in (out_w, err_w):
+                if fd >= 0:
+                    os.close(fd)
+            for drain in drains:
+                drain.finish()
+        stdout, out_cut = drains[0].text()
+        stderr, err_cut = drains[1].text()
         returncode = proc.returncode
         if self.unsandboxed:
             started = True
             if returncode is not None and returncode < 0:
                 returncode = 128 - returncode
         else:
-            status = _read_status(io_dir / "status")
+            status = read_status(io_dir / "status")
             started = "child-pid" in status
             returncode = status.get("exit-code")
             if not started and not timed_out:
@@ -334,7 +388,8 @@ class Sandbox:
             stderr=stderr,
             timed_out=timed_out,
             signal=sig,
-            output_truncated=out_cut or err_cut or sig == signal.SIGXFSZ,
+            output_truncated=out_cut or sig == signal.SIGXFSZ,
+            stderr_truncated=err_cut,
             started=started,
             elapsed=elapsed,
         )
@@ -359,7 +414,7 @@ class Sandbox:
             return self.max_processes + BWRAP_PROCESSES
         # Unprivileged, RLIMIT_NPROC counts every process of our uid, the user's shell and editor included:
         # grant the program its processes on top of what the uid already runs.
-        return _count_tasks(os.getuid()) + self.max_processes + BWRAP_PROCESSES
+        return count_tasks(os.getuid()) + self.max_processes + BWRAP_PROCESSES
 
     def _prlimit_argv(self, cpu: float) -> list[str]:
         cpu_s = max(1, int(cpu + 0.999))
@@ -407,7 +462,9 @@ class Sandbox:
             "--",
         ]
 
-    def _bwrap_argv(self, src: Path, files: Mapping[str, str], status_fd: int) -> list[str]:
+    def _bwrap_argv(
+        self, src: Path, files: Mapping[str, str], status_fd: int, seccomp_fd: int | None = None
+    ) -> list[str]:
         tmpfs = str(self.tmpfs_mb << 20)
         argv = [
             self._bwrap_cmd,
@@ -424,6 +481,7 @@ class Sandbox:
             "--new-session",  # no TIOCSTI into our terminal
             "--json-status-fd",
             str(status_fd),  # tells a sandbox that failed to start apart from a program that failed
+            *(("--seccomp", str(seccomp_fd)) if seccomp_fd is not None else ()),  # see SECCOMP_DENIED
             "--ro-bind",
             "/usr",
             "/usr",
@@ -462,134 +520,53 @@ def _existing(path: str) -> str | None:
     return path if os.path.exists(path) else None
 
 
-def _wait_for_exit(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait up to `timeout` s for the process to exit; True if it did. It is not reaped (a pidfd becomes readable
-    when it exits), so its pid, which is also its process group id, stays reserved until `_kill_group_and_reap`."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        pidfd = None
-    if pidfd is None:
-        # No pidfd (not Linux, or an old kernel): waiting reaps it, and the group is killed just after.
-        try:
-            proc.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    finally:
-        os.close(pidfd)
-
-
-def _kill_child(parent: int, child: int | None) -> None:
-    """SIGKILL `child` if it is still a child of `parent`. The pidfd pins the process before the check, so a pid
-    reused by an unrelated process is never signalled."""
-    if child is None:
-        return
-    try:
-        pidfd = os.pidfd_open(child)
-    except OSError:
-        return
-    try:
-        if _proc_status(f"/proc/{child}").get("PPid", "").strip() == str(parent):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(pidfd)
-
-
-def _kill_group_and_reap(proc: subprocess.Popen) -> None:
-    """SIGKILL whatever is left in the process group (what an unsandboxed program left behind), then reap."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
 def _claim_uid(uid_base: int) -> tuple[int, int]:
     """The first uid from `uid_base` that no other run on this host holds, and the descriptor of its lock."""
-    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
-    for uid in range(uid_base, uid_base + UID_RANGE):
-        fd = os.open(os.path.join(UID_LOCKS, f"{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return uid, fd
+    folder = _lock_folder(UID_LOCKS)
+    try:
+        for uid in range(uid_base, uid_base + UID_RANGE):
+            # O_NOFOLLOW and dir_fd: a lock file is never a link, and the folder checked is the folder used.
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(f"{uid}.lock", flags, 0o600, dir_fd=folder)
+            except OSError as exc:
+                raise DistillError(
+                    f"cannot open the sandbox uid lock {UID_LOCKS}/{uid}.lock ({exc.strerror}): remove it"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return uid, fd
+    finally:
+        os.close(folder)
     raise DistillError(f"all {UID_RANGE} sandbox uids from {uid_base} are in use: run fewer code verifiers at once")
 
 
-def _kill_uid(uid: int, patience: float = 5.0) -> None:
-    """Wait until no process of the run's uid is left, SIGKILLing stragglers.
+def _lock_folder(path: str) -> int:
+    """Open the uid lock folder, creating it 0700; refuse one that is a link, or that another user owns or may write.
 
-    The pid namespace dies with bwrap, but asynchronously; the slot's uid must have no process left before the
-    next run gets it (its RLIMIT_NPROC budget, and the promise that nothing outlives a run). The uid is ours alone
-    while we hold its lock, so every process of it is one we started.
+    It lives in root's /run, not in world-writable /tmp, where a local user who made it first could point root at
+    their links or hold every lock. The checks are on the opened descriptor (O_NOFOLLOW), so a swap after them
+    changes nothing.
     """
-    deadline = time.monotonic() + patience
-    while True:
-        pids = _pids_of_uid(uid)
-        if not pids or time.monotonic() > deadline:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-
-
-def _proc_status(pid_dir: str) -> dict[str, str]:
     try:
-        text = Path(pid_dir, "status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    """Live processes (not zombies, which hold nothing but a pid) whose real uid is `uid`."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            status = _proc_status(entry.path)
-            if status and int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith("Z"):
-                pids.append(int(entry.name))
-    return pids
-
-
-def _read_capped(path: Path, limit: int) -> tuple[str, bool]:
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    return data[:limit].decode("utf-8", errors="replace"), len(data) > limit
-
-
-def _read_status(path: Path) -> dict:
-    """bwrap's --json-status-fd output: one JSON object per line (child-pid on start, exit-code at the end)."""
-    status: dict = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            status.update(json.loads(line))
-        except ValueError:
-            continue
-    return status
-
-
-def _count_tasks(uid: int) -> int:
-    """Threads count towards RLIMIT_NPROC too, so sum the Threads of every process whose real uid is `uid`."""
-    total = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            status = _proc_status(entry.path)
-            if status and int(status["Uid"].split()[0]) == uid:
-                total += int(status.get("Threads", "1"))
-    return total
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DistillError(
+            f"cannot use the sandbox uid lock folder {path} ({exc.strerror}): remove it, or make it a folder owned "
+            "by this user with mode 0700"
+        ) from exc
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        os.close(fd)
+        raise DistillError(
+            f"the sandbox uid lock folder {path} is owned by uid {st.st_uid} with mode {st.st_mode & 0o777:o}: "
+            "remove it (it must be this user's own, mode 0700)"
+        )
+    return fd
 
 
 def _tail(text: str, limit: int) -> str:

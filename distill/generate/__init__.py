@@ -1,1 +1,1 @@
-"""The generate stage: prompt sources, trace parsing, the resumable writer and the run itself."""
+"""The generate stage: prompt sources, trace parsing and the run itself (its Parquet shards: distill.io)."""

@@ -1,5 +1,6 @@
 """Split a teacher's assistant turn into chain of thought (`reasoning`) and final `answer`."""
 
+import re
 from dataclasses import dataclass
 
 THINK_OPEN = "<think>"
@@ -44,3 +45,32 @@ def assemble_completion(result_text: str, prefill: str, server_reasoning: str | 
     if server_reasoning is not None:
         return f"{THINK_OPEN}\n{server_reasoning.strip()}\n{THINK_CLOSE}\n\n{result_text.strip()}"
     return prefill + result_text
+
+
+# Words a sentence does not end on: an answer stopping on one was cut off.
+_DANGLING_WORDS = frozenset(
+    "a an the and or but of to in on at by for with from is are was were be that which this as if then so "
+    "because since therefore thus we let".split()
+)
+_DANGLING_TAIL = re.compile(r"[,:;=+\-*/^(\[{\\]$")
+
+
+def truncated_from_text(completion: str) -> bool:
+    """Whether a trace whose finish_reason is unknown (imported traces rarely keep it) was cut off.
+
+    Cut: a `<think>` opened and never closed; an answer with more `{` than `}` or an odd number of `$$`; an
+    answer ending on a comma, operator, open bracket or a word no sentence ends on ("the", "and", "of", ...).
+    An answer ending without a full stop is not enough: "The answer is \\boxed{5}" is complete.
+    """
+    trace = parse_trace(completion)
+    if not trace.think_closed:
+        return True
+    answer = trace.answer.rstrip()
+    if not answer:
+        return bool(trace.reasoning)  # thought it through and then said nothing: cut right after </think>
+    if answer.count("{") > answer.count("}") or answer.count("$$") % 2:
+        return True
+    if _DANGLING_TAIL.search(answer):
+        return True
+    last_word = re.search(r"([A-Za-z]+)$", answer)
+    return bool(last_word) and last_word.group(1).lower() in _DANGLING_WORDS

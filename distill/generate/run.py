@@ -3,40 +3,59 @@
 import dataclasses
 import hashlib
 import json
-import shutil
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
 
 from distill.config import GenerateConfig, dump_config
-from distill.engines import Request, Sampling, make_engine
+from distill.engines import Request, make_engine
 from distill.errors import DistillError
 from distill.generate.parse import assemble_completion, parse_trace
-from distill.generate.sources import Prompt, load_prompts, shard_of
+from distill.generate.sources import Prompt, iter_prompts
 from distill.generate.stats import folder_stats
-from distill.generate.writer import ShardWriter, data_files, drop_error_rows, scan_done, shard_prefix
+from distill.io import (
+    ShardWriter,
+    check_output,
+    clear_folder,
+    data_files,
+    fsync_dir,
+    local_paths,
+    read_columns,
+    shard_prefix,
+    write_json_atomic,
+    write_table_atomic,
+)
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
 # An empty, closed think block: an R1-style teacher then answers at once, without chain of thought.
 NO_THINK_PREFILL = "<think>\n\n</think>\n\n"
 # What a folder of ours may hold; --overwrite refuses to delete a folder with anything else in it.
+# Samples handed to the engine at a time: enough to keep a vLLM batch or a server's concurrency busy, few enough
+# that the prompts of a 10M-prompt source are never all in memory.
+TODO_BATCH = 4096
 OUTPUT_ENTRIES = {"data", "shards", "config.resolved.yaml", "stats.json"}
 
 
 def sampling_params(config: GenerateConfig) -> dict:
     """The parameters that change what a sample is; they are part of every sample's id."""
-    return {
+    params = {
         "temperature": config.temperature,
         "top_p": config.top_p,
         "max_tokens": config.max_tokens,
         "stop": list(config.stop),
         "prefill": THINK_PREFILL if config.prefill_think else NO_THINK_PREFILL if config.no_think else "",
     }
+    if config.min_p:  # only when set: the ids of samples drawn without it stay what they were
+        params["min_p"] = config.min_p
+    return params
 
 
 def sample_id(prompt_id: str, sample_index: int, teacher: str, sampling_json: str) -> str:
@@ -53,9 +72,12 @@ def run_generate(config: GenerateConfig) -> dict:
     config.validate()
     out = Path(config.out)
     prefix = shard_prefix(config.shard_index, config.num_shards)
-    # Everything that can be wrong with the input is found before the output folder is touched.
-    prompts = [p for p in load_prompts(config) if shard_of(p.prompt_id, config.num_shards) == config.shard_index]
+    shard = (config.num_shards, config.shard_index)
+    # Everything that can be wrong with the output folder or the input is found before the folder is touched: the
+    # folder first (cheap, and an --out that is the input must be refused before the input is even read), then one
+    # pass over the source that keeps no prompt (prompts are streamed, so memory stays flat however big the file).
     _check_output_state(out, prefix, config)
+    num_prompts = sum(1 for _ in iter_prompts(config, shard))
 
     engine = make_engine(config)
     try:
@@ -69,38 +91,51 @@ def run_generate(config: GenerateConfig) -> dict:
             drop_error_rows(files)
             files = data_files(out / "data", prefix)
         done = scan_done(files)
-        todo = [
-            (prompt, k, sample_id(prompt.prompt_id, k, teacher, sampling_json))
-            for prompt in prompts
-            for k in range(config.num_samples)
-        ]
-        todo = [t for t in todo if t[2] not in done]
-        run = _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix)
+        todo = _todo_batches(iter_prompts(config, shard), done, config.num_samples, teacher, sampling_json)
+        # At most this many are left (done may hold rows of prompts no longer in the source): the bar's total.
+        left = max(0, num_prompts * config.num_samples - len(done))
+        run = _generate(engine, todo, left, config, teacher, sampling, out, prefix)
     finally:
         engine.close()
-    return _finish(out, prefix, config, len(prompts), run)
+    return _finish(out, prefix, config, num_prompts, run)
+
+
+def _todo_batches(prompts, done: set, num_samples: int, teacher: str, sampling_json: str):
+    """The samples still missing, TODO_BATCH at a time: (prompt, sample index, sample id) tuples."""
+    batch = []
+    for prompt in prompts:
+        for k in range(num_samples):
+            row_id = sample_id(prompt.prompt_id, k, teacher, sampling_json)
+            if row_id not in done:
+                batch.append((prompt, k, row_id))
+        if len(batch) >= TODO_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    ours = data_files(out / "data", prefix) or (out / "shards" / f"{prefix}.json").exists()
-    if config.num_shards == 1:
-        ours = out.exists() and any(out.iterdir())
-    if ours and not (config.resume or config.overwrite):
-        raise DistillError(f"output folder {out} already holds samples: pass --resume or --overwrite")
-    if config.overwrite and config.num_shards == 1 and out.exists():
-        strangers = sorted(p.name for p in out.iterdir() if p.name not in OUTPUT_ENTRIES)
-        if strangers:
-            raise DistillError(
-                f"refusing to overwrite {out}: it holds files distill did not write ({', '.join(strangers[:3])})"
-            )
+    # The output may touch neither the prompt file or folder nor a local teacher folder.
+    inputs = local_paths([config.source, config.model])
+    busy = None  # one host: anything in the folder; many: only this host's own files
+    if config.num_shards > 1:
+        busy = bool(data_files(out / "data", prefix)) or (out / "shards" / f"{prefix}.json").exists()
+    check_output(
+        out,
+        inputs=inputs,
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="samples",
+        busy=busy,
+        ours=(lambda p: p.name in OUTPUT_ENTRIES) if config.overwrite and config.num_shards == 1 else None,
+    )
 
 
 def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
     if config.overwrite:
         if config.num_shards == 1:
-            shutil.rmtree(out, ignore_errors=True)
+            clear_folder(out)
         else:  # other hosts own the other shards: delete only ours
             for path in data_files(out / "data", prefix):
                 path.unlink()
@@ -135,13 +170,13 @@ def _asdict(config: GenerateConfig) -> dict:
     return dataclasses.asdict(config)
 
 
-def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefix) -> dict:
-    """Run the engine over the missing samples, flushing finished rows every N rows or N seconds."""
+def _generate(engine, batches, total: int, config, teacher, sampling, out, prefix) -> dict:
+    """Run the engine over the missing samples, batch by batch, flushing finished rows every N rows or N seconds."""
     from tqdm import tqdm
 
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
-    requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
-    engine_sampling = Sampling(config.temperature, config.top_p, config.max_tokens, list(config.stop))
+    sampling_json = json.dumps(sampling, sort_keys=True)
+    engine_sampling = config.sampling()
     buffer: list[dict] = []
     run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
     last_flush = start = time.monotonic()
@@ -152,21 +187,23 @@ def _generate(engine, todo, config, teacher, sampling, sampling_json, out, prefi
         buffer.clear()
         last_flush = time.monotonic()
 
-    bar = tqdm(total=len(todo), unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="sample", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
     # SIGTERM (a scheduler's preemption) flushes like Ctrl-C does. Only the main thread may set handlers.
     in_main = threading.current_thread() is threading.main_thread()
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
-        for index, result in engine.generate(requests, engine_sampling):
-            prompt, k, row_id = todo[index]
-            buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
-            run["generated"] += 1
-            run["completion_tokens"] += result.completion_tokens or 0
-            elapsed = time.monotonic() - start
-            bar.set_postfix_str(f"{run['completion_tokens'] / max(elapsed, 1e-9):.1f} tok/s", refresh=False)
-            bar.update(1)
-            if len(buffer) >= config.rows_per_file or time.monotonic() - last_flush >= config.flush_seconds:
-                flush()
+        for todo in batches:
+            requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
+            for index, result in engine.generate(requests, engine_sampling):
+                prompt, k, row_id = todo[index]
+                buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
+                run["generated"] += 1
+                run["completion_tokens"] += result.completion_tokens or 0
+                elapsed = time.monotonic() - start
+                bar.set_postfix_str(f"{run['completion_tokens'] / max(elapsed, 1e-9):.1f} tok/s", refresh=False)
+                bar.update(1)
+                if len(buffer) >= config.rows_per_file or time.monotonic() - last_flush >= config.flush_seconds:
+                    flush()
     finally:
         # Rows already in the buffer are finished samples: keep them even when interrupted.
         flush()
@@ -219,7 +256,7 @@ def _finish(out: Path, prefix: str, config: GenerateConfig, num_prompts: int, ru
     stats["tokens_per_second"] = round(run["completion_tokens"] / run["seconds"], 2) if run["seconds"] else 0.0
     shard_dir = out / "shards"
     shard_dir.mkdir(exist_ok=True)
-    (shard_dir / f"{prefix}.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    write_json_atomic(stats, shard_dir / f"{prefix}.json")
     # The last shard to finish writes the folder's stats.json, which marks the whole output complete.
     finished = sorted(shard_dir.glob(f"train-*-of-{config.num_shards:05d}.json"))
     if len(finished) == config.num_shards:
@@ -227,5 +264,35 @@ def _finish(out: Path, prefix: str, config: GenerateConfig, num_prompts: int, ru
         total["shards"] = config.num_shards
         if config.num_shards == 1:
             total.update({k: stats[k] for k in ("generated_this_run", "seconds_this_run", "tokens_per_second")})
-        (out / "stats.json").write_text(json.dumps(total, indent=2), encoding="utf-8")
+        write_json_atomic(total, out / "stats.json")
     return stats
+
+
+def scan_done(files: Iterable[Path]) -> dict[str, str | None]:
+    """Map every finished sample id to its `error` (None when it succeeded)."""
+    done: dict[str, str | None] = {}
+    for path in files:
+        table = read_columns(path, ["id", "error"])
+        done.update(zip(table.column("id").to_pylist(), table.column("error").to_pylist(), strict=True))
+    return done
+
+
+def drop_error_rows(files: Iterable[Path]) -> int:
+    """Rewrite files without their failed rows, so `--retry-errors` regenerates them without duplicates.
+
+    Dropping comes first and is atomic per file: if we are killed afterwards, the dropped samples are simply
+    missing and the next `--resume` generates them.
+    """
+    dropped = 0
+    for path in files:
+        table = pq.read_table(path)
+        ok = table.filter(pc.is_null(table.column("error")))
+        if ok.num_rows == table.num_rows:
+            continue
+        dropped += table.num_rows - ok.num_rows
+        if ok.num_rows:
+            write_table_atomic(ok, path)
+        else:
+            path.unlink()
+            fsync_dir(path.parent)
+    return dropped

@@ -6,8 +6,10 @@ the teacher, and the gold answer and code tests when the source has them.
 
 import csv
 import hashlib
+import itertools
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,12 @@ DEFAULT_TEMPLATES = {
 PROMPT_COLUMNS = ("problem", "prompt", "question", "instruction")
 ANSWER_COLUMNS = ("answer", "gold")
 REASONING_GYM = "reasoning-gym:"
+BATCH_ROWS = 1024  # rows read at a time from Parquet files and `datasets` folders
+# No prompt is this long (a 1M-token context is ~4 MiB of text): a longer line is refused before it is read, so a
+# broken or hostile file cannot make a reader hold it whole.
+MAX_ROW_BYTES = 16 * 2**20
+# A .json file is parsed whole (Python objects take ~5x the file's bytes): past this, JSONL is the way.
+MAX_JSON_BYTES = 64 * 2**20
 
 
 @dataclass(slots=True)
@@ -40,21 +48,36 @@ class Prompt:
     tests: str | None = None
 
 
-def load_prompts(config) -> list[Prompt]:
-    """Read the configured source and turn its rows into prompts (all of them; sharding comes later)."""
+def iter_prompts(config, shard: tuple[int, int] | None = None) -> Iterator[Prompt]:
+    """The configured source's prompts, one at a time, read in batches: memory stays flat however big the file.
+
+    `shard` = (num_shards, shard_index) yields only that shard's prompts: every row is still read and checked
+    (an error anywhere fails every host alike), but other shards' rows are dropped as soon as they are read.
+    What grows with the file is the duplicate check, under 250 bytes a row (a set of 64-bit hashes of the ids),
+    never with the prompt text.
+    """
+    if config.num_prompts is not None and config.num_prompts < 1:
+        # a negative count would slice from the end and drop rows silently
+        raise DistillError(f"--num-prompts must be at least 1, got {config.num_prompts}")
     if config.source.startswith(REASONING_GYM):
-        rows, label = _reasoning_gym_rows(config), config.source
-        default_domain = "math"
+        label = config.source
+
+        def rows() -> Iterator[dict]:
+            return _reasoning_gym_rows(config)
     else:
-        rows, label = _read_rows(config), _source_label(config.source)
-        default_domain = "math"
-    if config.num_prompts is not None:
-        if config.num_prompts < 1:  # a negative count would slice from the end and drop rows silently
-            raise DistillError(f"--num-prompts must be at least 1, got {config.num_prompts}")
-        rows = rows[: config.num_prompts]
-    if not rows:
-        raise DistillError(f"source {config.source} holds no rows")
-    return _to_prompts(rows, config, label, default_domain)
+        label = _source_label(config.source)
+
+        def rows() -> Iterator[dict]:
+            return itertools.islice(iter_source_rows(config), config.num_prompts)
+
+    for prompt in _to_prompts(rows, config, label, default_domain="math"):
+        if shard is None or shard_of(prompt.prompt_id, shard[0]) == shard[1]:
+            yield prompt
+
+
+def load_prompts(config) -> list[Prompt]:
+    """All of the source's prompts in a list (eval's small benchmarks); generate streams with `iter_prompts`."""
+    return list(iter_prompts(config))
 
 
 def shard_of(prompt_id: str, num_shards: int) -> int:
@@ -72,19 +95,26 @@ def _source_label(source: str) -> str:
     return path.name if path.exists() else source
 
 
-def _to_prompts(rows: list[dict], config, label: str, default_domain: str) -> list[Prompt]:
-    columns = list(rows[0].keys())
-    prompt_col = _pick_column(columns, config.prompt_column, PROMPT_COLUMNS, "--prompt-column", required=True)
-    answer_col = _pick_column(columns, config.answer_column, ANSWER_COLUMNS, "--answer-column")
-    id_col = _pick_column(columns, config.id_column, ("id",), "--id-column")
+def _to_prompts(rows: Callable[[], Iterator[dict]], config, label: str, default_domain: str) -> Iterator[Prompt]:
+    """`rows` opens the source afresh: a repeated id is looked up again to name its first row (the seen-set keeps
+    hashes only, so the text of a row is never held after it has been turned into a prompt)."""
+    iterator = iter(rows())
+    first = next(iterator, None)
+    if first is None:
+        raise DistillError(f"source {config.source} holds no rows")
+    columns = list(first.keys())
+    prompt_col = pick_column(columns, config.prompt_column, PROMPT_COLUMNS, "--prompt-column", required=True)
+    answer_col = pick_column(columns, config.answer_column, ANSWER_COLUMNS, "--answer-column")
+    id_col = pick_column(columns, config.id_column, ("id",), "--id-column")
     if config.domain is not None and config.domain not in DOMAINS:
         raise DistillError(f"unknown domain `{shown(config.domain)}`: choose one of {', '.join(DOMAINS)}")
     for flag, text in (("--system-prompt", config.system_prompt), ("--prompt-template", config.prompt_template)):
         if text is not None and not _is_unicode(text):
             raise DistillError(f"{flag} is not valid UTF-8 text: fix its value")
 
-    prompts, seen = [], {}
-    for number, row in enumerate(rows, start=1):
+    seen: set[int] = set()  # 64-bit hashes of the ids (or prompt digests) met so far
+    repeats: dict[str, int] = {}  # digest -> how many times it was met, only for prompts met more than once
+    for number, row in enumerate(itertools.chain([first], iterator), start=1):
         problem = row.get(prompt_col)
         if not isinstance(problem, str) or not problem.strip():
             raise DistillError(f"row {number} of {label} has an empty or non-text prompt in column `{prompt_col}`")
@@ -108,17 +138,26 @@ def _to_prompts(rows: list[dict], config, label: str, default_domain: str) -> li
                     "give every row a text or number id, or pass --id-column"
                 )
             prompt_id = str(value)
-            if prompt_id in seen:
-                raise DistillError(
-                    f"row {number} of {label} repeats id `{shown(prompt_id)}` (first at row {seen[prompt_id]})"
-                )
-            seen[prompt_id] = number
+            key = _hash64(prompt_id)
+            if key in seen:
+                earlier = _first_row_with_id(rows, id_col, prompt_id, number)
+                if earlier is not None:  # else two ids that share a hash: rare, and no repeat
+                    raise DistillError(
+                        f"row {number} of {label} repeats id `{shown(prompt_id)}` (first at row {earlier})"
+                    )
+            seen.add(key)
         else:
             digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-            # The same prompt twice in one file still gets two distinct, stable ids.
-            count = seen.get(digest, 0)
-            seen[digest] = count + 1
-            prompt_id = digest if count == 0 else f"{digest}-{count}"
+            # The same prompt twice in one file still gets two distinct, stable ids. (Two digests sharing a
+            # 64-bit hash would only give the second a suffix: still distinct, still stable.)
+            key = _hash64(digest)
+            if key in seen:
+                count = repeats.get(digest, 1)
+                repeats[digest] = count + 1
+                prompt_id = f"{digest}-{count}"
+            else:
+                seen.add(key)
+                prompt_id = digest
         prompt = Prompt(
             prompt_id=prompt_id,
             problem=problem,
@@ -134,8 +173,20 @@ def _to_prompts(rows: list[dict], config, label: str, default_domain: str) -> li
                 f"row {number} of {label} holds text that is not valid Unicode (a lone surrogate such as "
                 "\\ud800): fix that row"
             )
-        prompts.append(prompt)
-    return prompts
+        yield prompt
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def _first_row_with_id(rows: Callable[[], Iterator[dict]], id_col: str, prompt_id: str, before: int) -> int | None:
+    for number, row in enumerate(rows(), start=1):
+        if number >= before:
+            return None
+        if str(row.get(id_col)) == prompt_id:
+            return number
+    return None
 
 
 def _is_unicode(text: str | None) -> bool:
@@ -146,7 +197,7 @@ def _is_unicode(text: str | None) -> bool:
     return True
 
 
-def _pick_column(columns: list[str], wanted: str | None, candidates, flag: str, required: bool = False):
+def pick_column(columns: list[str], wanted: str | None, candidates, flag: str, required: bool = False):
     if wanted is not None:
         if wanted not in columns:
             raise DistillError(f"column `{shown(wanted)}` not found (columns: {_names(columns)}): fix {flag}")
@@ -179,14 +230,11 @@ def _as_json_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _read_rows(config) -> list[dict]:
+def iter_source_rows(config) -> Iterator[dict]:
+    """The rows of `config.source` (a file, a `datasets` folder or a hub id), one at a time."""
     path = Path(config.source)
     if path.is_file():
-        suffix = "".join(path.suffixes[-1:]).lower()
-        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
-        if suffix not in readers:
-            raise DistillError(f"cannot read {path}: use a .jsonl, .json, .parquet or .csv file")
-        return readers[suffix](path)
+        return read_file_rows(path)
     if path.is_dir():
         return _read_dataset(config, local=True)
     if path.suffix or config.source.startswith((".", "/", "~")):
@@ -194,11 +242,24 @@ def _read_rows(config) -> list[dict]:
     return _read_dataset(config, local=False)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+def read_file_rows(path: Path, what: str = "") -> Iterator[dict]:
+    """A .jsonl, .json, .parquet or .csv file's rows, one at a time. `what` names the file's role in errors."""
+    reader = FILE_READERS.get(Path(path).suffix.lower())
+    if reader is None:
+        raise DistillError(f"cannot read {what}{path}: use a .jsonl, .json, .parquet or .csv file")
+    return reader(Path(path))
+
+
+def read_jsonl(path: Path, max_row_bytes: int | None = None) -> Iterator[dict]:
+    """One JSON object a line, read line by line; a line over `max_row_bytes` is refused before it is read."""
+    cap = max_row_bytes or MAX_ROW_BYTES
     # Binary lines, decoded one by one, so a bad byte is reported with its line number.
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        number = 0
+        while raw := fh.readline(cap + 1):
+            number += 1
+            if len(raw) > cap and not raw.endswith(b"\n"):
+                raise DistillError(f"{path}:{number}: {_too_long(cap)}")
             try:
                 # utf-8-sig on the first line: editors on Windows start files with a byte order mark
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -212,11 +273,18 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise DistillError(f"{path}:{number}: not valid JSON ({_json_problem(exc, one_line=True)})") from None
             if not isinstance(row, dict):
                 raise DistillError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield row
 
 
-def _read_json(path: Path) -> list[dict]:
+def read_json(path: Path) -> Iterator[dict]:
+    """A JSON list of objects (or {"data": [...]}). JSON has no rows to stream, so it is parsed whole: files over
+    MAX_JSON_BYTES are refused with a pointer to JSONL, which is read line by line."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise DistillError(
+            f"{path} is {size / 2**20:.0f} MiB: a .json file is read whole, so one over {MAX_JSON_BYTES // 2**20} "
+            "MiB is refused; write it as .jsonl (one object a line), which is read line by line"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte order mark is allowed
     except UnicodeDecodeError as exc:
@@ -227,7 +295,14 @@ def _read_json(path: Path) -> list[dict]:
         data = next(iter(data.values()))  # {"data": [...]} and similar wrappers
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DistillError(f"{path}: expected a JSON list of objects")
-    return data
+    yield from data
+
+
+def _too_long(cap: int) -> str:
+    return (
+        f"a row over {cap // 2**20} MiB, longer than any prompt a model takes; it was not read: "
+        "remove or shorten that row"
+    )
 
 
 def _json_problem(exc: Exception, one_line: bool = False) -> str:
@@ -248,40 +323,69 @@ def _first_line(exc: Exception) -> str:
     return shown(lines[0] if lines else type(exc).__name__, limit=200)
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def read_parquet(path: Path) -> Iterator[dict]:
+    """Rows in batches of BATCH_ROWS (pyarrow's iter_batches): one row group in memory at a time."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield from batch.to_pylist()
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DistillError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
-def _read_csv(path: Path) -> list[dict]:
-    # The csv module refuses fields over 128 KiB, but a long prompt is no error: lift the limit while reading.
-    limit = csv.field_size_limit(2**31 - 1)
+def read_csv(path: Path) -> Iterator[dict]:
+    """Rows by the csv module, line by line (not pyarrow's CSV reader: it infers types, so an id `007` would become
+    the number 7 and every prompt id would change). A line or field over MAX_ROW_BYTES is refused unread."""
+    cap = MAX_ROW_BYTES
     try:
         # utf-8-sig: a byte order mark (Excel writes one) would otherwise become part of the first column's name
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = []
-            for row in reader:
+            reader = csv.DictReader(_capped_lines(fh, path, cap))
+            for row in _with_field_limit(reader, cap):
                 if None in row:  # DictReader files the fields past the header under the key None
                     raise DistillError(
                         f"{path}:{reader.line_num}: more fields than the header's {len(reader.fieldnames)}: "
                         "quote values that hold commas"
                     )
-                rows.append(row)
-            return rows
+                yield row
     except UnicodeDecodeError as exc:
         raise DistillError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise DistillError(f"{path}:{reader.line_num}: {_too_long(cap)}") from None
         raise DistillError(f"{path}: not a readable CSV file ({exc})") from None
-    finally:
-        csv.field_size_limit(limit)
 
 
-def _read_dataset(config, local: bool) -> list[dict]:
+def _with_field_limit(reader, cap: int) -> Iterator[dict]:
+    """csv's field limit is global: set it only while this reader takes a row (the default 128 KiB refuses long
+    prompts, which are no error), so another reader in between sees its own."""
+    while True:
+        limit = csv.field_size_limit(cap)
+        try:
+            row = next(reader, None)
+        finally:
+            csv.field_size_limit(limit)
+        if row is None:
+            return
+        yield row
+
+
+def _capped_lines(fh, path: Path, cap: int) -> Iterator[str]:
+    number = 0
+    while line := fh.readline(cap + 1):
+        number += 1
+        if len(line) > cap and not line.endswith(("\n", "\r")):
+            raise DistillError(f"{path}:{number}: {_too_long(cap)}")
+        yield line
+
+
+def _read_dataset(config, local: bool) -> Iterator[dict]:
     try:
         import datasets
     except ImportError as exc:
@@ -289,7 +393,7 @@ def _read_dataset(config, local: bool) -> list[dict]:
     source = config.source
     saved = Path(source, "dataset_info.json").exists() or Path(source, "dataset_dict.json").exists()
     if local and not saved:
-        _check_json_files(Path(source))
+        check_json_files(Path(source))
     try:
         if local and saved:
             ds = datasets.load_from_disk(source)  # a folder written by save_to_disk
@@ -306,10 +410,18 @@ def _read_dataset(config, local: bool) -> list[dict]:
     except Exception as exc:  # datasets raises many types: missing split, no network, bad files
         where = "folder" if local else "dataset"
         raise DistillError(f"cannot load {where} {source} (split {config.split}): {_first_line(exc)}") from None
-    return ds.to_list()
+    return dataset_rows(ds)
 
 
-def _check_json_files(folder: Path) -> None:
+def dataset_rows(ds) -> Iterator[dict]:
+    """A `datasets.Dataset`'s rows, BATCH_ROWS at a time from its memory-mapped Arrow files."""
+    for batch in ds.iter(batch_size=BATCH_ROWS):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
+
+
+def check_json_files(folder: Path) -> None:
     """Read a raw folder's JSON files with our readers before `datasets` does.
 
     pyarrow's JSON reader, which `datasets` uses, kills the process (a segmentation fault, pyarrow 26) on a file
@@ -319,13 +431,12 @@ def _check_json_files(folder: Path) -> None:
         hidden = any(part.startswith((".", "_")) for part in path.relative_to(folder).parts)
         if hidden or path.name.startswith("dataset_info") or not path.is_file():
             continue  # what `datasets` skips too, and its own metadata
-        if path.suffix.lower() == ".jsonl":
-            _read_jsonl(path)
-        elif path.suffix.lower() == ".json":
-            _read_json(path)
+        if path.suffix.lower() in (".jsonl", ".json"):
+            for _ in read_file_rows(path):  # read and dropped: only the errors matter here
+                pass
 
 
-def _reasoning_gym_rows(config) -> list[dict]:
+def _reasoning_gym_rows(config) -> Iterator[dict]:
     try:
         import reasoning_gym
     except ImportError as exc:
@@ -336,11 +447,12 @@ def _reasoning_gym_rows(config) -> list[dict]:
         dataset = reasoning_gym.create_dataset(task, size=size, seed=config.seed, **config.source_options)
     except (KeyError, ValueError, TypeError, AssertionError) as exc:
         raise DistillError(f"cannot build reasoning-gym task `{task}`: {exc}") from None
-    return [
-        {
+    for index, entry in enumerate(dataset):
+        yield {
             "id": f"rg-{task}-{config.seed}-{index}",
             "problem": entry["question"],
             "answer": _as_text(entry["answer"]),
         }
-        for index, entry in enumerate(dataset)
-    ]
+
+
+FILE_READERS = {".jsonl": read_jsonl, ".json": read_json, ".parquet": read_parquet, ".csv": read_csv}

@@ -4,7 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.generate.writer import data_files, read_columns
+from distill.io import data_files, read_columns
 
 
 def folder_stats(files: list[Path]) -> dict:

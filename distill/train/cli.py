@@ -54,7 +54,9 @@ class _KeepArgs(click.Command):
 @click.option("--max-steps", type=int, help="Stop after N optimizer steps (overrides --epochs).")
 @click.option("--batch-size", type=int, help="Sequences per device per step.  [default: 1]")
 @click.option("--gradient-accumulation-steps", type=int, help="[default: 1]")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on]")
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on for GPU, off on CPU]"
+)
 @click.option(
     "--dtype",
     type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
@@ -88,8 +90,7 @@ class _KeepArgs(click.Command):
 @_fail_cleanly
 def train_command(ctx, data, config_file, trl_args, **flags):
     """Fine-tune a student on `distill filter` output (TRL SFT; LoRA/QLoRA; many GPUs via accelerate)."""
-    from distill.config import build_config
-    from distill.train.config import TrainConfig
+    from distill.config import TrainConfig, build_config
     from distill.train.launch import inside_launch, launch_command
 
     recipe, overrides = section_and_flags(ctx, config_file, "train", flags)

@@ -21,31 +21,26 @@ merges again), so a large student does not leave a second copy of its weights be
 
 import json
 import math
-import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.config import GenerateConfig, check_sampling, dump_config, field_names
-from distill.engines import ENGINES
+from distill.config import EvalConfig, GenerateConfig, SampledConfig, dump_config, field_names
 from distill.errors import DistillError, MissingDependency
 from distill.filter.base import Verdict
-from distill.filter.registry import build_verifier, verifier_class
-from distill.filter.rules import option_names
+from distill.filter.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
-from distill.generate.writer import data_files, write_atomic
+from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
 from distill.models import EMBEDDED, resolve_model
 from distill.schema import GENERATE_SCHEMA
+from distill.secrets import scrub_config
+from distill.train.compare import format_gain, gain_between, lenient_correct, per_prompt_rates
 
-# Correctness verifiers by default: math for math and science (it needs a gold answer), code for code (tests).
-DEFAULT_EVAL_VERIFIERS = {"math": {}, "code": {}}
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
 MERGED = "merged"
 MERGED_MARKER = "distill-merged-v1"
@@ -63,95 +58,11 @@ EVAL_SAMPLES_SCHEMA = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("truncated", pa.bool_()),
         pa.field("completion_tokens", pa.int32()),
+        # The same sample read by the math verifier with lenient extraction (null outside math/science), so the
+        # table can show strict and lenient side by side without generating again.
+        pa.field("correct_lenient", pa.bool_()),
     ]
 )
-
-
-@dataclass(slots=True)
-class EvalConfig:
-    # Models: aliases, Hugging Face ids, local folders or LoRA adapter folders; none means the embedded SmolLM2.
-    models: list[str | None] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)  # names in the table and summary, in the order of `models`
-    # Benchmark: the same options as `distill generate`
-    source: str = ""
-    split: str = "train"
-    prompt_column: str | None = None
-    answer_column: str | None = None
-    id_column: str | None = None
-    domain: str | None = None
-    system_prompt: str | None = None
-    prompt_template: str | None = None
-    num_prompts: int | None = None
-    seed: int = 0
-    source_options: dict[str, Any] = field(default_factory=dict)
-    # Engine: the same options as `distill generate`
-    engine: str = "transformers"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 64
-    request_timeout: float = 600.0
-    max_retries: int = 6
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1
-    distributed_executor_backend: str | None = None
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float | None = None
-    engine_args: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 8
-    device: str | None = None
-    # Sampling: R1's evaluation settings; k samples per prompt (R1 used 4 to 64 depending on benchmark size)
-    num_samples: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_tokens: int = 32768
-    stop: list[str] = field(default_factory=list)
-    prefill_think: bool = False
-    # Verification: name -> options, as `distill filter` takes them
-    verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
-    # Output
-    out: str = ""
-    resume: bool = False
-    overwrite: bool = False
-    quiet: bool = False
-
-    def __post_init__(self):
-        if self.models is None or isinstance(self.models, str):
-            self.models = [self.models] if self.models else []
-        if isinstance(self.labels, str):
-            self.labels = [self.labels]
-        if isinstance(self.stop, str):  # one stop string, not one per character
-            self.stop = [self.stop]
-        if isinstance(self.verifiers, str):
-            self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
-        if isinstance(self.verifiers, list):
-            self.verifiers = {name: {} for name in self.verifiers}
-        self.verifiers = {name: dict(options or {}) for name, options in (self.verifiers or {}).items()}
-
-    def validate(self) -> None:
-        if not self.source:
-            raise DistillError("no benchmark: pass --source FILE|DATASET|reasoning-gym:TASK")
-        if not self.out:
-            raise DistillError("no output folder: pass --out DIR")
-        if self.engine not in ENGINES:
-            raise DistillError(f"unknown engine `{self.engine}`: choose one of {', '.join(ENGINES)}")
-        if self.num_samples < 1:
-            raise DistillError(f"-n/--samples must be at least 1, got {self.num_samples}")
-        if self.max_tokens < 1:
-            raise DistillError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        check_sampling(self.temperature, self.top_p)
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise DistillError(f"--num-prompts must be at least 1, got {self.num_prompts}")
-        if self.labels and len(self.labels) != max(1, len(self.models)):
-            raise DistillError(
-                f"{len(self.labels)} --label for {max(1, len(self.models))} model(s): give one label per model, "
-                "in the same order, or none"
-            )
-        if self.resume and self.overwrite:
-            raise DistillError("--resume and --overwrite contradict each other: pass one of them")
-        if not self.verifiers:
-            raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -191,6 +102,10 @@ def summarize(samples: list[dict]) -> dict:
         counts[0] += 1
         counts[1] += s["correct"] is True
     rates = [c / n for n, c in per_prompt.values()]
+    lenient = None
+    if samples and all(s.get("correct_lenient") is not None for s in samples):
+        lenient_rates = list(per_prompt_rates(samples, "correct_lenient").values())
+        lenient = (sum(lenient_rates) / len(lenient_rates), standard_error(lenient_rates))
     max_k = min((n for n, _ in per_prompt.values()), default=0)
     pass_k = {
         str(k): sum(pass_at_k(n, c, k) for n, c in per_prompt.values()) / len(per_prompt) for k in range(1, max_k + 1)
@@ -201,6 +116,8 @@ def summarize(samples: list[dict]) -> dict:
         "pass@1": round(sum(rates) / len(rates), 6) if rates else None,
         "pass@1_se": None if se is None else round(se, 6),
         "pass@k": {k: round(v, 6) for k, v in pass_k.items()},
+        "pass@1_lenient": None if lenient is None else round(lenient[0], 6),
+        "pass@1_lenient_se": None if lenient is None or lenient[1] is None else round(lenient[1], 6),
         "prompts": len(per_prompt),
         "samples": len(samples),
         "correct": sum(s["correct"] is True for s in samples),
@@ -236,8 +153,9 @@ def run_eval(config: EvalConfig) -> dict:
             "split": config.split,
             "prompts": len(prompts),
             "samples_per_prompt": config.num_samples,
-            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens},
-            "verifiers": {v.name: config.verifiers[v.name] for v in verifiers},
+            "sampling": {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+            | ({"min_p": config.min_p} if config.min_p else {}),
+            "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
         for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
@@ -246,13 +164,19 @@ def run_eval(config: EvalConfig) -> dict:
                 print(note, file=sys.stderr)
             result = evaluate_model(config, model, out / slug, prompts, verifiers)
             summary["models"][label] = {"model": model or EMBEDDED, "dir": slug, **result}
+        if config.gain_of:
+            before, after = config.gain_of
+            rows = {
+                label: pq.read_table(out / slug / "samples.parquet").to_pylist()
+                for label, slug in zip(labels, slugs, strict=True)
+                if label in config.gain_of
+            }
+            summary["gain"] = gain_between(summary, rows, before, after)
     finally:
         for verifier in verifiers:
             verifier.close()
     # summary.json is written last, whole or not at all: its presence marks the evaluation complete.
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+    write_json_atomic(summary, out / "summary.json")
     return summary
 
 
@@ -267,8 +191,9 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
         run_generate(generate_config(config, load, folder / "generations"))
     finally:
         shutil.rmtree(folder / MERGED, ignore_errors=True)
-    samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers)
-    write_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
+    lenient = any(v.name == "math" for v in verifiers)  # a lenient column only where a math verifier applies
+    samples = verify_samples(folder / "generations", prompts, config.num_samples, verifiers, lenient)
+    write_table_atomic(pa.Table.from_pylist(samples, schema=EVAL_SAMPLES_SCHEMA), folder / "samples.parquet")
     result = summarize(samples)
     if base is not None:
         result["adapter_base"] = base
@@ -276,11 +201,13 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
 
 
 def generate_config(config: EvalConfig, model: str | None, out: Path) -> GenerateConfig:
-    """The GenerateConfig of one model's samples: every shared setting of the eval, k samples per prompt."""
-    shared = set(field_names(GenerateConfig)) & set(field_names(EvalConfig))
-    values = {name: getattr(config, name) for name in shared - {"out", "resume", "overwrite"}}
+    """The GenerateConfig of one model's samples: every setting of the teacher, its sampling and the benchmark
+    (the fields eval and generate share by class, SampledConfig, so a new one reaches both), k samples."""
+    values = {name: getattr(config, name) for name in field_names(SampledConfig)}
     # The eval folder was already checked (and cleared for --overwrite); generations resume inside it.
-    return GenerateConfig(**values, model=model, out=str(out), resume=config.resume, overwrite=False)
+    return GenerateConfig(
+        **{**values, "model": model}, out=str(out), resume=config.resume, overwrite=False, quiet=config.quiet
+    )
 
 
 def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
@@ -289,10 +216,7 @@ def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
     chosen = []
     for name, options in specs.items():
         cls = verifier_class(name)
-        unknown = [key for key in options if key not in (*option_names(cls), "domains")]
-        if unknown:  # build_verifier says the same with a hint; this covers the verifiers not built
-            raise DistillError(f"unknown option `{unknown[0]}` for verifier `{name}`: valid options are "
-                               f"{', '.join([*option_names(cls), 'domains'])}")  # fmt: skip
+        check_options(cls, name, options, extra=("domains",))  # also the verifiers not built: a typo is an error
         applies = options.get("domains", cls.domains)
         if set([applies] if isinstance(applies, str) else applies) & domains:
             chosen.append((name, options))
@@ -304,7 +228,7 @@ def build_verifiers(specs: dict[str, dict], domains: set[str]) -> list:
     return [build_verifier(name, options) for name, options in chosen]
 
 
-def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers) -> list[dict]:
+def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers, lenient: bool = False) -> list[dict]:
     """One result per sample of this benchmark: rows of other prompts or beyond k (an earlier, larger run resumed
     into the same folder) are not part of this evaluation."""
     order = {p.prompt_id: i for i, p in enumerate(prompts)}
@@ -313,6 +237,9 @@ def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers) 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=VERIFY_BATCH, columns=GENERATE_SCHEMA.names):
             rows = [r for r in batch.to_pylist() if r["prompt_id"] in order and r["sample_index"] < k]
             results.extend(_verify_rows(rows, verifiers))
+            if lenient:
+                for result, verdict in zip(results[len(results) - len(rows) :], lenient_correct(rows), strict=True):
+                    result["correct_lenient"] = verdict
     results.sort(key=lambda s: (order[s["prompt_id"]], s["sample_index"]))
     return results
 
@@ -427,45 +354,65 @@ def merge_adapter(adapter: Path, base: str, target: Path, quiet: bool = False) -
 
 
 def _prepare_output(out: Path, config: EvalConfig) -> None:
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not (config.resume or config.overwrite):
-            raise DistillError(f"output folder {out} already holds an evaluation: pass --resume or --overwrite")
-        strangers = sorted(p.name for p in out.iterdir() if not _is_ours(p))
-        if strangers:
-            raise DistillError(
-                f"refusing to reuse {out}: it holds files distill eval did not write ({', '.join(strangers[:3])})"
-            )
-        if config.overwrite:
-            shutil.rmtree(out)
+    # No model folder, adapter or benchmark file may be, hold or lie inside the output.
+    busy = check_output(
+        out,
+        inputs=local_paths([*config.models, config.source]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="an evaluation",
+        ours=_is_ours,
+    )
+    if busy and config.overwrite:
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)  # incomplete until the new summary is written
 
 
 def _is_ours(path: Path) -> bool:
-    if path.name in ("summary.json", ".summary.json.tmp", "config.resolved.yaml"):
+    if path.name in ("summary.json", "config.resolved.yaml") or (path.name.startswith(".") and path.suffix == ".tmp"):
         return True
     return path.is_dir() and all(p.name in ("generations", "samples.parquet", MERGED) for p in path.iterdir())
 
 
 def format_table(summary: dict) -> str:
-    """Models side by side: pass@1 ± standard error, pass@k at the largest k, samples, unverified, tokens."""
+    """Models side by side: pass@1 ± standard error (strict, and lenient when a math verifier applied), pass@k at
+    the largest k, samples, unverified, tokens; then the gain row (after - before, 95% paired bootstrap interval)."""
     k = summary["samples_per_prompt"]
-    header = ["model", "pass@1", f"pass@{k}", "samples", "unverified", "tokens/sample"]
+    models = summary["models"]
+    lenient = any(m.get("pass@1_lenient") is not None for m in models.values())
+    header = [
+        "model",
+        "pass@1",
+        *(["lenient"] if lenient else []),
+        f"pass@{k}",
+        "samples",
+        "unverified",
+        "tokens/sample",
+    ]
+
+    def rate(value, se) -> str:
+        return "-" if value is None else f"{value:.1%}" + ("" if se is None else f" ± {se:.1%}")
+
     rows = []
-    for label, m in summary["models"].items():
-        pass1 = "-" if m["pass@1"] is None else f"{m['pass@1']:.1%}"
-        if m["pass@1_se"] is not None:
-            pass1 += f" ± {m['pass@1_se']:.1%}"
+    for label, m in models.items():
         at_k = m["pass@k"].get(str(k))
         tokens = m.get("mean_completion_tokens")
         rows.append(
-            [label, pass1, "-" if at_k is None else f"{at_k:.1%}", str(m["samples"]), str(m["unverified"]),
+            [label, rate(m["pass@1"], m["pass@1_se"]),
+             *([rate(m.get("pass@1_lenient"), m.get("pass@1_lenient_se"))] if lenient else []),
+             "-" if at_k is None else f"{at_k:.1%}", str(m["samples"]), str(m["unverified"]),
              "-" if tokens is None else f"{tokens:.0f}"]
         )  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for r in [header, *rows]:
         lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
+    gain = summary.get("gain")
+    if gain:
+        text = f"gain {gain['after']} - {gain['before']} (95% paired bootstrap over prompts): strict "
+        text += format_gain(gain.get("strict", {}))
+        if "lenient" in gain:
+            text += ", lenient " + format_gain(gain["lenient"])
+        lines.append(text)
     return "\n".join(lines)

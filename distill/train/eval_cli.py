@@ -2,7 +2,15 @@
 
 import click
 
-from distill.cli_utils import _fail_cleanly, _key_values, _verifier_options, prompt_source_options, section_and_flags
+from distill.cli_utils import (
+    _fail_cleanly,
+    _verifier_options,
+    engine_options,
+    prompt_source_options,
+    sampling_options,
+    section_and_flags,
+    teacher_flags,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -24,30 +32,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 @prompt_source_options(
     "Benchmark: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or reasoning-gym:TASK."
 )
-@click.option("--engine", help="transformers, vllm or openai.  [default: transformers]")
-@click.option("--base-url", help="openai engine: server URL; MODEL is then the served model name.")
-@click.option(
-    "--api-key-env", help="openai engine: environment variable holding the API key.  [default: OPENAI_API_KEY]"
-)
-@click.option("--max-concurrency", type=int, help="openai engine: requests in flight.  [default: 64]")
-@click.option("--tensor-parallel-size", "-tp", type=int, help="vllm engine: GPUs per model replica.")
-@click.option(
-    "--dtype",
-    type=click.Choice(["auto", "float32", "float16", "bfloat16"]),
-    help="[default: bf16 on GPU, fp32 on CPU]",
-)
-@click.option("--max-model-len", type=int, help="vllm engine: context length.")
-@click.option(
-    "--gpu-memory-utilization", type=float, help="vllm engine: memory fraction.  [default: 0.9 GPU, 0.4 CPU]"
-)
-@click.option("--engine-arg", multiple=True, metavar="KEY=VALUE", help="vllm engine: any other vllm.LLM argument.")
-@click.option("--batch-size", type=int, help="transformers engine: prompts per batch.  [default: 8]")
-@click.option("--device", help="transformers engine: cpu, cuda, cuda:1 ...  [default: cuda if available]")
-@click.option("-n", "--samples", "num_samples", type=int, help="k: samples per prompt.  [default: 4]")
-@click.option("--temperature", type=float, help="[default: 0.6]")
-@click.option("--top-p", type=float, help="[default: 0.95]")
-@click.option("--max-tokens", type=int, help="New tokens per sample.  [default: 32768]")
-@click.option("--prefill-think/--no-prefill-think", default=None, help="Start the assistant turn with <think>\\n.")
+@engine_options()
+@sampling_options(("-n", "--samples"), "k: samples per prompt.", "EvalConfig")
 @click.option(
     "--verifiers", help="Comma-separated correctness checks.  [default: math (math, science) and code (code)]"
 )
@@ -70,18 +56,15 @@ def eval_command(ctx, models, config_file, labels, source_option, engine_arg, op
     MODEL is an alias, a Hugging Face id, a local folder or a LoRA adapter folder (merged into its base for
     the run); none means the embedded SmolLM2. Samples are verified as `distill filter` verifies them.
     """
-    from distill.config import build_config
-    from distill.train.eval import EvalConfig, format_table, run_eval
+    from distill.config import EvalConfig, build_config
+    from distill.train.eval import format_table, run_eval
 
     recipe, overrides = section_and_flags(ctx, config_file, "eval", flags)
     if models:
         overrides["models"] = list(models)
     if labels:
         overrides["labels"] = list(labels)
-    if source_option:
-        overrides["source_options"] = _key_values(source_option, "--source-option")
-    if engine_arg:
-        overrides["engine_args"] = _key_values(engine_arg, "--engine-arg")
+    teacher_flags(overrides, source_option, engine_arg)
     config = build_config(EvalConfig, recipe, overrides, where=config_file or "the recipe")
     _verifier_options(options, config.verifiers)
     summary = run_eval(config)

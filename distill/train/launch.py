@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from distill.config import TrainConfig
 from distill.errors import DistillError
-from distill.train.config import TrainConfig
 
 # The configs that ship with the project, as open-r1 ships them (recipes/accelerate_configs there). They live in
 # the source checkout: recipes/ sits next to the package.

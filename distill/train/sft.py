@@ -21,9 +21,8 @@ CPU vs GPU:
 
 import contextlib
 import dataclasses
-import difflib
 import importlib.util
-import shutil
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,11 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from distill.config import dump_config
-from distill.errors import DistillError, MissingDependency
+from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
+from distill.errors import DistillError, MissingDependency, near_hint
+from distill.io import check_output as check_output_folder
+from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model
-from distill.train.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig
 from distill.train.templates import check_template, resolve_template, without_generation_markers
 
 if TYPE_CHECKING:
@@ -127,8 +127,8 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
     # Output folder: every process writes only after all have checked (below), so they all agree.
     state = PartialState()
     if state.is_main_process:
-        if config.overwrite and out.exists():
-            shutil.rmtree(out)
+        if config.overwrite:
+            clear_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         resolved = dataclasses.replace(
             config,
@@ -214,53 +214,100 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
 
 
 def find_data_files(paths: list[str]) -> list[str]:
-    """Parquet files of filter outputs (DIR/data/*.parquet, DIR/*.parquet or files); each must have `messages`."""
-    import pyarrow.parquet as pq
-
+    """Parquet, JSONL or JSON files (DIR/data/*, DIR/* or files) with a `messages` column (TRL conversational) or
+    `prompt` and `completion` columns: filter outputs, or any dataset already in one of TRL's shapes."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_file():
             found = [path]
         elif path.is_dir():
-            found = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+            found = _train_files(path / "data") or _train_files(path)
         else:
             raise DistillError(f"training data {path} does not exist: pass a `distill filter` output folder")
         if not found:
             raise DistillError(
-                f"no Parquet files in {path}: pass a `distill filter` output folder (DIR/data/*.parquet)"
+                f"no Parquet, JSONL or JSON files in {path}: pass a `distill filter` output folder (DIR/data/)"
             )
         files += found
-    for file in files:
-        try:
-            names = pq.read_schema(file).names
-        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-            raise DistillError(f"cannot read {file} as Parquet: {str(exc).splitlines()[0]}") from None
-        if "messages" not in names:
-            hint = (
-                " (it is a `distill generate` output: run `distill filter` on it first)"
-                if "completion" in names
-                else ""
-            )
-            raise DistillError(f"{file} has no `messages` column{hint}: training needs the output of `distill filter`")
+    kinds = {_columns_kind(file) for file in files}
+    if len(kinds) > 1:
+        raise DistillError("the training files mix `messages` and prompt/completion columns: pass one kind")
     return [str(f) for f in files]
 
 
+TRAIN_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+def _train_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in TRAIN_SUFFIXES and not p.name.startswith("."))
+
+
+def _column_names(file: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if file.suffix in (".jsonl", ".json"):
+        text = file.read_text(encoding="utf-8")
+        try:
+            first = json.loads(text)[0] if text.lstrip().startswith("[") else json.loads(text.splitlines()[0])
+        except (ValueError, IndexError):
+            raise DistillError(f"cannot read {file} as JSON lines or a JSON list of records") from None
+        return list(first) if isinstance(first, dict) else []
+    try:
+        return pq.read_schema(file).names
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise DistillError(f"cannot read {file} as Parquet: {str(exc).splitlines()[0]}") from None
+
+
+def _columns_kind(file: Path) -> str:
+    names = _column_names(file)
+    if "messages" in names:
+        return "messages"
+    if "prompt" in names and "completion" in names:
+        return "prompt_completion"
+    hint = " (it is a `distill generate` output: run `distill filter` on it first)" if "completion" in names else ""
+    raise DistillError(
+        f"{file} has no `messages` column nor `prompt` and `completion` columns{hint}: training needs the output "
+        "of `distill filter` or a dataset in TRL's conversational shape"
+    )
+
+
 def load_messages(files: list[str], quiet: bool = False) -> "Dataset":
-    """The `messages` column as a datasets.Dataset (memory-mapped, so 800k long traces do not fill RAM)."""
+    """A `messages` column as a datasets.Dataset (memory-mapped, so 800k long traces do not fill RAM).
+
+    Prompt/completion rows become messages: a string prompt is the user turn and a string completion the
+    assistant turn; lists of turns (TRL's conversational prompt/completion) are joined as they are.
+    """
     import datasets
 
     if quiet:
         datasets.disable_progress_bars()
-    dataset = datasets.load_dataset("parquet", data_files=files, split="train", columns=["messages"])
+    builder = "parquet" if files[0].endswith(".parquet") else "json"
+    kind = _columns_kind(Path(files[0]))
+    columns = ["messages"] if kind == "messages" else ["prompt", "completion"]
+    dataset = datasets.load_dataset(builder, data_files=files, split="train")
+    dataset = dataset.select_columns(columns)
     if len(dataset) == 0:
         raise DistillError(f"the training data has no rows ({len(files)} file(s)): nothing to train on")
+    if kind == "prompt_completion":
+        dataset = dataset.map(_to_messages, remove_columns=columns, desc="prompt/completion -> messages")
     first = dataset[0]["messages"]
     if not isinstance(first, list) or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in first):
         raise DistillError(
             "the `messages` column must hold conversations with an assistant turn ([{role, content}, ...])"
         )
     return dataset
+
+
+def _to_messages(row: dict) -> dict:
+    def turns(value, role: str) -> list[dict]:
+        if isinstance(value, list):
+            return [{"role": t["role"], "content": t["content"]} for t in value]
+        return [{"role": role, "content": "" if value is None else str(value)}]
+
+    return {"messages": turns(row["prompt"], "user") + turns(row["completion"], "assistant")}
 
 
 def choose_precision(requested: str, on_gpu: bool, gpu_has_bf16: bool) -> tuple[str, bool, bool]:
@@ -298,7 +345,7 @@ def sft_arguments(
         "max_steps": config.max_steps or -1,
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing": on_gpu if config.gradient_checkpointing is None else config.gradient_checkpointing,
         "gradient_checkpointing_kwargs": {"use_reentrant": False},  # as open-r1; reentrant breaks with LoRA/DDP
         "max_length": config.max_length,
         "packing": config.packing,
@@ -336,9 +383,7 @@ def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> 
                 f"set `{key}` with the train option `{option}` (--{option.replace('_', '-')}), not through trl"
             )
         if key not in names:
-            near = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean `{near[0]}`?)" if near else ""
-            raise DistillError(f"unknown TRL SFTConfig argument `{key}`{hint}")
+            raise DistillError(f"unknown TRL SFTConfig argument `{key}`{near_hint(key, names)}")
         if key in ("model_init_kwargs", "gradient_checkpointing_kwargs", "lr_scheduler_kwargs") and isinstance(
             value, dict
         ):
@@ -349,16 +394,17 @@ def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> 
 
 
 def check_output(out: Path, config: TrainConfig) -> str | None:
-    """Refuse an existing output without --resume/--overwrite; return the checkpoint to resume from, if any."""
-    if out.exists() and not out.is_dir():
-        raise DistillError(f"--out {out} is a file: give a folder")
-    if not (out.exists() and any(out.iterdir())):
+    """Refuse an existing output without --resume/--overwrite, or one that is, holds or lies inside the data or
+    the student's folder; return the checkpoint to resume from, if any."""
+    busy = check_output_folder(
+        out,
+        inputs=local_paths([*config.data, config.student]),
+        resume=config.resume,
+        overwrite=config.overwrite,
+        holds="a training run",
+    )
+    if not busy:
         return None
-    if not (config.resume or config.overwrite):
-        raise DistillError(
-            f"output folder {out} exists: pass --resume to continue from its last checkpoint, "
-            "or --overwrite to start over"
-        )
     if config.overwrite and not _is_train_output(out):
         raise DistillError(
             f"refusing to overwrite {out}: it is not a `distill train` output (no config.resolved.yaml)"

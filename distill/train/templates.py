@@ -158,8 +158,13 @@ def check_template(
 
 
 def _check_keeps_reasoning(tokenizer, template: str, student: str) -> None:
+    from distill.engines.chat import TemplateBoundExceeded, install
+
+    install()  # bounded, here and in TRL's renders while training (distill.engines.chat)
     try:
         rendered = tokenizer.apply_chat_template(PROBE, tokenize=False, chat_template=template)
+    except TemplateBoundExceeded as exc:
+        raise DistillError(f"{student}: {exc}") from None
     except Exception as exc:  # jinja errors of all kinds: the template cannot render a plain conversation
         raise DistillError(
             f"the chat template of {student} cannot render a user/assistant conversation "

@@ -1,0 +1,117 @@
+"""`distill train` against a plain transformers training loop: tokens/s on the same data, batch and model.
+
+    python -m benchmarks.train_speed [--quick] [--json OUT.json]
+
+Both sides fine-tune the embedded SmolLM2-135M-Instruct (fp32, CPU) on the same synthetic R1-style rows
+(benchmarks/synth.py), rendered with the same think-preserving chat template, batch B, max length L, no packing,
+AdamW, no gradient checkpointing; once fully and once with LoRA (r 16, alpha 32, all linear layers, as
+`distill train --lora`). Ours is `distill train` in a subprocess, timed by the trainer (`train_runtime`, model
+loading excluded); the baseline is the bare loop: tokenize, pad to the longest row of the batch, forward,
+backward, optimizer step, timed around the steps only. tokens/s counts the non-padding tokens of each side.
+Target: ours >= 0.9x the bare loop; what costs more is overhead worth removing (eval, checkpoints, logging,
+dataloader workers, gradient checkpointing on a CPU).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.items import format_table, item  # noqa: E402
+from benchmarks.stages import _python, run_measured  # noqa: E402
+
+SEED = 0
+
+
+def ours(work: Path, data: Path, lora: bool, steps: int, batch: int, max_length: int) -> float:
+    out = work / f"ours-{'lora' if lora else 'full'}"
+    command = _python(
+        "-m", "distill", "train", str(data), "--out", str(out), "--overwrite", "-q",
+        "--chat-template", "think-preserving", *(["--lora"] if lora else []), "--dtype", "float32",
+        "--attn-implementation", "sdpa", "--no-gradient-checkpointing", "--no-packing",
+        "--max-length", str(max_length), "--batch-size", str(batch), "--gradient-accumulation-steps", "1",
+        "--max-steps", str(steps),
+    )  # fmt: skip
+    run_measured(command)
+    runtime = json.loads((out / "train_results.json").read_text(encoding="utf-8"))["train_runtime"]
+    history = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    tokens = max(entry.get("num_tokens", 0) for entry in history)
+    return tokens / runtime
+
+
+def baseline(data: Path, lora: bool, steps: int, batch: int, max_length: int) -> float:
+    """The bare loop on the same rows, batches and template."""
+    import pyarrow.parquet as pq
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.models import embedded_model_dir
+    from distill.train.templates import resolve_template
+
+    torch.manual_seed(SEED)
+    path = str(embedded_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    template, _, _ = resolve_template("think-preserving", tokenizer)
+    tokenizer.chat_template = template
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5)
+    rows = [r["messages"] for r in pq.read_table(sorted((data / "data").glob("*.parquet"))[0]).to_pylist()]
+    texts = [tokenizer.apply_chat_template(m, tokenize=False) for m in rows]
+    tokens, elapsed = 0, 0.0
+    for step in range(steps):
+        chunk = [texts[(step * batch + i) % len(texts)] for i in range(batch)]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        started = time.perf_counter()
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed += time.perf_counter() - started
+        tokens += int(enc["attention_mask"].sum())
+    return tokens / elapsed
+
+
+def run(quick: bool, work: Path) -> list[dict]:
+    from benchmarks.synth import write_sft_output
+
+    steps, batch, max_length, rows = (4, 4, 384, 64) if quick else (12, 4, 512, 128)
+    data = work / "data"
+    if not (data / "data").exists():
+        write_sft_output(data, rows, seed=SEED, median_tokens=max_length / 4, answer_chars=(20, 80))
+    items = []
+    for lora in (False, True):
+        kind = "LoRA" if lora else "full"
+        shape = f"{steps} steps x batch {batch}, max_length {max_length}, {kind} fp32 CPU"
+        rate = ours(work, data, lora, steps, batch, max_length)
+        bare = baseline(data, lora, steps, batch, max_length)
+        items.append(item(f"SFT tokens/s distill train vs bare loop ({shape})", rate, bare, "tokens/s", ">= 0.9"))
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps, a few minutes on 2 cores")
+    parser.add_argument("--json", type=Path, help="also write the items to this file")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="distill-train-speed-") as tmp:
+        items = run(args.quick, Path(tmp))
+    print(format_table(items))
+    if args.json:
+        args.json.write_text(json.dumps(items, indent=2), encoding="utf-8")
+    return 0 if all(i["met"] is not False for i in items) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Anyone's traces as filter input: reads Parquet, JSONL, JSON, CSV files, `datasets` folders and cached hub ids,
+and turns each layout into rows shaped like a `distill generate` output (GENERATE_SCHEMA) plus `origin`.
+
+Layouts (`--input-format`):
+- distill: our own generate output; columns are cast to the schema (an int64 `sample_index` is fine).
+- messages: TRL conversational rows, a `messages` column whose last assistant turn holds `<think>…</think>` then the
+  answer; the turns before it are the prompt.
+- sharegpt: `conversations` of `{from, value}` turns (`human`/`user`, `gpt`/`assistant`) and an optional `system`
+  column (OpenThoughts-114k, Bespoke-Stratos-17k; the latter's `<|begin_of_thought|>` markers become `<think>`).
+- openr1: one row per problem with list columns `generations` and `finish_reasons` and the gold in `answer`
+  (OpenR1-Math-220k), expanded to one row per generation.
+- columns: any table, its columns named with `--map FIELD=COLUMN`.
+
+Where the source has no ids, a prompt's id is a hash of its prompt text and a sample's id a hash of its prompt id,
+index and completion, so a rerun gives the same ids. Every row keeps `origin`: `file:row` (and `#generation`).
+"""
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.errors import DistillError, near_hint
+from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncated_from_text
+from distill.schema import GENERATE_SCHEMA
+
+FORMATS = ("auto", "distill", "messages", "sharegpt", "openr1", "columns")
+MAP_FIELDS = ("problem", "completion", "reasoning", "answer", "gold", "tests", "domain", "id")
+SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
+IMPORTED_TEACHER = "imported"
+# Bespoke-Stratos / OpenThoughts (early) write the chain of thought between these markers instead of think tags.
+STRATOS_MARKERS = (
+    ("<|begin_of_thought|>", THINK_OPEN), ("<|end_of_thought|>", THINK_CLOSE),
+    ("<|begin_of_solution|>", ""), ("<|end_of_solution|>", ""),
+)  # fmt: skip
+USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+BATCH = 1000
+
+
+@dataclass(slots=True)
+class Source:
+    """One input: a file (`kind` parquet/jsonl/json/csv), a `datasets` folder or a hub id in the local cache."""
+
+    name: str  # as written in `origin`
+    kind: str  # parquet | jsonl | json | csv | datasets | hub
+    path: Path | None = None
+
+
+def parse_map(items: list[str] | dict | None) -> dict[str, str]:
+    """`--map problem=question` items (or a recipe's mapping) as {field: column}; unknown fields are errors."""
+    if not items:
+        return {}
+    pairs = items.items() if isinstance(items, dict) else [_split_map(item) for item in items]
+    mapping = {}
+    for field, column in pairs:
+        if field not in MAP_FIELDS:
+            raise DistillError(
+                f"unknown --map field `{field}`{near_hint(field, MAP_FIELDS)}: map one of {', '.join(MAP_FIELDS)}"
+            )
+        mapping[field] = str(column)
+    return mapping
+
+
+def _split_map(item: str) -> tuple[str, str]:
+    field, sep, column = item.partition("=")
+    if not sep or not field.strip() or not column.strip():
+        raise DistillError(f"--map takes FIELD=COLUMN, got `{item}` (e.g. --map problem=question)")
+    return field.strip(), column.strip()
+
+
+def find_sources(inputs: list[str]) -> list[Source]:
+    """The files behind each input: files, folders (a generate output's data/, or a folder of files), `datasets`
+    folders saved with save_to_disk, or hub ids already in the local cache."""
+    sources: list[Source] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_file():
+            sources.append(Source(str(path), _kind(path), path))
+        elif path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+                sources.append(Source(str(path), "datasets", path))
+                continue
+            folder = path / "data" if (path / "data").is_dir() else path
+            found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise DistillError(f"no Parquet, JSONL, JSON or CSV files in {name}: pass trace files or folders")
+            sources += [Source(str(p), _kind(p), p) for p in found]
+        elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+            sources.append(Source(name, "hub"))
+        else:
+            raise DistillError(f"input not found: {name}")
+    return sources
+
+
+def _kind(path: Path) -> str:
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DistillError(f"{path}: cannot read `{path.suffix}` files; give Parquet, JSONL, JSON or CSV")
+    return kind
+
+
+def read_source(source: Source) -> pa.Table:
+    """The whole table of one source (imported sets are read once; generate outputs stream, see run.py)."""
+    try:
+        if source.kind == "parquet":
+            return pq.read_table(source.path)
+        if source.kind == "csv":
+            import pyarrow.csv
+
+            return pyarrow.csv.read_csv(source.path)
+        if source.kind in ("jsonl", "json"):
+            return pa.Table.from_pylist(_json_rows(source))
+    except DistillError:
+        raise
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DistillError(
+            f"{source.name} is not a readable {source.kind} file ({str(exc).splitlines()[0]})"
+        ) from None
+    import datasets
+
+    if source.kind == "datasets":
+        loaded = datasets.load_from_disk(str(source.path))
+    else:
+        try:
+            loaded = datasets.load_dataset(source.name, download_mode="reuse_dataset_if_exists")
+        except Exception as exc:  # noqa: BLE001 - offline, missing or private: one message
+            raise DistillError(
+                f"cannot load the hub dataset {source.name} ({str(exc).splitlines()[0][:200]}): download it first "
+                "(`huggingface-cli download --repo-type dataset NAME`) or pass a local file"
+            ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        split = "train" if "train" in loaded else next(iter(loaded))
+        loaded = loaded[split]
+    return loaded.data.table
+
+
+def _json_rows(source: Source) -> list[dict]:
+    text = source.path.read_text(encoding="utf-8")
+    if source.kind == "json" and text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise DistillError(f"{source.name} line {number}: not JSON ({exc})") from None
+    if not all(isinstance(row, dict) for row in rows):
+        raise DistillError(f"{source.name}: every record must be a JSON object")
+    return rows
+
+
+def detect_format(names: list[str], requested: str, mapping: dict, where: str) -> str:
+    """The layout of a table with these columns; an unknown one is an error naming the columns and the flag."""
+    if requested not in FORMATS:
+        raise DistillError(
+            f"unknown --input-format `{requested}`{near_hint(requested, FORMATS)}: use {', '.join(FORMATS)}"
+        )
+    if requested != "auto":
+        needed = {
+            "distill": [f.name for f in GENERATE_SCHEMA if not f.nullable],
+            "messages": ["messages"],
+            "sharegpt": ["conversations"],
+            "openr1": ["problem", "generations"],
+            "columns": [c for f, c in mapping.items()],
+        }[requested]
+        missing = [c for c in needed if c not in names]
+        if requested == "columns" and ("problem" not in mapping or not {"completion", "answer"} & mapping.keys()):
+            raise DistillError(
+                "--input-format columns needs --map problem=COLUMN and --map completion=COLUMN "
+                "(or --map reasoning=COLUMN --map answer=COLUMN)"
+            )
+        if missing:
+            raise DistillError(f"{where} lacks column(s) {', '.join(missing)} of --input-format {requested}")
+        return requested
+    if mapping:
+        return detect_format(names, "columns", mapping, where)
+    if all(f.name in names for f in GENERATE_SCHEMA if not f.nullable):
+        return "distill"
+    for layout, column in (("openr1", "generations"), ("sharegpt", "conversations"), ("messages", "messages")):
+        if column in names:
+            return layout
+    raise DistillError(
+        f"{where}: unknown layout (columns: {', '.join(names[:20])}); pass --input-format columns "
+        "--map problem=COLUMN --map completion=COLUMN (or reasoning=/answer=, gold=, id=, domain=)"
+    )
+
+
+def is_exact_distill(schema: pa.Schema) -> bool:
+    """A generate output with the exact column types: read as it is, streamed, no conversion."""
+    return all(f.name in schema.names and schema.field(f.name).type.equals(f.type) for f in GENERATE_SCHEMA)
+
+
+def normalize(table: pa.Table, layout: str, mapping: dict, where: str):
+    """Generate-shaped rows (with `origin`) of one table, in batches of dicts."""
+    per_prompt: dict[str, int] = {}  # samples seen per prompt id, for sample_index where the source has none
+    offset = 0
+    for batch in table.to_batches(max_chunksize=BATCH):
+        out = []
+        for i, record in enumerate(batch.to_pylist()):
+            origin = f"{where}:{offset + i}"
+            if layout == "distill":
+                out.append(_from_distill(record, origin))
+            elif layout == "openr1":
+                out += _from_openr1(record, origin, per_prompt)
+            else:
+                row = {"messages": _from_messages, "sharegpt": _from_sharegpt, "columns": _from_columns}[layout](
+                    record, mapping, origin
+                )
+                out.append(_finish(row, record, mapping, origin, per_prompt))
+        offset += batch.num_rows
+        yield out
+
+
+def _from_distill(record: dict, origin: str) -> dict:
+    row = {f.name: record.get(f.name) for f in GENERATE_SCHEMA}
+    for field in ("sample_index", "prompt_tokens", "completion_tokens"):
+        if row[field] is not None:
+            value = int(row[field])
+            if not -(2**31) <= value < 2**31:
+                raise DistillError(f"{origin}: `{field}` {value} does not fit int32")
+            row[field] = value
+    for field in ("id", "prompt_id", "domain", "source", "problem", "prompt_messages", "teacher", "sampling"):
+        if row[field] is None:
+            raise DistillError(f"{origin}: `{field}` is null; a distill generate row always has one")
+        row[field] = str(row[field])
+    if row["truncated"] is None:
+        row["truncated"] = row["finish_reason"] == "length" or truncated_from_text(row["completion"] or "")
+    row["origin"] = origin
+    return row
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):  # s1K keeps its thinking as a list of trajectories
+        return "\n\n".join(str(v) for v in value if v is not None)
+    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _turns(messages, where: str, role_key: str = "role", content_key: str = "content") -> list[dict]:
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    if not isinstance(messages, list):
+        raise DistillError(f"{where}: expected a list of turns, got {type(messages).__name__}")
+    turns = []
+    for turn in messages:
+        role = USER_ROLES.get(str(turn.get(role_key, "")).lower())
+        if role is None:
+            raise DistillError(
+                f"{where}: unknown turn role `{turn.get(role_key)}` (expected user/human, assistant/gpt)"
+            )
+        turns.append({"role": role, "content": _text(turn.get(content_key)) or ""})
+    return turns
+
+
+def _split_conversation(turns: list[dict], where: str) -> dict:
+    last = max((i for i, t in enumerate(turns) if t["role"] == "assistant"), default=None)
+    if last is None or not any(t["role"] == "user" for t in turns[:last]):
+        raise DistillError(f"{where}: the conversation needs a user turn followed by an assistant turn")
+    prompt = turns[:last]
+    problem = next(t["content"] for t in reversed(prompt) if t["role"] == "user")
+    return {"problem": problem, "prompt": prompt, "completion": turns[last]["content"]}
+
+
+def _from_messages(record: dict, mapping: dict, origin: str) -> dict:
+    return _split_conversation(_turns(record["messages"], origin), origin)
+
+
+def _from_sharegpt(record: dict, mapping: dict, origin: str) -> dict:
+    turns = _turns(record["conversations"], origin, "from", "value")
+    system = record.get("system")
+    if system and not (turns and turns[0]["role"] == "system"):
+        turns.insert(0, {"role": "system", "content": str(system)})
+    return _split_conversation(turns, origin)
+
+
+def _from_columns(record: dict, mapping: dict, origin: str) -> dict:
+    problem = _text(record.get(mapping["problem"]))
+    if problem is None:
+        raise DistillError(f"{origin}: the problem column `{mapping['problem']}` is null")
+    if "completion" in mapping:
+        completion = _text(record.get(mapping["completion"])) or ""
+    else:
+        reasoning = _text(record.get(mapping["reasoning"])) if "reasoning" in mapping else None
+        answer = _text(record.get(mapping["answer"])) or ""
+        completion = f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}" if reasoning else answer
+    return {"problem": problem, "prompt": [{"role": "user", "content": problem}], "completion": completion}
+
+
+def _from_openr1(record: dict, origin: str, per_prompt: dict) -> list[dict]:
+    generations = record.get("generations") or []
+    reasons = record.get("finish_reasons") or []
+    rows = []
+    for k, generation in enumerate(generations):
+        if generation is None:
+            continue
+        part = {
+            "problem": record["problem"],
+            "prompt": [{"role": "user", "content": record["problem"]}],
+            "completion": generation,
+            "finish_reason": reasons[k] if k < len(reasons) else None,
+            "sample_index": k,
+        }
+        mapping = {"gold": "answer", "id": "uuid", "domain": "domain"}
+        rows.append(_finish(part, record, mapping, f"{origin}#{k}", per_prompt))
+    return rows
+
+
+def _finish(part: dict, record: dict, mapping: dict, origin: str, per_prompt: dict) -> dict:
+    """The generate-shaped row: ids, domain, gold and the trace split into reasoning and answer."""
+    completion = part["completion"]
+    for marker, replacement in STRATOS_MARKERS:
+        completion = completion.replace(marker, replacement)
+    problem = part["problem"]
+    given_id = record.get(mapping.get("id", "id"))
+    prompt_id = str(given_id) if given_id is not None else _hash(json.dumps(part["prompt"], ensure_ascii=False))
+    index = part.get("sample_index")
+    if index is None:
+        index = per_prompt.get(prompt_id, 0)
+    per_prompt[prompt_id] = max(per_prompt.get(prompt_id, 0), index + 1)
+    trace = parse_trace(completion)
+    finish_reason = part.get("finish_reason") or record.get("finish_reason")
+    truncated = finish_reason == "length" or (finish_reason is None and truncated_from_text(completion))
+    gold = _text(record.get(mapping.get("gold", "gold")))
+    tests = _text(record.get(mapping.get("tests", "tests")))
+    domain = _domain(_text(record.get(mapping.get("domain", "domain"))), completion)
+    return {
+        "id": _hash(json.dumps([prompt_id, index, completion], ensure_ascii=False)),
+        "prompt_id": prompt_id,
+        "sample_index": index,
+        "domain": domain,
+        "source": str(record.get("source") or "imported"),
+        "problem": problem,
+        "prompt_messages": json.dumps(part["prompt"], ensure_ascii=False),
+        "gold": gold,
+        "tests": tests,
+        "reasoning": trace.reasoning,
+        "answer": trace.answer,
+        "completion": completion,
+        "finish_reason": finish_reason,
+        "truncated": truncated,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "teacher": str(record.get("model") or record.get("teacher") or IMPORTED_TEACHER),
+        "sampling": "{}",
+        "error": None,
+        "origin": origin,
+    }
+
+
+def _domain(value: str | None, completion: str) -> str:
+    """Our four domains from a source's label; without one, a boxed answer says math and anything else general."""
+    if value:
+        label = value.strip().lower()
+        if label in ("math", "code", "science", "general"):
+            return label
+        if label in ("biology", "chemistry", "physics", "science"):
+            return "science"
+        if label in ("coding", "programming", "python"):
+            return "code"
+        return "math" if "math" in label else "general"
+    return "math" if "\\boxed" in completion else "general"
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+INPUT_SCHEMA = pa.schema(list(GENERATE_SCHEMA) + [pa.field("origin", pa.string())])
+
+
+def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tuple[Source, str, pa.Table | None]]:
+    """Each source with its layout, checked before anything is written: (source, layout, table or None).
+
+    A generate output with the exact schema is streamed from its file later (table None); others are read now.
+    """
+    plans = []
+    for source in find_sources(inputs):
+        if source.kind == "parquet" and requested in ("auto", "distill") and not mapping:
+            try:
+                schema = pq.read_schema(source.path)
+            except Exception as exc:  # pyarrow raises several types for damaged files
+                raise DistillError(f"{source.path} is not a readable Parquet file ({exc})") from None
+            if is_exact_distill(schema):
+                plans.append((source, "distill", None))
+                continue
+        table = read_source(source)
+        plans.append((source, detect_format(table.column_names, requested, mapping, source.name), table))
+    return plans
+
+
+def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
+    """The Parquet files filter reads: exact generate outputs as they are, the others normalized into `folder`."""
+    from distill.io import write_table_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for number, (source, layout, table) in enumerate(plans):
+        if table is None:
+            files.append(source.path)
+            continue
+        rows = [row for batch in normalize(table, layout, mapping, source.name) for row in batch]
+        if not rows:
+            raise DistillError(f"{source.name} has no traces to filter")
+        path = folder / f"input-{number:05d}.parquet"
+        write_table_atomic(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), path)
+        files.append(path)
+    return files

@@ -1,0 +1,218 @@
+"""The I/O every stage shares: Parquet shards, atomic writes, and the checks on an output folder.
+
+Shards are named like the Hub's, `data/train-{shard:05d}-of-{num_shards:05d}-part-{seq:05d}.parquet`, where
+`shard` is the host's `--shard-index`: hosts of one scale-out run write disjoint files into one folder. Every
+file is written under a temporary name and renamed when complete, so a reader (or a resumed run) never sees
+half a file.
+
+A stage never writes into, or deletes, its inputs: `check_output` refuses an output folder that is, holds or
+lies inside an input (symlinks resolved) before anything is touched, and the other checks every stage makes on
+its `--out` (a file, a dangling link, an existing output without --resume/--overwrite, files we did not write).
+"""
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.config import shown
+from distill.errors import DistillError
+
+# --------------------------------------------------------------------------------------------------------------
+# Parquet shards
+# --------------------------------------------------------------------------------------------------------------
+
+
+def shard_prefix(shard_index: int, num_shards: int) -> str:
+    return f"train-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def data_files(data_dir: Path, prefix: str | None = None) -> list[Path]:
+    """Finished shard files (temporary files start with a dot and are never listed)."""
+    if not data_dir.is_dir():
+        return []
+    files = sorted(p for p in data_dir.glob("*.parquet") if not p.name.startswith("."))
+    if prefix is not None:
+        files = [p for p in files if p.name.startswith(prefix + "-part-")]
+    return files
+
+
+class ShardWriter:
+    """Appends row batches to a folder as numbered Parquet files `{prefix}-part-{seq:05d}.parquet`,
+    one atomic rename per file. Numbering continues after the files already there (resume)."""
+
+    def __init__(self, data_dir: Path, prefix: str, schema: pa.Schema):
+        self.data_dir = data_dir
+        self.prefix = prefix
+        self.schema = schema
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Temporary files of our own prefix are leftovers of a killed run (no other host writes this prefix).
+        for stale in data_dir.glob(f".{prefix}-part-*.tmp"):
+            stale.unlink(missing_ok=True)
+        seqs = [int(p.name[len(prefix) + 6 : len(prefix) + 11]) for p in data_files(data_dir, prefix)]
+        self.next_seq = max(seqs, default=-1) + 1
+        # pyarrow imports pandas on the first from_pylist (~0.3 s): pay it now, not in the middle of a timed run.
+        pa.Table.from_pylist([], schema=schema)
+
+    def write(self, rows: list[dict]) -> Path | None:
+        if not rows:
+            return None
+        final = self.data_dir / f"{self.prefix}-part-{self.next_seq:05d}.parquet"
+        write_table_atomic(pa.Table.from_pylist(rows, schema=self.schema), final)
+        self.next_seq += 1
+        return final
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DistillError(f"{path} is unreadable ({exc}): delete it and rerun with --resume") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _tmp_for(final: Path) -> Path:
+    """A fresh temporary name beside `final`. A leftover (or a planted link) is removed first: writing through
+    a link named like our temporary file would write into whatever it points to."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
+def write_table_atomic(table: pa.Table, final: Path) -> None:
+    """A Parquet file that is either complete and on disk under its name, or not there at all."""
+    tmp = _tmp_for(final)
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())  # the data is on disk before the name says the file is complete
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def write_text_atomic(text: str, final: Path, durable: bool = True) -> None:
+    """A text file written under a temporary name and renamed: readers see the old or the new file, never half.
+
+    `durable` also syncs the data and the folder, for records a resumed run relies on (progress, markers).
+    """
+    final = Path(final)
+    tmp = _tmp_for(final)
+    with open(tmp, "x", encoding="utf-8") as fh:
+        fh.write(text)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    if durable:
+        fsync_dir(final.parent)
+
+
+def write_json_atomic(data, final: Path, indent: int | None = 2, durable: bool = True) -> None:
+    write_text_atomic(json.dumps(data, indent=indent, default=str) + "\n", final, durable=durable)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output folders
+# --------------------------------------------------------------------------------------------------------------
+
+
+def local_paths(names: Iterable) -> list[Path]:
+    """The names that are paths on this machine (a hub id or an alias is not, unless a folder of that name exists)."""
+    return [Path(n) for n in names if n and isinstance(n, str | os.PathLike) and Path(n).exists()]
+
+
+def check_not_input(out, inputs: Iterable, flag: str = "--out") -> None:
+    """Refuse an output folder that is, holds or lies inside one of `inputs` (paths; symlinks resolved), so no
+    stage can write into or delete what it reads. Inputs that do not exist are skipped."""
+    target = _resolved(out, flag)
+    for name in inputs:
+        if not name:
+            continue
+        source = _resolved(name, "the input")
+        if target == source:
+            relation = "is"
+        elif source.is_relative_to(target):
+            relation = "holds"
+        elif target.is_relative_to(source):
+            relation = "lies inside"
+        else:
+            continue
+        raise DistillError(
+            f"{flag} {shown(str(out), 200)} {relation} the input {shown(str(name), 200)}: a stage never writes into "
+            "its inputs, give another folder"
+        )
+
+
+def _resolved(path, what: str) -> Path:
+    try:
+        return Path(path).resolve()
+    except ValueError:  # a NUL character: no file system takes it
+        raise DistillError(f"{what} {shown(str(path), 200)} is not a path (it holds a NUL character)") from None
+
+
+def check_output(
+    out,
+    *,
+    inputs: Iterable = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    holds: str = "an output",
+    can_resume: bool = True,
+    ours: Callable[[Path], bool] | None = None,
+    busy: bool | None = None,
+) -> bool:
+    """Check an output folder before anything is read into it or deleted from it; True when it holds something.
+
+    `busy` says whether the folder already holds this run's kind of output (default: anything in it); `ours`
+    tells the entries a stage writes, and the folder is refused when it holds anything else, so --overwrite
+    never deletes a user's files.
+    """
+    out = Path(out)
+    check_not_input(out, inputs)
+    if out.is_symlink() and not out.exists():
+        raise DistillError(
+            f"--out {shown(str(out), 200)} is a link to {shown(os.readlink(out), 200)}, which does not exist: create "
+            "that folder or give another"
+        )
+    if out.exists() and not out.is_dir():
+        raise DistillError(f"--out {shown(str(out), 200)} is a file: give a folder")
+    if busy is None:
+        busy = out.is_dir() and any(out.iterdir())
+    if busy and not ((resume and can_resume) or overwrite):
+        flags = "--resume or --overwrite" if can_resume else "--overwrite to replace it"
+        raise DistillError(f"output folder {shown(str(out), 200)} already holds {holds}: pass {flags}")
+    if busy and ours is not None:
+        strangers = sorted(p.name for p in out.iterdir() if not ours(p))
+        if strangers:
+            raise DistillError(
+                f"refusing to {'overwrite' if overwrite else 'write into'} {shown(str(out), 200)}: it holds files "
+                f"distill did not write ({', '.join(shown(n, 80) for n in strangers[:3])})"
+            )
+    return busy
+
+
+def clear_folder(out: Path) -> None:
+    """Delete what a folder holds, but not the folder: `--out` may be a link, which stays a link to it."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -1,0 +1,64 @@
+"""report.html for a `distill rl` folder: reward per function, pass rate, completion length and KL by step.
+
+PNG plots (matplotlib's Agg canvas) embedded as base64, so the page is one file, like `distill report`.
+"""
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from distill.errors import DistillError
+
+REPORT_NAME = "report.html"
+
+
+def read_log(folder: Path) -> list[dict]:
+    path = folder / "rewards.jsonl"
+    if not path.is_file():
+        raise DistillError(f"{folder} holds no rewards.jsonl: run `distill rl` into it first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plot(rows: list[dict], keys: list[str], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for key in keys:
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", label=key)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if len(keys) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def write_report(folder: Path) -> Path:
+    rows = read_log(folder)
+    reward_keys = ["reward"] + sorted({k for r in rows for k in r if k.startswith("reward_")})
+    parts = [
+        f"<h1>distill rl: {html.escape(folder.name)}</h1>",
+        f"<p>{len(rows)} logged steps.</p>",
+        _plot(rows, reward_keys, "mean reward (total is weighted)"),
+        _plot(rows, ["pass_rate"], "pass rate"),
+        _plot(rows, ["completion_length"], "mean completion length (tokens)"),
+        _plot(rows, ["kl"], "KL to the reference"),
+    ]
+    if rows:
+        last = rows[-1]
+        cells = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in last.items())
+        parts.append(f"<h2>last step</h2><table>{cells}</table>")
+    page = "<!doctype html><meta charset='utf-8'><title>distill rl</title><body>" + "\n".join(parts) + "</body>"
+    path = folder / REPORT_NAME
+    path.write_text(page)
+    return path
