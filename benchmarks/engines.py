@@ -194,6 +194,9 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from distill.engines.vllm_engine import use_every_core
+
+    use_every_core(env)  # the bare vLLM loop gets the cores our engine gives itself on a small machine
     return env
 
 

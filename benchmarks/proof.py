@@ -1,13 +1,14 @@
 """The factory's proof: does a student trained on a real teacher's filtered traces beat its base, and by how much?
 
-    python benchmarks/proof.py [--quick] [--work DIR] [--results benchmarks/RESULTS.md]
+    python benchmarks/proof.py [--quick | --sizes 128,2,200,4,3] [--work DIR] [--results benchmarks/RESULTS.md]
 
 On reasoning-gym sums (2 terms, 1-2 digits, + and -), with R1's prompt and strict `\\boxed{}` grading:
   1. the embedded Qwen2.5-Coder-0.5B teacher writes `samples` traces per training prompt (seed 0), on vLLM CPU;
-     SmolLM2-135M writes as many on the same prompts (self-distillation, today's quickstart before issue 13);
-  2. three training sets of the same size N: the teacher's traces that the math verifier passed (filtered,
-     rejection sampling as in R1), N of the teacher's traces drawn regardless of correctness (unfiltered), and
-     N self-distilled SmolLM2 traces that a lenient math check passed (SmolLM2 never writes \\boxed{});
+     SmolLM2-135M writes 4x as many on the same prompts (self-distillation, the quickstart before issue 13);
+  2. three training sets: the N teacher traces that the math verifier passed (filtered, rejection sampling as in
+     R1), N of the teacher's traces drawn regardless of correctness (unfiltered: only the format check, no answer
+     check), and up to N self-distilled SmolLM2 traces that a lenient math check passed (SmolLM2 never writes
+     \\boxed{});
   3. SmolLM2-135M fully fine-tuned on each, once per training seed;
   4. every model evaluated on held-out prompts (seed 1000), k samples each, strict and lenient.
 A row per model: pass@1 with its 95% bootstrap interval over prompts (a student's rows average its seeds per
@@ -31,10 +32,17 @@ from distill.train.compare import format_gain, paired_bootstrap, per_prompt_rate
 
 TASK = "reasoning-gym:basic_arithmetic"
 TASK_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ["+", "-"]}
-VLLM = {"engine": "vllm", "max_model_len": 1024, "gpu_memory_utilization": 0.3}
+VLLM = {
+    "engine": "vllm",
+    "max_model_len": 1024,
+    "gpu_memory_utilization": 0.3,
+    "engine_args": {"enforce_eager": True},
+}  # short runs: see recipes/quickstart.yaml
 SIZES = {  # train prompts, samples per train prompt, eval prompts, eval samples, training seeds
     "quick": (32, 2, 32, 2, 1),
-    "full": (128, 2, 200, 4, 3),
+    # Sized for <= 60 min on a 2-core CPU: eval dominates (11 models x 800 samples at 200 x 4 would take ~2.7 h
+    # there, the teacher's alone ~35 min). On a bigger machine pass larger sizes to make the intervals narrower.
+    "full": (48, 2, 100, 2, 2),
 }
 
 
@@ -55,7 +63,7 @@ def filtered(inputs: Path, out: Path, verifiers: dict) -> int:
     from distill.filter.run import run_filter
 
     if not (out / "stats.json").exists():
-        config = FilterConfig(inputs=[str(inputs)], out=str(out), verifiers=verifiers, keep_unverified=True,
+        config = FilterConfig(inputs=[str(inputs)], out=str(out), verifiers=verifiers, keep_unverified=False,
                               overwrite=True, quiet=True)  # fmt: skip
         run_filter(config)
     return json.loads((out / "stats.json").read_text())["kept"]
@@ -113,23 +121,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer prompts, one training seed")
     parser.add_argument("--work", type=Path, default=Path("runs/proof"), help="resumable work folder")
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
+    parser.add_argument("--sizes", help="TRAIN_PROMPTS,SAMPLES,EVAL_PROMPTS,EVAL_SAMPLES,SEEDS instead of the "
+                        f"built-in ones (full: {','.join(map(str, SIZES['full']))})")  # fmt: skip
     args = parser.parse_args(argv)
     size = "quick" if args.quick else "full"
+    if args.sizes:
+        try:
+            SIZES["custom"] = tuple(int(v) for v in args.sizes.split(","))
+            assert len(SIZES["custom"]) == 5 and min(SIZES["custom"]) > 0
+        except (ValueError, AssertionError):
+            parser.error(f"--sizes takes five positive integers, got {args.sizes!r}")
+        size = "custom"
     train_prompts, train_samples, eval_prompts, eval_samples, seeds = SIZES[size]
     work = args.work / size
     started = time.monotonic()
 
     teacher = generate(QWEN_TEACHER, work / "generate" / "teacher", train_prompts, train_samples)
-    self_gen = generate(EMBEDDED, work / "generate" / "self", train_prompts, train_samples)
+    # SmolLM2 is right about one time in ten even by the last number: 4x the samples give it a training set
+    # near the teacher's size (cheap: the 135M model writes them in about a minute)
+    self_gen = generate(EMBEDDED, work / "generate" / "self", train_prompts, train_samples * 4)
     strict = {"math": {}, "format": {"require_think": False}}
     n = filtered(teacher, work / "filter" / "teacher", strict)
     filtered(teacher, work / "filter" / "teacher-all", {"format": {"require_think": False, "require_boxed": False}})
     m = filtered(self_gen, work / "filter" / "self", {"math": {"extraction": "lenient"}})
-    n = min(n, m) if m else n
-    sets = {
+    if not n or not m:
+        raise SystemExit(f"nothing to train on: the filter kept {n} teacher and {m} self-distilled traces")
+    sets = {  # filtered and unfiltered the same size; the self-distilled set as close to it as SmolLM2 gets
         "filtered": take(work / "filter" / "teacher", n, work / "sets" / "filtered"),
         "unfiltered": take(work / "filter" / "teacher-all", n, work / "sets" / "unfiltered"),
-        "self-distilled": take(work / "filter" / "self", n, work / "sets" / "self"),
+        "self-distilled": take(work / "filter" / "self", min(n, m), work / "sets" / "self"),
     }
     models = {"teacher": QWEN_TEACHER, "base": EMBEDDED}
     for name, data in sets.items():
@@ -157,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"\n## The factory's proof ({size} run, `benchmarks/proof.py`)\n\n"
         f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, {minutes:.0f} min "
-        f"(including steps resumed from {work}). Training sets: N = {n} rows each; {seeds} training seed(s); "
+        f"(including steps resumed from {work}). Training sets: N = {n} rows filtered and unfiltered, "
+        f"{min(n, m)} self-distilled; {seeds} training seed(s); "
         f"{eval_prompts} held-out prompts x {eval_samples} samples. Command: "
-        f"`python benchmarks/proof.py{' --quick' if args.quick else ''}`.\n\n"
+        f"`python benchmarks/proof.py{' --quick' if args.quick else ''}"
+        f"{' --sizes ' + args.sizes if args.sizes else ''}`.\n\n"
     )
     table = "\n".join(lines)
     print(header + table)

@@ -12,6 +12,8 @@ moves both sides together:
             target, and the time at 1 MB over the time at 256 KB (linear: ~4)
   train     (benchmarks/train_speed.py) `distill train` tokens/s, full and LoRA, against a bare transformers
             training loop on the same rows, batch and template (target >= 0.9x)
+  ray       (benchmarks/ray_filter.py, issue 16) `distill filter --backend ray` rows/s against the local backend
+            on the same input, outputs checked identical (target >= 0.8x)
 
 It prints one table and writes `benchmarks/results.json`: a list of items `{"name", "ours", "baseline", "unit",
 "ratio", "target", "met"}`. `--quick` fits in about 10 minutes on a quiet 2-core machine; the full run takes
@@ -30,9 +32,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `distill` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import engines, hostile, stages, train_speed  # noqa: E402
+from benchmarks import engines, hostile, ray_filter, stages, train_speed  # noqa: E402
 
-PARTS = ("engines", "stages", "hostile", "train")
+PARTS = ("engines", "stages", "hostile", "train", "ray")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             items += hostile.run(args.quick, work / "hostile")
         if "train" in parts:
             items += train_speed.run(args.quick, work / "train")
+        if "ray" in parts:
+            items += ray_filter.run(args.quick, work / "ray")
     args.out.write_text(json.dumps(items, indent=2) + "\n", encoding="utf-8")
     minutes = (time.monotonic() - started) / 60
     print(f"distill benchmarks ({'quick' if args.quick else 'full'}), {minutes:.1f} min, {machine()}")

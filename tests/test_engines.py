@@ -104,6 +104,17 @@ def test_vllm_arguments_by_device():
     assert "data_parallel_size" not in cpu and "distributed_executor_backend" not in cpu
 
 
+def test_small_cpu_machines_give_vllm_every_core():
+    from distill.engines.vllm_engine import RESERVE_ENV, use_every_core
+
+    env = {}
+    assert use_every_core(env, cpus=2) and env == {RESERVE_ENV: "0"}
+    env = {RESERVE_ENV: "1"}  # the user's choice stands
+    assert not use_every_core(env, cpus=2) and env == {RESERVE_ENV: "1"}
+    env = {}
+    assert not use_every_core(env, cpus=64) and env == {}  # one core of 64 for the scheduler costs little
+
+
 def test_unknown_engine():
     with pytest.raises(DistillError, match="unknown engine `tgi`"):
         make_engine(SimpleNamespace(engine="tgi"))

@@ -100,6 +100,28 @@ def test_ray_backend_writes_what_the_local_backend_writes(cluster, inputs, expec
     assert not (out / ".staging").exists()
 
 
+def test_stages_group_cheap_rules_with_a_neighbour():
+    groups = ray_backend.stage_groups
+    assert groups(["math", "format"], {}) == [["math", "format"]]
+    assert groups(["format", "language", "math", "code", "length"], {}) == [["format", "language", "math"],
+                                                                            ["code", "length"]]  # fmt: skip
+    assert groups(["format", "language"], {}) == [["format", "language"]]
+    # a cheap rule the user gave its own budget keeps its own stage
+    assert groups(["math", "format", "language"], {"format": {"max_actors": 1}}) == [["math"], ["format", "language"]]
+
+
+def test_one_stage_per_verifier_writes_the_same(cluster, inputs, expected, tmp_path):
+    """format and math each in a stage of their own (the cascade's state travels between them as columns)."""
+    config = tmp_path / "stages.yaml"
+    config.write_text("ray_stages: {format: {max_actors: 1}, math: {max_actors: 1}}\n")
+    out = tmp_path / "ray"
+    invoke(args(inputs, out, "dedupe", "ray", extra=["--config", str(config), "--verifiers", "format,math"]))
+    local_out = tmp_path / "local"
+    invoke(args(inputs, local_out, "dedupe", extra=["--verifiers", "format,math"]))
+    assert outcome(out) == outcome(local_out)
+    assert ray_backend.stage_groups(["format", "math"], {"format": {}, "math": {}}) == [["format"], ["math"]]
+
+
 class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs."""
 
@@ -173,3 +195,16 @@ def test_backends_refuse_to_resume_each_others_output(cluster, inputs, tmp_path)
     assert result.exit_code == 1 and "--backend ray" in result.output
     result = CliRunner().invoke(main, args(inputs, out, "plain", "rya"))
     assert result.exit_code == 1 and "did you mean `ray`" in result.output
+
+
+@pytest.mark.slow  # two real `distill filter` processes, one starting its own Ray: ~30 s
+def test_benchmark_item_compares_backends_on_identical_outputs(tmp_path):
+    from benchmarks import ray_filter
+
+    items, summary = ray_filter.measure(400, 1, tmp_path)
+    (bench,) = items
+    assert bench["unit"] == "rows/s" and bench["target"] == ray_filter.TARGET
+    assert bench["ours"] == pytest.approx(400 / summary["ray_s"][0], rel=1e-3)
+    assert bench["baseline"] == pytest.approx(400 / summary["local_s"][0], rel=1e-3)
+    # measure() raises when the outputs differ; both outputs are there to compare
+    assert ray_filter._ids(tmp_path / "filter-ray-400-0") == ray_filter._ids(tmp_path / "filter-local-400-0")

