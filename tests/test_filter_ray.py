@@ -197,14 +197,16 @@ def test_backends_refuse_to_resume_each_others_output(cluster, inputs, tmp_path)
     assert result.exit_code == 1 and "did you mean `ray`" in result.output
 
 
-@pytest.mark.slow  # two real `distill filter` processes, one starting its own Ray: ~30 s
-def test_benchmark_item_compares_backends_on_identical_outputs(tmp_path):
+@pytest.mark.slow  # four real `distill filter` processes, two starting their own Ray: ~60 s
+def test_benchmark_items_compare_backends_on_identical_outputs(tmp_path):
     from benchmarks import ray_filter
 
-    items, summary = ray_filter.measure(400, 1, tmp_path)
-    (bench,) = items
-    assert bench["unit"] == "rows/s" and bench["target"] == ray_filter.TARGET
-    assert bench["ours"] == pytest.approx(400 / summary["ray_s"][0], rel=1e-3)
-    assert bench["baseline"] == pytest.approx(400 / summary["local_s"][0], rel=1e-3)
+    items, summary = ray_filter.compare(200, 600, 1, tmp_path)
+    per_row = next(i for i in items if i["target"] == ray_filter.TARGET)
+    walls = summary["walls"]
+    slope_ray = 400 / (walls["600"]["ray"][0] - walls["200"]["ray"][0])
+    assert per_row["unit"] == "rows/s" and per_row["ours"] == pytest.approx(slope_ray, rel=1e-3)
+    end_to_end = items[0]
+    assert end_to_end["baseline"] == pytest.approx(200 / walls["200"]["local"][0], rel=1e-3)
     # measure() raises when the outputs differ; both outputs are there to compare
-    assert ray_filter._ids(tmp_path / "filter-ray-400-0") == ray_filter._ids(tmp_path / "filter-local-400-0")
+    assert ray_filter._ids(tmp_path / "filter-ray-600-0") == ray_filter._ids(tmp_path / "filter-local-600-0")
