@@ -48,39 +48,22 @@ def _env() -> dict:
 
 def _distill(args: list[str], cwd: Path, timeout: float = 120, memory_mb: int = 4096) -> tuple[int | None, str]:
     """`distill ARGS` in a child process: (exit status or None on time-out, stdout + stderr)."""
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
-
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "distill", *args],
-            cwd=cwd,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=limit,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f} s"
-    return done.returncode, done.stdout + done.stderr
+    return _child([sys.executable, "-m", "distill", *args], cwd, timeout, memory_mb)
 
 
 def _python(code: str, timeout: float = 60, memory_mb: int = 4096) -> tuple[int | None, str]:
+    return _child([sys.executable, "-c", code], ROOT, timeout, memory_mb)
+
+
+def _child(argv: list[str], cwd: Path, timeout: float, memory_mb: int) -> tuple[int | None, str]:
+    """A child process under an address-space limit: (exit status or None on time-out, stdout + stderr)."""
+
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
 
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            preexec_fn=limit,
-        )
+        done = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=limit)  # fmt: skip
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     return done.returncode, done.stdout + done.stderr

@@ -556,22 +556,7 @@ def _merge(tally, state: dict) -> None:
 def _load_record(out: Path, fingerprint: dict) -> dict | None:
     if (out / local.PROGRESS).exists():
         raise DistillError(f"{out} was written by the local backend: resume it without --backend ray, or --overwrite")
-    path = out / local.SHARDS / RECORD
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        before = record["settings"]
-    except (ValueError, KeyError, TypeError):
-        raise DistillError(f"{path} is damaged: pass --overwrite to filter {out} again from the start") from None
-    for name, value in fingerprint.items():
-        if before.get(name) != value:
-            what = "input files" if name == "inputs" else f"`{name}`"
-            raise DistillError(
-                f"cannot resume {out}: it was made with other {what} than this run; "
-                "pass the same ones, or --overwrite to start again"
-            )
-    return record
+    return local.load_record(out / local.SHARDS / RECORD, out, fingerprint)
 
 
 def _committed(out: Path, num_shards: int) -> dict[int, dict]:

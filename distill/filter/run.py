@@ -367,12 +367,16 @@ def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
 
 def _load_progress(out: Path, fingerprint: dict) -> dict | None:
     """The progress record of an interrupted run into `out`, or None when there is nothing to resume."""
-    path = out / PROGRESS
+    return load_record(out / PROGRESS, out, fingerprint)
+
+
+def load_record(path: Path, out: Path, fingerprint: dict) -> dict | None:
+    """A resume record (`{"settings": ...}`) checked against this run's settings; None when there is none."""
     if not path.exists():
         return None
     try:
-        progress = json.loads(path.read_text(encoding="utf-8"))
-        before = progress["settings"]
+        record = json.loads(path.read_text(encoding="utf-8"))
+        before = record["settings"]
     except (ValueError, KeyError, TypeError):
         raise DistillError(f"{path} is damaged: pass --overwrite to filter {out} again from the start") from None
     for name, value in fingerprint.items():
@@ -382,7 +386,7 @@ def _load_progress(out: Path, fingerprint: dict) -> dict | None:
                 f"cannot resume {out}: it was made with other {what} than this run; "
                 "pass the same ones, or --overwrite to start again"
             )
-    return progress
+    return record
 
 
 def _save_progress(out: Path, progress: dict) -> None:
