@@ -40,8 +40,9 @@ VLLM = {
 }  # short runs: see recipes/quickstart.yaml
 SIZES = {  # train prompts, samples per train prompt, eval prompts, eval samples, training seeds
     "quick": (32, 2, 32, 2, 1),
-    # Sized for <= 60 min on a 2-core CPU: eval dominates (11 models x 800 samples at 200 x 4 would take ~2.7 h
-    # there, the teacher's alone ~35 min). On a bigger machine pass larger sizes to make the intervals narrower.
+    # Sized for <= 60 min on a 2-core CPU: with 1 seed it took 34 min there (2026-11-28, benchmarks/RESULTS.md),
+    # 2 seeds add ~18. The example, 11 models x 200 x 4 eval samples, would take ~2.7 h there; on a bigger
+    # machine pass larger --sizes to make the intervals narrower.
     "full": (48, 2, 100, 2, 2),
 }
 
