@@ -17,6 +17,7 @@ answer would not count.
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -79,13 +80,26 @@ def compare(small: int, large: int, rounds: int, work: Path) -> tuple[list[dict]
     label = f"{VERIFIERS}, dedupe near, median of {rounds}"
     items = [item(f"filter rows/s --backend ray vs local, end to end ({n // 1000}k rows, {label})",
                   n / med[n]["ray"], n / med[n]["local"], "rows/s", None) for n in (small, large)]  # fmt: skip
-    slope = {b: (large - small) / max(1e-9, med[large][b] - med[small][b]) for b in ("local", "ray")}
+    more, slope, fixed = per_row_items(small, large, med, label)
+    return items + more, {"walls": {str(n): w for n, w in walls.items()}, "slope": slope, "fixed_s": fixed}
+
+
+def per_row_items(small: int, large: int, med: dict, label: str) -> tuple[list[dict], dict, dict]:
+    """The per-added-row rate of each backend between the two sizes' median walls, and the start-up it leaves over.
+    When a backend's larger run was not slower, the sizes are too close for the per-row cost to show above run-to-run
+    noise: that line says so and meets nothing, rather than print a rate made of noise."""
     name = f"filter rows/s --backend ray vs local, per added row ({small // 1000}k -> {large // 1000}k rows"
-    items.append(item(f"{name}: start-up excluded, {label})", slope["ray"], slope["local"], "rows/s", TARGET))
+    name = f"{name}: start-up excluded, {label})"
+    start_up = "filter start-up --backend ray vs local (process, Ray start, actors, dedupe pass), seconds"
+    added = {b: med[large][b] - med[small][b] for b in ("local", "ray")}
+    if min(added.values()) <= 0:
+        why = "not measurable: a larger run was not slower, so noise hides the per-row cost; use sizes further apart"
+        lines = [item(f"{name} - {why}", math.nan, math.nan, "rows/s", None)]
+        return lines + [item(f"{start_up} - {why}", math.nan, math.nan, "s", None)], {}, {}
+    slope = {b: (large - small) / added[b] for b in added}
     fixed = {b: med[small][b] - small / slope[b] for b in slope}
-    items.append(item("filter start-up --backend ray vs local (process, Ray start, actors, dedupe pass), "
-                      "seconds", fixed["ray"], fixed["local"], "s", None))  # fmt: skip
-    return items, {"walls": {str(n): w for n, w in walls.items()}, "slope": slope, "fixed_s": fixed}
+    lines = [item(name, slope["ray"], slope["local"], "rows/s", TARGET)]
+    return lines + [item(start_up, fixed["ray"], fixed["local"], "s", None)], slope, fixed
 
 
 def run(quick: bool, work: Path) -> list[dict]:
