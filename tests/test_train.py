@@ -146,6 +146,30 @@ def test_lora_changes_only_the_adapter(lora_run, tiny_model):
     assert trainer.args.packing and trainer.padding_free  # bfd packing runs padding-free, here on sdpa
 
 
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_cpu_loss_head_trains_as_trls_tiled_head(data_dir, tiny_model, tmp_path, monkeypatch, packing):
+    """On CPU the model's own head replaces TRL's tiled one (faster there): same losses, same weights, same
+    token counts and accuracy, with the assistant-only mask and with padding-free packing."""
+    from distill.train import sft
+
+    runs = {}
+    for name, limit in (("own head", sft.LOGITS_BYTES), ("tiled", 0)):  # a limit of 0 sends every batch to TRL's
+        monkeypatch.setattr(sft, "LOGITS_BYTES", limit)
+        out = tmp_path / name.replace(" ", "-")
+        trainer, _ = run_train(config(data_dir, tiny_model, out, max_steps=3, learning_rate=1e-2, packing=packing))
+        runs[name] = trainer
+    history = {name: [e for e in t.state.log_history if "loss" in e] for name, t in runs.items()}
+    assert len(history["own head"]) == 3
+    for ours, theirs in zip(history["own head"], history["tiled"], strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+        assert ours["num_tokens"] == theirs["num_tokens"]
+        assert ours["mean_token_accuracy"] == pytest.approx(theirs["mean_token_accuracy"])
+        assert "entropy" in theirs and "entropy" not in ours  # which path ran
+    ours, theirs = runs["own head"].model.state_dict(), runs["tiled"].model.state_dict()
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-4) for k in ours)
+    assert not torch.equal(ours["lm_head.weight"], AutoModelForCausalLM.from_pretrained(tiny_model).lm_head.weight)
+
+
 def test_packed_rows_do_not_attend_across_documents_on_sdpa(tiny_model):
     """Why packing is allowed without flash attention: transformers masks by position_ids (with use_cache off)."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)

@@ -59,6 +59,7 @@ OWNED_TRL_KEYS = {
     "fp16": "dtype",
     "seed": "seed",
 }
+LOGITS_BYTES = 2 * 2**30  # the largest fp32 logits tensor the CPU trainer builds; past it, TRL's tiled head
 MIN_LR_RATE = 0.1  # cosine_with_min_lr decays to 10% of the peak (open-r1's OpenR1-Distill-7B)
 
 
@@ -169,7 +170,7 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
             f"{start}",
             file=sys.stderr,
         )
-    trainer = SFTTrainer(
+    trainer = (SFTTrainer if on_gpu else cpu_trainer_class())(
         model=student_path,
         args=args,
         train_dataset=dataset,
@@ -370,6 +371,56 @@ def sft_arguments(
         # eos, so TRL adds it to the generation config and the trained student stops there.
         args["eos_token"] = end_of_turn
     return args
+
+
+def cpu_trainer_class() -> type:
+    """SFTTrainer with the model's own loss head on CPUs.
+
+    TRL 1.x always computes the loss through its fused LM head (`trl.kernels.chunked_logprob`): the hidden states
+    go through the output layer in vocabulary tiles that the backward pass recomputes, which saves GPU memory.
+    Without Triton the tiles run as torch ops over every position (padding included) and cost far more than the
+    logits they avoid: profiled on SmolLM2-135M (vocabulary 49k, batch 4 x 512, fp32, 2 cores) the tiles took 3 s
+    of a 9 s step, and `distill train` ran at 0.79x (full) and 0.63x (LoRA) a bare transformers loop on the same
+    batches (benchmarks/train_speed.py). The model's own head and cross-entropy give the same loss (labels shifted
+    the same way, -100 ignored, normalized by `num_items_in_batch`); only TRL's entropy metric is dropped, and the
+    token accuracy and token count are kept from the logits. A batch whose fp32 logits (and their gradient) would
+    pass LOGITS_BYTES (a Qwen vocabulary of 152k at 8 x 4096 tokens: 20 GB) still takes TRL's tiles."""
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CpuSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            plain = (
+                self.args.loss_type == "nll"
+                and self.compute_loss_func is None
+                and self.label_smoother is None
+                and not self.aux_loss_enabled
+                and "labels" in inputs
+                and inputs["labels"].numel() * self.model.config.get_text_config().vocab_size * 4 <= LOGITS_BYTES
+            )
+            if not plain:  # DFT, label smoothing, MoE aux loss, logits too big to hold: TRL's own path
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+            mode = "train" if self.model.training else "eval"
+            with torch.no_grad():
+                labels = inputs["labels"][:, 1:]
+                mask = labels != -100
+                hits = (outputs.logits[:, :-1].argmax(-1) == labels) & mask
+                valid = self.accelerator.gather_for_metrics(mask.sum()).sum()
+                correct = self.accelerator.gather_for_metrics(hits.sum()).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+            if mode == "train":  # as SFTTrainer counts them: attention-mask tokens, or the packed row's length
+                if "attention_mask" in inputs:
+                    local = inputs["attention_mask"].sum()
+                else:
+                    local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+                self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return (loss, outputs) if return_outputs else loss
+
+    return CpuSFTTrainer
 
 
 def merge_trl_arguments(args: dict, passthrough: dict, sft_config_cls: type) -> dict:
