@@ -193,3 +193,38 @@ def test_recipe_rl_after_train_starts_from_the_student_and_is_evaluated(tiny_mod
     recipe["rl"]["positon"] = recipe["rl"].pop("position")
     with pytest.raises(DistillError, match="did you mean `position`"):
         plan(recipe)
+
+
+def test_cpu_logprobs_match_trls_tiled_head(tiny_model):
+    """On CPU the policy's log-probabilities and entropies come from the model's own head (faster there than TRL's
+    tiles): same values and same gradients, padding zeroed as TRL does it."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOTrainer
+    from trl.trainer.utils import add_fused_lm_head
+
+    from distill.rl.grpo import cpu_grpo_trainer_class
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    accelerator = SimpleNamespace(autocast=contextlib.nullcontext, is_main_process=True)
+    trainer = SimpleNamespace(temperature=0.7, accelerator=accelerator)
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded prompt
+    mask[1, -2:] = 0  # a completion that ended early
+    results = {}
+    for name, method in (("ours", cpu_grpo_trainer_class()._get_per_token_logps_and_entropies),
+                         ("trl", GRPOTrainer._get_per_token_logps_and_entropies)):  # fmt: skip
+        model.zero_grad()
+        logps, entropy, _ = method(trainer, model, ids, mask, 5, batch_size=2, compute_entropy=True)
+        (logps.sum() + entropy.sum()).backward()
+        results[name] = (logps.detach(), entropy.detach(), model.lm_head.weight.grad.clone())
+    assert results["ours"][0].shape == (3, 5) and bool((results["ours"][0][1, -2:] == 0).all())
+    for ours, theirs in zip(results["ours"], results["trl"], strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-5)
+    assert results["ours"][0].abs().sum() > 0

@@ -137,6 +137,56 @@ def grpo_args(config: RlConfig, out: Path, use_cpu: bool) -> Any:
         raise DistillError(f"GRPO settings do not fit together: {exc}") from None
 
 
+LOGITS_BYTES = 2 * 2**30  # the largest fp32 logits tensor the CPU path builds; past it, TRL's tiled head
+
+
+def cpu_grpo_trainer_class() -> type:
+    """GRPOTrainer whose per-token log-probabilities come from the model's own head on CPUs.
+
+    TRL 1.x scores completions through its fused LM head (`trl.kernels.chunked_logprob`), tiles over the
+    vocabulary that save GPU memory; without Triton they run as torch ops over every position and cost more than
+    the logits they avoid (the same head cost `distill train` 0.79x a bare loop: distill/train/sft.py). Here the
+    model returns the logits of the completion positions only (`logits_to_keep`), and log-softmax, the gathered
+    log-probabilities and the entropy are taken from them: the same values (tests/test_rl.py compares both) at the
+    policy, the old policy and the reference model alike. Images, MoE aux losses and logits past LOGITS_BYTES keep
+    TRL's path."""
+    import torch
+    from trl import GRPOTrainer
+
+    class CpuGRPOTrainer(GRPOTrainer):
+        def _get_per_token_logps_and_entropies(
+            self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False,
+            compute_aux_loss=False, **multimodal,
+        ):  # fmt: skip
+            vocab = model.config.get_text_config().vocab_size if hasattr(model, "config") else None
+            size = input_ids.size(0) * (logits_to_keep + 1) * (vocab or 0) * 4
+            if compute_aux_loss or any(v is not None for v in multimodal.values()) or not vocab or size > LOGITS_BYTES:
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss,
+                    **multimodal,
+                )  # fmt: skip
+            batch_size = batch_size or input_ids.size(0)
+            all_logps, all_entropies = [], []
+            for start in range(0, input_ids.size(0), batch_size):
+                ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+                with self.accelerator.autocast():
+                    # logits_to_keep + 1 positions: the one before the completion predicts its first token
+                    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
+                                   use_cache=False).logits[:, :-1]  # fmt: skip
+                log_probs = torch.log_softmax(logits.float() / self.temperature, dim=-1)
+                targets = ids[:, -logits_to_keep:]
+                keep = mask[:, -logits_to_keep:] != 0  # as TRL's head: 0 where the completion is padding
+                logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                all_logps.append(logps.masked_fill(~keep, 0.0))
+                if compute_entropy:  # with its gradient: TRL's entropy bonus (entropy_coef) trains on it
+                    entropy = -(log_probs.exp() * log_probs).sum(-1)
+                    all_entropies.append(entropy.masked_fill(~keep, 0.0))
+            entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+            return torch.cat(all_logps, dim=0), entropies, None
+
+    return CpuGRPOTrainer
+
+
 def rewards_callback(path: Path, reward_names: list[str]):
     from transformers import TrainerCallback
 
@@ -239,7 +289,7 @@ def run_rl(config: RlConfig) -> Path:
     log = out / REWARDS_LOG
     if not config.resume and log.exists():
         log.unlink()
-    trainer = GRPOTrainer(
+    trainer = (cpu_grpo_trainer_class() if use_cpu else GRPOTrainer)(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
