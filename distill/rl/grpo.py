@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import CPU_LOGITS_BYTES as LOGITS_BYTES
 from distill.errors import DistillError
 from distill.rl.rewards import RewardSpec, make_reward_function
 
@@ -135,9 +136,6 @@ def grpo_args(config: RlConfig, out: Path, use_cpu: bool) -> Any:
         raise DistillError(f"GRPOConfig refused an argument ({exc}): check the --trl keys") from None
     except ValueError as exc:
         raise DistillError(f"GRPO settings do not fit together: {exc}") from None
-
-
-LOGITS_BYTES = 2 * 2**30  # the largest fp32 logits tensor the CPU path builds; past it, TRL's tiled head
 
 
 def cpu_grpo_trainer_class() -> type:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from distill.config import CPU_LOGITS_BYTES as LOGITS_BYTES
 from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.io import check_output as check_output_folder
@@ -59,7 +60,6 @@ OWNED_TRL_KEYS = {
     "fp16": "dtype",
     "seed": "seed",
 }
-LOGITS_BYTES = 2 * 2**30  # the largest fp32 logits tensor the CPU trainer builds; past it, TRL's tiled head
 MIN_LR_RATE = 0.1  # cosine_with_min_lr decays to 10% of the peak (open-r1's OpenR1-Distill-7B)
 
 
