@@ -115,6 +115,31 @@ def test_resume_completes_only_missing_samples(tiny_model, prompts_file, tmp_pat
     assert len(rows(out)) == 24
 
 
+def test_resume_of_a_complete_folder_starts_no_engine(tiny_model, prompts_file, tmp_path, monkeypatch):
+    # eval --resume re-runs generate for every model; a vLLM engine start costs a minute or more per model
+    import distill.generate.run as run
+
+    out = tmp_path / "out"
+    generate(*base_args(tiny_model, prompts_file, out))
+    before = rows(out)
+    built = []
+    real = run.make_engine
+    monkeypatch.setattr(run, "make_engine", lambda config: built.append(config) or real(config))
+    result = generate(*base_args(tiny_model, prompts_file, out, "--resume"))
+    assert built == [] and rows(out) == before and "wrote 6 samples for 6 prompts" in result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["generated_this_run"] == 0 and stats["samples"] == 6
+    # a missing sample, another sampling, or --retry-errors still goes through the engine (and its checks)
+    generate(*base_args(tiny_model, prompts_file, out, "--resume", "-n", "2"))
+    assert len(built) == 1 and len(rows(out)) == 12
+    result = generate(
+        *base_args(tiny_model, prompts_file, out, "--resume", "-n", "2", "--temperature", "1.0"), expect=1
+    )
+    assert "cannot resume" in result.output
+    generate(*base_args(tiny_model, prompts_file, out, "--resume", "-n", "2", "--retry-errors"))
+    assert len(built) == 3 and len(rows(out)) == 12
+
+
 def test_resume_refuses_other_sampling(tiny_model, prompts_file, tmp_path):
     out = tmp_path / "out"
     generate(*base_args(tiny_model, prompts_file, out))

@@ -32,6 +32,7 @@ from distill.io import (
     write_json_atomic,
     write_table_atomic,
 )
+from distill.models import model_label
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
@@ -79,6 +80,13 @@ def run_generate(config: GenerateConfig) -> dict:
     _check_output_state(out, prefix, config)
     num_prompts = sum(1 for _ in iter_prompts(config, shard))
 
+    if _nothing_left(out, prefix, config, shard):
+        # Every sample is already in the folder (eval resumes each model's samples this way): no engine to start,
+        # which for vLLM is a minute or more per model. The folder's stats are written again as a run would.
+        teacher = model_label(config.model)
+        _prepare_output(out, prefix, config, teacher, json.dumps(sampling_params(config), sort_keys=True))
+        return _finish(out, prefix, config, num_prompts, {"generated": 0, "completion_tokens": 0, "seconds": 0.0})
+
     engine = make_engine(config)
     try:
         teacher = getattr(engine, "model_name", None) or config.model
@@ -98,6 +106,22 @@ def run_generate(config: GenerateConfig) -> dict:
     finally:
         engine.close()
     return _finish(out, prefix, config, num_prompts, run)
+
+
+def _nothing_left(out: Path, prefix: str, config: GenerateConfig, shard: tuple[int, int]) -> bool:
+    """True when a --resume finds every sample of this shard done. Only for the in-process engines, whose
+    sample ids name the model as `model_label` does without loading it (a server names its own model), and not
+    with --retry-errors (failed rows are redone) or --overwrite (nothing is kept)."""
+    if not config.resume or config.overwrite or config.retry_errors or config.engine not in ("vllm", "transformers"):
+        return False
+    files = data_files(out / "data", prefix)
+    if not files:
+        return False
+    done = scan_done(files)
+    sampling_json = json.dumps(sampling_params(config), sort_keys=True)
+    teacher = model_label(config.model)
+    todo = _todo_batches(iter_prompts(config, shard), done, config.num_samples, teacher, sampling_json)
+    return next(todo, None) is None
 
 
 def _todo_batches(prompts, done: set, num_samples: int, teacher: str, sampling_json: str):
