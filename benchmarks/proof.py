@@ -43,7 +43,8 @@ SIZES = {  # train prompts, samples per train prompt, eval prompts, eval samples
     # 144 training prompts: on a validation seed (2000, not the held-out 1000) one student reached 17% strict on
     # the filtered traces of 48 prompts (64 rows), 20% on 96 (117 rows), 32% on 144 (180 rows); learning rate 3e-4
     # did worse than 1e-4 at both sizes, 2 epochs as well as 3 at 117 rows (benchmarks/RESULTS.md, 2026-11-28).
-    # Data is the lever, and 2 epochs pay for it in time. The example, 11 models x 200 x 4 eval samples,
+    # Data is the lever, and 2 epochs pay for it in time. From scratch this size took 68 min on 2 idle cores (one
+    # training seed would be ~46: `--sizes 144,2,100,2,1`). The example, 11 models x 200 x 4 eval samples,
     # would take hours on 2 cores; on a bigger machine pass larger --sizes to make the intervals narrower.
     "full": (144, 2, 100, 2, 2),
 }
