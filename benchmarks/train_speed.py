@@ -1,6 +1,7 @@
 """`distill train` against a plain transformers training loop: tokens/s on the same data, batch and model.
 
     python -m benchmarks.train_speed [--quick] [--json OUT.json]
+    python -m benchmarks.train_speed --batching FILTER_OUTPUT [--epochs 1]
 
 Both sides fine-tune the embedded SmolLM2-135M-Instruct (fp32, CPU) on the same synthetic R1-style rows
 (benchmarks/synth.py), rendered with the same think-preserving chat template, batch B, max length L, no packing,
@@ -10,7 +11,12 @@ loading excluded); the baseline is the bare loop: tokenize, pad to the longest r
 backward, optimizer step, timed around the steps only. tokens/s counts the non-padding tokens of each side.
 Each side runs in a fresh process; rounds alternate which goes first and each figure is the median.
 Target: ours >= 0.9x the bare loop; what costs more is overhead worth removing (eval, checkpoints, logging,
-dataloader workers, gradient checkpointing on a CPU).
+dataloader workers, gradient checkpointing on a CPU). Both sides take rows in the order they come (ours: random
+batches, --no-group-by-length), so padding costs them alike.
+
+--batching compares `distill train`'s default length-grouped batches with random ones (--no-group-by-length) on
+real traces (e.g. the proof's filtered set): seconds for the same epochs and real tokens/s, fresh processes,
+full fine-tuning as benchmarks/proof.py trains (batch 4, max_length 384, fp32).
 """
 
 import argparse
@@ -35,7 +41,7 @@ def ours(work: Path, data: Path, lora: bool, steps: int, batch: int, max_length:
     command = _python(
         "-m", "distill", "train", str(data), "--out", str(out), "--overwrite", "-q",
         "--chat-template", "think-preserving", *(["--lora"] if lora else []), "--dtype", "float32",
-        "--attn-implementation", "sdpa", "--no-gradient-checkpointing", "--no-packing",
+        "--attn-implementation", "sdpa", "--no-gradient-checkpointing", "--no-packing", "--no-group-by-length",
         "--max-length", str(max_length), "--batch-size", str(batch), "--gradient-accumulation-steps", "1",
         "--max-steps", str(steps),
     )  # fmt: skip
@@ -85,6 +91,32 @@ def baseline(data: Path, lora: bool, steps: int, batch: int, max_length: int) ->
     return tokens / elapsed
 
 
+def batching(data: Path, work: Path, epochs: float) -> list[dict]:
+    seconds, rates = {}, {}
+    for grouped in (True, False):
+        out = work / f"grouped-{grouped}"
+        command = _python(
+            "-m", "distill", "train", str(data), "--out", str(out), "--overwrite", "-q",
+            "--chat-template", "think-preserving", "--lr", "1e-4", "--epochs", str(epochs), "--batch-size", "4",
+            "--max-length", "384", "--no-gradient-checkpointing", "--seed", "0",
+            "--group-by-length" if grouped else "--no-group-by-length",
+        )  # fmt: skip
+        run_measured(command)
+        results = json.loads((out / "train_results.json").read_text(encoding="utf-8"))
+        history = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        seconds[grouped] = results["train_runtime"]
+        rates[grouped] = max(entry.get("num_tokens", 0) for entry in history) / results["train_runtime"]
+        print(
+            f"[batching] grouped={grouped}: {seconds[grouped]:.0f} s, {rates[grouped]:.1f} tokens/s", file=sys.stderr
+        )
+    shape = f"{epochs:g} epoch(s) of {data.name}, batch 4, full fp32 CPU"
+    return [
+        item(f"SFT real tokens/s length-grouped vs random batches ({shape})", rates[True], rates[False], "tokens/s",
+             ">= 1.15"),
+        item(f"SFT seconds length-grouped vs random batches ({shape})", seconds[True], seconds[False], "s", None),
+    ]  # fmt: skip
+
+
 def bare(data: Path, lora: bool, steps: int, batch: int, max_length: int) -> float:
     """The bare loop in a fresh process of its own, as `distill train` gets: neither side inherits the other's
     memory, thread pools or warm caches."""
@@ -122,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few steps, a few minutes on 2 cores")
     parser.add_argument("--json", type=Path, help="also write the items to this file")
+    parser.add_argument("--batching", type=Path, metavar="DATA", help="grouped vs random batches on this data")
+    parser.add_argument("--epochs", type=float, default=1.0, help="with --batching")
     parser.add_argument("--bare-loop", metavar="SPEC", help=argparse.SUPPRESS)  # the baseline's own process
     args = parser.parse_args(argv)
     if args.bare_loop:
@@ -129,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(baseline(Path(spec["data"]), spec["lora"], spec["steps"], spec["batch"], spec["max_length"]))
         return 0
     with tempfile.TemporaryDirectory(prefix="distill-train-speed-") as tmp:
-        items = run(args.quick, Path(tmp))
+        items = batching(args.batching, Path(tmp), args.epochs) if args.batching else run(args.quick, Path(tmp))
     print(format_table(items))
     if args.json:
         args.json.write_text(json.dumps(items, indent=2), encoding="utf-8")

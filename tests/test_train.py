@@ -170,6 +170,46 @@ def test_cpu_loss_head_trains_as_trls_tiled_head(data_dir, tiny_model, tmp_path,
     assert not torch.equal(ours["lm_head.weight"], AutoModelForCausalLM.from_pretrained(tiny_model).lm_head.weight)
 
 
+def test_length_grouped_batches_cut_padding_and_keep_every_row(tiny_model, tmp_path):
+    """Default batching groups rows of similar length (the proof's traces: 24% padding in random batches of 4,
+    4% grouped); --no-group-by-length gives random batches. Either way an epoch sees every row once."""
+    rows = []
+    for i in range(128):  # four lengths, interleaved so that random batches mix them
+        words = " ".join(["step"] * (4 + 40 * (i % 4)))
+        rows.append([{"role": "user", "content": f"Calculate {i} + 3."}, {"role": "assistant", "content": words}])
+    (tmp_path / "data" / "data").mkdir(parents=True)
+    schema = pa.schema([filter_schema([]).field("messages")])
+    table = pa.Table.from_pylist([{"messages": m} for m in rows], schema=schema)
+    pq.write_table(table, tmp_path / "data" / "data" / "train-00000-of-00001.parquet")
+
+    padding, seen = {}, {}
+    for grouped in (True, False):
+        out = tmp_path / f"grouped-{grouped}"
+        trainer, _ = run_train(
+            config(tmp_path / "data", tiny_model, out, max_length=256, batch_size=4, group_by_length=grouped)
+        )
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        padding[grouped] = 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+        seen[grouped] = sorted(int(row.sum()) for m in masks for row in m)
+    assert seen[True] == seen[False] and len(seen[True]) == 128  # the same rows, each once
+    assert padding[True] < 0.1 and padding[False] > 0.25  # seed 42: 8% and 35%
+
+
+def test_cpu_loss_skips_the_logits_of_the_shared_prompt(full_run):
+    """The CPU path computes no logits for the leading prompt columns of a batch, and its loss is the full one."""
+    trainer = full_run[0]
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch["labels"].clone()
+    first = int((labels != -100).any(dim=0).nonzero()[0])
+    assert first > 5  # the user turn is masked
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(**{**batch, "labels": labels}, use_cache=False).loss
+        loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    assert outputs.logits.size(1) == labels.size(1) - (first - 1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_packed_rows_do_not_attend_across_documents_on_sdpa(tiny_model):
     """Why packing is allowed without flash attention: transformers masks by position_ids (with use_cache off)."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", dtype=torch.float32)

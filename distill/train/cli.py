@@ -46,6 +46,11 @@ class _KeepArgs(click.Command):
 @click.option("--lora-dropout", type=float, help="[default: 0.05]")
 @click.option("--lora-target-modules", help="Comma-separated module names, or all-linear.  [default: all-linear]")
 @click.option("--packing/--no-packing", default=None, help="Pack sequences (best-fit, padding-free).  [default: off]")
+@click.option(
+    "--group-by-length/--no-group-by-length",
+    default=None,
+    help="Batch rows of similar length together (less padding; not with --packing).  [default: on]",
+)
 @click.option("--max-length", type=int, help="Tokens per sequence (per pack with --packing).  [default: 32768]")
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, help="[default: 4e-5; 2e-4 with --lora]")
 @click.option("--lr-scheduler-type", help="A transformers scheduler.  [default: cosine_with_min_lr (10% floor)]")

@@ -21,7 +21,9 @@ CPU vs GPU:
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
+import inspect
 import json
 import sys
 import time
@@ -55,6 +57,7 @@ OWNED_TRL_KEYS = {
     "gradient_checkpointing": "gradient_checkpointing",
     "max_length": "max_length",
     "packing": "packing",
+    "train_sampling_strategy": "group_by_length",
     "assistant_only_loss": "assistant_only_loss",
     "bf16": "dtype",
     "fp16": "dtype",
@@ -161,11 +164,14 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
     if state.is_main_process:
         kind = ("QLoRA" if config.qlora else "LoRA") + f" r={config.lora_r}" if config.lora else "full fine-tuning"
         start = f"resuming from {last_checkpoint}" if last_checkpoint else "from step 0"
+        batching = (
+            "packing" if config.packing else "length-grouped batches" if config.group_by_length else "random batches"
+        )
         if config.resume and not last_checkpoint:
             start = f"no checkpoint-* in {out} to resume from: starting at step 0"
         print(
             f"training {student_label} ({kind}) on {len(dataset)} rows: {dtype} on {'cuda' if on_gpu else 'cpu'}, "
-            f"{attn} attention, packing {'on' if config.packing else 'off'}, "
+            f"{attn} attention, {batching}, "
             f"{'assistant-only' if config.assistant_only_loss else 'full-sequence'} loss, lr {args.learning_rate:g}, "
             f"{start}",
             file=sys.stderr,
@@ -351,6 +357,9 @@ def sft_arguments(
         "max_length": config.max_length,
         "packing": config.packing,
         "packing_strategy": "bfd",  # whole sequences, never cut across rows; TRL makes it padding-free
+        # Packed rows carry no padding to save; otherwise each megabatch of ~50 batches is sorted by length and
+        # cut into batches (transformers' LengthGroupedSampler, reshuffled every epoch)
+        "train_sampling_strategy": "group_by_length" if config.group_by_length and not config.packing else "random",
         "assistant_only_loss": config.assistant_only_loss,
         "bf16": bf16,  # always explicit: TRL's default is bf16=True, which crawls on CPUs
         "fp16": fp16,
@@ -402,6 +411,10 @@ def cpu_trainer_class() -> type:
             if not plain:  # DFT, label smoothing, MoE aux loss, logits too big to hold: TRL's own path
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             inputs["use_cache"] = False
+            skip = self._positions_without_targets(inputs["labels"])
+            if skip:  # no logits for the prompt columns that no row of the batch learns from
+                inputs["labels"] = inputs["labels"][:, skip:]
+                inputs["logits_to_keep"] = inputs["input_ids"].size(1) - skip
             loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
             mode = "train" if self.model.training else "eval"
             with torch.no_grad():
@@ -419,6 +432,23 @@ def cpu_trainer_class() -> type:
                 self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return (loss, outputs) if return_outputs else loss
+
+        def _positions_without_targets(self, labels: "torch.Tensor") -> int:
+            """Leading columns whose logits predict no label in any row: the shared prompt part of a batch.
+
+            The logits at column t predict labels[t + 1], so columns up to one before the first label are skipped;
+            the model's loss then sees labels[:, skip:] against logits_to_keep = length - skip and shifts them the
+            same way, giving the same loss. The output layer is about a fifth of SmolLM2-135M's work per token and
+            the prompt a fifth of the proof's rows."""
+            if not self._keeps_logits:
+                return 0
+            targets = (labels != -100).any(dim=0).nonzero()
+            return max(int(targets[0]) - 1, 0) if len(targets) else 0
+
+        @functools.cached_property
+        def _keeps_logits(self) -> bool:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            return "logits_to_keep" in inspect.signature(base.forward).parameters
 
     return CpuSFTTrainer
 
