@@ -4,7 +4,7 @@
 
 On reasoning-gym sums (2 terms, 1-2 digits, + and -), with R1's prompt and strict `\\boxed{}` grading:
   1. the embedded Qwen2.5-Coder-0.5B teacher writes `samples` traces per training prompt (seed 0), on vLLM CPU;
-     SmolLM2-135M writes 2x as many on the same prompts (self-distillation, the quickstart before issue 13);
+     SmolLM2-135M writes as many on the same prompts (self-distillation, the quickstart before issue 13);
   2. three training sets: the N teacher traces that the math verifier passed (filtered, rejection sampling as in
      R1), N of the teacher's traces drawn regardless of correctness (unfiltered: only the format check, no answer
      check), and up to N self-distilled SmolLM2 traces that a lenient math check passed (SmolLM2 never writes
@@ -145,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     teacher = generate(QWEN_TEACHER, work / "generate" / "teacher", train_prompts, train_samples)
     done("teacher traces")
-    # SmolLM2 is right about one time in ten even by the last number: twice the teacher's samples per prompt give
-    # it a set of about a third the teacher's (more costs minutes, and its student scores 0% strict either way)
-    self_gen = generate(EMBEDDED, work / "generate" / "self", train_prompts, train_samples * 2)
+    # The same generation budget as the teacher's, each filtered by what it can pass: SmolLM2 is right about one
+    # time in ten even by the last number, so its set is far smaller (twice the samples cost 3 more minutes here
+    # and its student still scored 0% strict, benchmarks/RESULTS.md)
+    self_gen = generate(EMBEDDED, work / "generate" / "self", train_prompts, train_samples)
     done("self-distilled traces")
     strict = {"math": {}, "format": {"require_think": False}}
     n = filtered(teacher, work / "filter" / "teacher", strict)
