@@ -43,9 +43,10 @@ SIZES = {  # train prompts, samples per train prompt, eval prompts, eval samples
     # 144 training prompts: on a validation seed (2000, not the held-out 1000) one student reached 17% strict on
     # the filtered traces of 48 prompts (64 rows), 20% on 96 (117 rows), 32% on 144 (180 rows); learning rate 3e-4
     # did worse than 1e-4 at both sizes, 2 epochs as well as 3 at 117 rows (benchmarks/RESULTS.md, 2026-11-28).
-    # Data is the lever, and 2 epochs pay for it in time. From scratch this size took 68 min on 2 idle cores (one
-    # training seed would be ~46: `--sizes 144,2,100,2,1`). The example, 11 models x 200 x 4 eval samples,
-    # would take hours on 2 cores; on a bigger machine pass larger --sizes to make the intervals narrower.
+    # Data is the lever, and 2 epochs pay for it in time. From scratch this size took 59 min on 2 idle cores (68
+    # before length-grouped batches; one training seed: `--sizes 144,2,100,2,1`, ~40). The example, 11
+    # models x 200 x 4 eval samples, would take hours on 2 cores; on a bigger machine pass larger --sizes to make
+    # the intervals narrower.
     "full": (144, 2, 100, 2, 2),
 }
 
@@ -86,9 +87,12 @@ def train(data: Path, out: Path, seed: int) -> Path:
     from distill.train.sft import run_train
 
     if not (out / "train_results.json").exists():
+        # no checkpoint-* (1.6 GB of weights and optimizer state each; seven filled this disk once): a student cut
+        # short is trained again whole
         config = TrainConfig(data=[str(data)], out=str(out), student=EMBEDDED, chat_template="think-preserving",
                              lora=False, learning_rate=1e-4, epochs=2, max_length=384, batch_size=4,
-                             gradient_checkpointing=False, seed=seed, overwrite=True, quiet=True)  # fmt: skip
+                             gradient_checkpointing=False, seed=seed, overwrite=True, quiet=True,
+                             trl={"save_strategy": "no"})  # fmt: skip
         run_train(config)
     return out
 
