@@ -271,8 +271,14 @@ def _many_prompts(tmp_path, n=40):
 
 def _kill_midway(argv, out, sig):
     """Start a run, wait until some files are written, then send `sig`."""
+    # Ctrl-C's SIGINT at its default in the child: a shell that starts the test suite in the background (`cmd &`
+    # without job control) ignores SIGINT, and the child would inherit that and finish with 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "distill", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "distill", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
