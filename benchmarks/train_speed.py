@@ -46,10 +46,14 @@ def ours(work: Path, data: Path, lora: bool, steps: int, batch: int, max_length:
         "--max-steps", str(steps),
     )  # fmt: skip
     run_measured(command)
+    return _timing(out)[1]
+
+
+def _timing(out: Path) -> tuple[float, float]:
+    """(seconds, real tokens/s) of a finished `distill train` output, as its trainer timed and counted them."""
     runtime = json.loads((out / "train_results.json").read_text(encoding="utf-8"))["train_runtime"]
     history = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-    tokens = max(entry.get("num_tokens", 0) for entry in history)
-    return tokens / runtime
+    return runtime, max(entry.get("num_tokens", 0) for entry in history) / runtime
 
 
 def baseline(data: Path, lora: bool, steps: int, batch: int, max_length: int) -> float:
@@ -102,10 +106,7 @@ def batching(data: Path, work: Path, epochs: float) -> list[dict]:
             "--group-by-length" if grouped else "--no-group-by-length",
         )  # fmt: skip
         run_measured(command)
-        results = json.loads((out / "train_results.json").read_text(encoding="utf-8"))
-        history = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-        seconds[grouped] = results["train_runtime"]
-        rates[grouped] = max(entry.get("num_tokens", 0) for entry in history) / results["train_runtime"]
+        seconds[grouped], rates[grouped] = _timing(out)
         print(
             f"[batching] grouped={grouped}: {seconds[grouped]:.0f} s, {rates[grouped]:.1f} tokens/s", file=sys.stderr
         )

@@ -37,11 +37,11 @@ def conversations(n: int) -> list[list[dict]]:
     ]
 
 
-def write_filter_output(folder, n: int = 8):
+def write_filter_output(folder, n: int = 8, messages: list[list[dict]] | None = None):
     """A `distill filter` output folder: data/*.parquet with the filter schema's `messages` column."""
     (folder / "data").mkdir(parents=True)
     schema = pa.schema([filter_schema([]).field("messages")])
-    table = pa.Table.from_pylist([{"messages": m} for m in conversations(n)], schema=schema)
+    table = pa.Table.from_pylist([{"messages": m} for m in messages or conversations(n)], schema=schema)
     pq.write_table(table, folder / "data" / "train-00000-of-00001.parquet")
     return folder
 
@@ -177,17 +177,12 @@ def test_length_grouped_batches_cut_padding_and_keep_every_row(tiny_model, tmp_p
     for i in range(128):  # four lengths, interleaved so that random batches mix them
         words = " ".join(["step"] * (4 + 40 * (i % 4)))
         rows.append([{"role": "user", "content": f"Calculate {i} + 3."}, {"role": "assistant", "content": words}])
-    (tmp_path / "data" / "data").mkdir(parents=True)
-    schema = pa.schema([filter_schema([]).field("messages")])
-    table = pa.Table.from_pylist([{"messages": m} for m in rows], schema=schema)
-    pq.write_table(table, tmp_path / "data" / "data" / "train-00000-of-00001.parquet")
+    data = write_filter_output(tmp_path / "data", messages=rows)
 
     padding, seen = {}, {}
     for grouped in (True, False):
         out = tmp_path / f"grouped-{grouped}"
-        trainer, _ = run_train(
-            config(tmp_path / "data", tiny_model, out, max_length=256, batch_size=4, group_by_length=grouped)
-        )
+        trainer, _ = run_train(config(data, tiny_model, out, max_length=256, batch_size=4, group_by_length=grouped))
         masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
         padding[grouped] = 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
         seen[grouped] = sorted(int(row.sum()) for m in masks for row in m)

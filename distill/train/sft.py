@@ -357,8 +357,8 @@ def sft_arguments(
         "max_length": config.max_length,
         "packing": config.packing,
         "packing_strategy": "bfd",  # whole sequences, never cut across rows; TRL makes it padding-free
-        # Packed rows carry no padding to save; otherwise each megabatch of ~50 batches is sorted by length and
-        # cut into batches (transformers' LengthGroupedSampler, reshuffled every epoch)
+        # Packed rows carry no padding to save; otherwise rows are shuffled, cut into megabatches (up to 50 batches,
+        # a quarter of a small set), each sorted by length and cut into batches (transformers' LengthGroupedSampler)
         "train_sampling_strategy": "group_by_length" if config.group_by_length and not config.packing else "random",
         "assistant_only_loss": config.assistant_only_loss,
         "bf16": bf16,  # always explicit: TRL's default is bf16=True, which crawls on CPUs
