@@ -72,9 +72,9 @@ def hostile_text(unit: str, size: int) -> str:
 
 def checkers() -> dict:
     """verifier name -> a function of the answer text (what a verifier does with one row)."""
-    from distill.filter.code import extract_code
-    from distill.filter.registry import build_verifier
-    from distill.schema import example_row
+    from distill.filter.verifiers.code import extract_code
+    from distill.filter.verifiers.registry import build_verifier
+    from distill.testing import example_row
 
     def verify(name: str, options: dict):
         verifier = build_verifier(name, options)

@@ -75,7 +75,7 @@ def filtered(inputs: Path, out: Path, verifiers: dict) -> int:
 
 
 def take(source: Path, count: int, out: Path, seed: int = 0) -> Path:
-    from distill.filter.mix import mix
+    from distill.filter.dataset.mix import mix
 
     if not (out / "stats.json").exists():
         mix([(str(source), count)], str(out), seed=seed, overwrite=True)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distill.config import EvalConfig  # noqa: E402
-from distill.filter.registry import build_verifier  # noqa: E402
+from distill.filter.verifiers.registry import build_verifier  # noqa: E402
 from distill.rl.grpo import RlConfig, run_rl  # noqa: E402
 from distill.rl.rewards import RewardSpec  # noqa: E402
 from distill.train.eval import run_eval  # noqa: E402

@@ -240,7 +240,7 @@ def dedupe_job(num_prompts: int, batch: int = 256, near_fraction: float = 0.1) -
     import numpy as np  # noqa: F401  (imported before the RSS reference point)
 
     from benchmarks.synth import dedupe_prompts
-    from distill.filter.dedupe import PromptDeduper
+    from distill.filter.dataset.dedupe import PromptDeduper
 
     batches = dedupe_prompts(num_prompts, near_fraction, seed=SEED, batch=batch)
     first = next(batches)  # builds the vocabulary before the reference point

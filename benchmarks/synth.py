@@ -30,11 +30,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.filter.run import to_messages
+from distill.filter.cascade import to_messages
 from distill.generate.run import sample_id
 from distill.generate.sources import DEFAULT_TEMPLATES
 from distill.io import ShardWriter, shard_prefix
-from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, example_row
+from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE
+from distill.testing import example_row
 
 TEACHER = "deepseek-ai/DeepSeek-R1"
 SAMPLING = json.dumps({"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "n": 4}, sort_keys=True)

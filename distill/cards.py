@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 import yaml
 
 from distill.config import DEFAULT_LICENSE
 from distill.errors import DistillError
+from distill.io import data_files
 from distill.models import ALIASES, EMBEDDED, model_label
 from distill.secrets import scrub
 
@@ -61,10 +63,6 @@ def size_category(rows: int) -> str:
 
 def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     """README.md of a dataset: Hub metadata, then what made it (teacher, sampling, verifiers, counts), then use."""
-    import pyarrow.parquet as pq
-
-    from distill.io import data_files
-
     stats = _read_json(folder / "stats.json")
     own = _read_yaml(folder / "config.resolved.yaml")
     # A filter output names its generate inputs; their resolved configs say how the prompts were made.

@@ -14,10 +14,20 @@ from distill.cli_utils import (
     section_and_flags,
     teacher_flags,
 )
+from distill.config import FilterConfig, GenerateConfig, build_config
 from distill.errors import DistillError
+from distill.filter.dataset.inputs import parse_map
+from distill.filter.dataset.mix import mix
+from distill.filter.report import write_report
+from distill.filter.run import run_filter
+from distill.generate.run import run_generate
+from distill.generate.stats import check_folder
 from distill.hub_cli import publish_group
+from distill.pipeline import describe, plan, run_steps, select
+from distill.recipe import load_recipe
 from distill.rl.cli import rl_command
 from distill.train.cli import train_command
+from distill.train.eval import format_table
 from distill.train.eval_cli import eval_command
 
 
@@ -63,9 +73,6 @@ def main():
 @_fail_cleanly
 def generate(ctx, config_file, source_option, engine_arg, **flags):
     """Sample chain-of-thought traces from a teacher into <out>/data/*.parquet (resumable)."""
-    from distill.config import GenerateConfig, build_config
-    from distill.generate.run import run_generate
-
     recipe, overrides = section_and_flags(ctx, config_file, "generate", flags)
     teacher_flags(overrides, source_option, engine_arg)
     config = build_config(GenerateConfig, recipe, overrides, where=config_file or "the recipe")
@@ -82,8 +89,6 @@ def generate(ctx, config_file, source_option, engine_arg, **flags):
 @_fail_cleanly
 def stats(folder):
     """Validate a generate output: counts, duplicate ids, unreadable files; print totals."""
-    from distill.generate.stats import check_folder
-
     report, problems = check_folder(folder)
     for key, value in report.items():
         click.echo(f"{key:>20}: {value}")
@@ -164,8 +169,6 @@ def stats(folder):
 def filter_command(ctx, inputs, config_file, options, maps, **flags):
     """Keep the good traces of generate outputs or anyone's traces (Parquet, JSONL, JSON, CSV, datasets folders):
     verifiers, dedupe, decontamination -> SFT-ready Parquet."""
-    from distill.config import FilterConfig, build_config
-    from distill.filter.run import run_filter
 
     recipe, overrides = section_and_flags(ctx, config_file, "filter", flags)
     if inputs:
@@ -173,8 +176,6 @@ def filter_command(ctx, inputs, config_file, options, maps, **flags):
     if "decontaminate" in overrides:
         overrides["decontaminate"] = list(overrides["decontaminate"])
     if maps:
-        from distill.filter.inputs import parse_map
-
         overrides["map"] = parse_map(list(maps))
     config = build_config(FilterConfig, recipe, overrides, where=config_file or "the recipe")
     _verifier_options(options, config.verifiers)
@@ -202,8 +203,6 @@ def _filter_table(stats: dict) -> str:
 @_fail_cleanly
 def report(folder):
     """Write FOLDER/report.html for a filter output: pass rates, length histograms, judge scores, samples."""
-    from distill.filter.report import write_report
-
     click.echo(str(write_report(folder)))
 
 
@@ -217,8 +216,6 @@ def report(folder):
 @_fail_cleanly
 def mix_command(inputs, out, total, seed, rows_per_file, overwrite):
     """Mix filtered folders by counts or ratios: `reasoning:600000 general:200000`, or `r:0.75 g:0.25 --total N`."""
-    from distill.filter.mix import mix
-
     pairs = []
     for item in inputs:
         folder, sep, weight = item.rpartition(":")
@@ -251,13 +248,15 @@ main.add_command(publish_group)
     metavar="SECTION.KEY=VALUE",
     help="Override a recipe value, e.g. train.max_steps=5 or generate.math.num_prompts=4. Repeatable.",
 )
+@click.option("--out", type=click.Path(file_okay=False), help="Write the outputs here instead of the recipe's `out`.")
 @click.option("--dry-run", is_flag=True, help="Print what would run, and stop.")
 @_fail_cleanly
-def run(recipe, start, until, sets, dry_run):
-    """Run the pipeline of a YAML recipe: complete stages are skipped, interrupted ones resumed."""
-    from distill.pipeline import describe, load_recipe, plan, run_steps, select
+def run(recipe, start, until, sets, out, dry_run):
+    """Run the pipeline of a YAML recipe: complete stages are skipped, interrupted ones resumed.
 
-    steps = plan(load_recipe(recipe, sets), recipe)
+    Relative input paths in the recipe (prompt files, data, benchmarks, templates) are read from the recipe's
+    folder; outputs go under `out`, relative to the working directory."""
+    steps = plan(load_recipe(recipe, sets, out), recipe)
     chosen = select(steps, start, until)
     click.echo(describe(steps, chosen))
     if dry_run:
@@ -269,6 +268,4 @@ def run(recipe, start, until, sets, dry_run):
         click.echo(f"  {step.label:<18} {step.out}{extra}")
     for step in steps:
         if step.stage == "eval" and (step.out / "summary.json").exists():
-            from distill.train.eval import format_table
-
             click.echo("\n" + format_table(json.loads((step.out / "summary.json").read_text(encoding="utf-8"))))

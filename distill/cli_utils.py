@@ -1,14 +1,18 @@
 """Helpers shared by the command modules: one-line errors, KEY=VALUE flags."""
 
+import dataclasses
 import functools
 import os
 import re
 import sys
 
 import click
+import yaml
 from click.core import ParameterSource
 
-from distill.errors import DistillError
+import distill.config
+from distill.errors import DistillError, shown
+from distill.recipe import load_yaml, yaml_value
 from distill.secrets import scrub
 
 
@@ -39,17 +43,11 @@ def clip(message: str, limit: int = 200) -> str:
     """An error message with every run of more than `limit` characters without a space cut short: a message may
     quote a value from a user's file, and a 10 MB value must not come back whole (on one line, whatever it holds).
     """
-    from distill.config import shown
-
     return re.sub(rf"\S{{{limit + 1},}}", lambda m: shown(m.group(), limit), message.replace("\n", " "))
 
 
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
     """KEY=VALUE flags; values are read as YAML so numbers, booleans and lists keep their types."""
-    import yaml
-
-    from distill.config import yaml_value
-
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -78,7 +76,6 @@ def section_and_flags(
 ) -> tuple[dict | None, dict]:
     """The stage's settings from a YAML file (a flat mapping, or a recipe's `section:`), and the flags the
     user actually typed: defaults < file < flags, so an untyped flag never hides a value from the file."""
-    from distill.config import load_yaml
 
     recipe = None
     if config_file:
@@ -107,10 +104,6 @@ def _stack(options: list):
 
 def _default(name: str, stage: str = "SampledConfig") -> str:
     """The default of a setting, for --help: read from the stage's config class, never typed twice."""
-    import dataclasses
-
-    import distill.config
-
     value = {f.name: f.default for f in dataclasses.fields(getattr(distill.config, stage))}[name]
     return f"{value:g}" if isinstance(value, float) else str(value)
 

@@ -2,8 +2,6 @@
 
 import dataclasses
 import math
-import os
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,8 +10,11 @@ from typing import Any
 
 import yaml
 
+from distill.engines import ENGINES
 from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
-from distill.errors import DistillError, near_hint
+from distill.errors import DistillError, near_hint, shown
+from distill.io import write_text_atomic
+from distill.models import default_label
 from distill.secrets import scrub_config
 
 # --------------------------------------------------------------------------------------------------------------
@@ -49,8 +50,6 @@ class EngineConfig:
     device: str | None = None  # None: cuda when available, else cpu
 
     def validate(self) -> None:
-        from distill.engines import ENGINES
-
         if self.engine not in ENGINES:
             raise DistillError(f"unknown engine `{shown(self.engine)}`: choose one of {', '.join(ENGINES)}")
 
@@ -138,14 +137,6 @@ class GenerateConfig(SampledConfig):
             raise DistillError("--prefill-think and --no-think contradict each other: pass one of them")
         if self.rows_per_file < 1:
             raise DistillError(f"--rows-per-file must be at least 1, got {self.rows_per_file}")
-
-
-def shown(value, limit: int = 80) -> str:
-    """A value from a user's file or flags, for an error message: on one line, with control characters and lone
-    surrogates escaped (they garble the terminal or cannot be printed at all), and cut to `limit` characters."""
-    text = value if isinstance(value, str) else repr(value)
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_sampling(temperature: float, top_p: float, min_p: float = 0.0) -> None:
@@ -252,96 +243,6 @@ def _is_float(text: str) -> bool:
     return True
 
 
-# A recipe is a few hundred values. YAML aliases can make a few bytes stand for exponentially many (nested
-# anchors, "billion laughs": a 300-byte file expanded to 10^7 items, 4 GB, 138 s), so the size of a document
-# with every alias expanded is counted before anything is built from it, and a document past this is refused.
-MAX_YAML_NODES = 100_000
-MAX_YAML_BYTES = 1 << 20  # and the file itself: 1 MiB is thousands of recipes; YAML parses ~0.4 MB/s in Python
-
-
-class BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a document whose aliases would expand past MAX_YAML_NODES nodes, or refer to
-    themselves; counted on the composed node graph (one visit per distinct node), before construction."""
-
-    def get_single_node(self):
-        node = super().get_single_node()
-        if node is not None:
-            expanded_size(node, MAX_YAML_NODES)
-        return node
-
-
-class YamlTooLarge(DistillError):
-    pass
-
-
-def expanded_size(node, limit: int) -> int:
-    """Nodes in `node` with every alias expanded (a shared node counts at each use), up to `limit`."""
-    sizes: dict[int, int] = {}
-    busy: set[int] = set()
-
-    def size(n) -> int:
-        key = id(n)
-        if key in sizes:
-            return sizes[key]
-        if key in busy:
-            raise YamlTooLarge("refers to itself through an alias: write the value out")
-        busy.add(key)
-        total = 1
-        if isinstance(n, yaml.SequenceNode):
-            total += sum(size(child) for child in n.value)
-        elif isinstance(n, yaml.MappingNode):
-            total += sum(size(k) + size(v) for k, v in n.value)
-        busy.discard(key)
-        if total > limit:
-            raise YamlTooLarge(
-                f"expands to more than {limit:,} values through its aliases (&anchor, *alias): use fewer aliases"
-            )
-        sizes[key] = total
-        return total
-
-    return size(node)
-
-
-def yaml_value(text: str, where: str):
-    """A value typed on the command line (`--set`, `--option`, KEY=VALUE), read as YAML with the same bounds."""
-    try:
-        return yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader, bounded
-    except YamlTooLarge as exc:
-        raise DistillError(f"{where}: the value {exc}") from None
-
-
-def load_yaml(path: str | Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > MAX_YAML_BYTES:
-                raise YamlTooLarge(
-                    f"is {size / 2**20:.1f} MiB, more than a recipe's {MAX_YAML_BYTES >> 20} MiB: shorten it (prompts "
-                    "belong in a --source file)"
-                )
-            data = yaml.load(fh, Loader=BoundedLoader) or {}  # noqa: S506 - a SafeLoader, bounded
-    except YamlTooLarge as exc:
-        raise DistillError(f"config file {path} {exc}") from None
-    except FileNotFoundError:
-        raise DistillError(f"config file not found: {path}") from None
-    except OSError as exc:  # a folder, no permission
-        raise DistillError(f"cannot read config file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise DistillError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
-    except yaml.YAMLError as exc:
-        lines = str(exc).strip().splitlines() or [type(exc).__name__]
-        raise DistillError(f"config file {path} is not valid YAML: {shown(lines[0], limit=200)}") from None
-    except RecursionError:
-        raise DistillError(f"config file {path} nests too deeply to read: flatten its lists and mappings") from None
-    except ValueError:  # the one ValueError YAML lets through: int() of a number too long to convert
-        raise DistillError(
-            f"config file {path} holds a number with more than {sys.get_int_max_str_digits()} digits: shorten it"
-        ) from None
-    if not isinstance(data, dict):
-        raise DistillError(f"config file {path} must hold a mapping of keys to values")
-    return data
-
-
 def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the recipe"):
     """Defaults < recipe < overrides (the flags a user typed)."""
     if recipe is not None and not isinstance(recipe, dict):
@@ -362,7 +263,6 @@ def dump_config(config, path: Path) -> None:
 
     Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
     """
-    from distill.io import write_text_atomic
 
     text = yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False)
     write_text_atomic(text, Path(path), durable=False)
@@ -496,8 +396,6 @@ class EvalConfig(SampledConfig):
         if not self.verifiers:
             raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
         if self.gain_of:
-            from distill.train.eval import default_label  # eval imports this module
-
             names = list(self.labels) or [default_label(m) for m in (self.models or [None])]
             if len(self.gain_of) != 2 or not set(self.gain_of) <= set(names):
                 raise DistillError(
@@ -510,7 +408,7 @@ class EvalConfig(SampledConfig):
 class MixConfig:
     """A recipe's `mix:` section: filter outputs by ratio (R1: 600k reasoning + 200k general, math: 3, general: 1).
 
-    `distill mix FOLDER:WEIGHT...` takes counts or shares on the command line instead (distill/filter/mix.py).
+    `distill mix FOLDER:WEIGHT...` takes counts or shares on the command line instead (distill/filter/dataset/mix.py).
     """
 
     ratio: dict[str, float] = field(default_factory=dict)  # filter name -> share

@@ -1,4 +1,7 @@
-"""Our own exception types. The CLI turns them into one-line errors with exit status 1."""
+"""Our own exception types, and the two helpers every error message uses. The CLI turns them into one-line errors
+with exit status 1."""
+
+import difflib
 
 
 class DistillError(Exception):
@@ -18,7 +21,13 @@ def near_hint(name, choices) -> str:
     The one place the near-name hint is written: config keys, verifier names and options, recipe sections and
     fixed vocabularies (domains, extraction, mode, ...) all use it, so every such error reads the same.
     """
-    import difflib
-
     near = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
     return f" (did you mean `{near[0]}`?)" if near else ""
+
+
+def shown(value, limit: int = 80) -> str:
+    """A value from a user's file or flags, for an error message: on one line, with control characters and lone
+    surrogates escaped (they garble the terminal or cannot be printed at all), and cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."

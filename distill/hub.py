@@ -24,9 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from distill.cards import dataset_card, model_card, read_eval_summary
 from distill.config import PublishConfig
 from distill.errors import DistillError, MissingDependency
+from distill.io import check_not_input, data_files
 from distill.secrets import known_tokens, scrub
 
 # The files of a model folder that make a loadable model; everything else (training_args.bin, which pickles the
@@ -98,8 +101,6 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
 def _check_stage_dir(config: PublishConfig, folder: Path) -> None:
     """The staged copy may not be, hold or lie inside the folder it copies (a dry run would write into it)."""
     if config.stage_dir:
-        from distill.io import check_not_input
-
         check_not_input(config.stage_dir, [folder], flag="--stage-dir")
 
 
@@ -144,7 +145,7 @@ def _upload(kind: str, repo_id: str, config: PublishConfig, folder: Path, messag
     if config.revision and not conflict:
         _hub(api.create_branch, repo_id, branch=config.revision, repo_type=kind, exist_ok=True)
 
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # only when the hub is used
 
     operations: list = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in result["files"]
@@ -163,7 +164,7 @@ def _upload(kind: str, repo_id: str, config: PublishConfig, folder: Path, messag
 
 def _hf_api():
     try:
-        from huggingface_hub import HfApi, get_token
+        from huggingface_hub import HfApi, get_token  # only when the hub is used
     except ImportError as exc:
         raise MissingDependency("huggingface_hub", "pip install huggingface_hub") from exc
     if not _hub(get_token):
@@ -184,7 +185,7 @@ def _hub(call, *args, **kwargs):
 
 
 def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.utils import validate_repo_id
+    from huggingface_hub.utils import validate_repo_id  # only when the hub is used
 
     try:
         validate_repo_id(repo_id)
@@ -234,10 +235,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _dataset_files(folder: Path) -> tuple[list[Path], int]:
-    import pyarrow.parquet as pq
-
-    from distill.io import data_files
-
     if not folder.is_dir():
         raise DistillError(f"dataset folder not found: {folder}")
     files = data_files(folder / "data")

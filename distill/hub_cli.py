@@ -2,7 +2,10 @@
 
 import click
 
+from distill.cards import print_license_warning
 from distill.cli_utils import _fail_cleanly, section_and_flags
+from distill.config import PublishConfig, build_config
+from distill.hub import publish_dataset, publish_model
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -50,8 +53,6 @@ def _common_options(func):
 
 
 def _build_config(ctx, config_file, public, flags):
-    from distill.config import PublishConfig, build_config
-
     recipe, overrides = section_and_flags(ctx, config_file, "publish", flags)
     if public is not None:
         overrides["private"] = not public
@@ -74,9 +75,6 @@ def _report(result: dict) -> None:
 
 def _publish(kind: str, ctx, folder: str, repo_id: str, config_file: str | None, public: bool | None, flags: dict):
     """The shared body of `publish dataset` and `publish model`."""
-    from distill.cards import print_license_warning
-    from distill.hub import publish_dataset, publish_model
-
     config = _build_config(ctx, config_file, public, flags)
     print_license_warning(config.license)
     publish = publish_dataset if kind == "dataset" else publish_model

@@ -19,8 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.config import shown
-from distill.errors import DistillError
+from distill.errors import DistillError, shown
 
 # --------------------------------------------------------------------------------------------------------------
 # Parquet shards

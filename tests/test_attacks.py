@@ -8,7 +8,7 @@ our listening sockets see nothing, and the verdict comes in bounded time.
 import pytest
 
 from benchmarks.checks.attacks import ATTACKS, Rig
-from distill.filter.sandbox import find_bwrap
+from distill.sandbox.bwrap import find_bwrap
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import stages, synth
 from distill.config import FilterConfig
-from distill.filter.dedupe import PromptDeduper
+from distill.filter.dataset.dedupe import PromptDeduper
 from distill.filter.run import run_filter
 from distill.generate.parse import parse_trace
 from distill.schema import GENERATE_SCHEMA

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from distill.errors import DistillError
-from distill.filter.code import CodeVerifier, extract_code, normalize_output, parse_tests
-from distill.filter.sandbox import find_bwrap
+from distill.filter.verifiers.code import CodeVerifier, extract_code, normalize_output, parse_tests
+from distill.sandbox.bwrap import find_bwrap
 
 ADD = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
 ADD_TESTS = json.dumps({"stdin_stdout": [{"input": "1 2\n", "output": "3\n"}, {"input": "10 5", "output": "15"}]})

@@ -1,7 +1,8 @@
 import pytest
 
-from distill.config import GenerateConfig, build_config, load_yaml
+from distill.config import GenerateConfig, build_config
 from distill.errors import DistillError
+from distill.recipe import load_yaml
 
 
 def test_precedence_default_recipe_flag():
@@ -60,7 +61,7 @@ def test_generate_eval_and_the_judge_share_one_teacher_config():
     import dataclasses
 
     from distill.config import EngineConfig, EvalConfig, SampledConfig, TeacherConfig
-    from distill.filter.judge import JudgeVerifier
+    from distill.filter.verifiers.judge import JudgeVerifier
 
     assert issubclass(GenerateConfig, SampledConfig) and issubclass(EvalConfig, SampledConfig)
     judge = JudgeVerifier(engine="transformers", max_tokens=64, engine_options={"device": "cpu"})

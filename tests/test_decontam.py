@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.errors import DistillError
-from distill.filter.decontam import Decontaminator
+from distill.filter.dataset.decontam import Decontaminator
 
 AIME = [
     "Find the number of ordered pairs of positive integers (m, n) such that m^2 n = 20^20.",
@@ -142,7 +142,7 @@ COPIES = [
 
 def test_plain_8_grams_flag_problems_that_only_share_stock_phrasing():
     """The rule before: any 8 consecutive normalized words in common, code and stock phrases included."""
-    from distill.filter.decontam import words
+    from distill.filter.dataset.decontam import words
 
     def grams(text):
         tokens = words(text)
@@ -164,7 +164,7 @@ def test_default_still_catches_verbatim_embedded_and_reworded_copies():
 
 
 def test_overlap_is_of_the_shorter_text():
-    from distill.filter.decontam import overlap
+    from distill.filter.dataset.decontam import overlap
 
     assert overlap("a b c".split(), "x a b c y z w".split()) == 1.0
     assert overlap("a b c d".split(), "a b x y".split()) == 0.5

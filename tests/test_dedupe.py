@@ -5,7 +5,7 @@ import random
 import pytest
 
 from distill.errors import DistillError
-from distill.filter.dedupe import EXACT, NEAR, Duplicate, PromptDeduper, choose_bands
+from distill.filter.dataset.dedupe import EXACT, NEAR, Duplicate, PromptDeduper, choose_bands
 
 VOCAB = [f"{stem}{i}" for stem in ("apple", "river", "prime", "angle", "vector", "sum") for i in range(200)]
 

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.schema import GENERATE_SCHEMA, example_row, filter_schema
+from distill.schema import GENERATE_SCHEMA, filter_schema
+from distill.testing import example_row
 
 
 def row(i, problem, completion, gold=None, domain="math", finish="stop", error=None, prompt_id=None, k=0):
@@ -161,7 +162,7 @@ def test_output_loads_with_datasets_and_renders_through_a_chat_template(generate
 
 
 def test_a_verifier_crash_on_one_row_does_not_stop_the_run(generated, tmp_path, monkeypatch):
-    from distill.filter import rules
+    from distill.filter.verifiers import rules
 
     real = rules.FormatVerifier.verify
 
@@ -280,10 +281,10 @@ def test_mix_command_by_counts(generated, tmp_path):
 
 def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
     from distill.config import FilterConfig
-    from distill.filter.inputs import find_sources
-    from distill.filter.run import _fingerprint
+    from distill.filter.dataset.inputs import find_sources
+    from distill.filter.cascade import input_fingerprint
 
     url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
     config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})
-    record = json.dumps(_fingerprint(config, [source.path for source in find_sources(config.inputs)]))
+    record = json.dumps(input_fingerprint(config, [source.path for source in find_sources(config.inputs)]))
     assert "judge.example.com" in record and "MARKER" not in record

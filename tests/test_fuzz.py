@@ -34,10 +34,11 @@ from benchmarks.checks.fuzz import (
     yaml_texts,
 )
 from distill.cli import main
-from distill.config import FilterConfig, GenerateConfig, build_config, load_yaml
+from distill.config import FilterConfig, GenerateConfig, build_config
 from distill.errors import DistillError
 from distill.generate.sources import load_prompts
-from distill.pipeline import apply_sets, plan
+from distill.pipeline import plan
+from distill.recipe import apply_sets, load_yaml
 
 LINEAR_SCANS = sorted(extractors())
 

@@ -338,7 +338,7 @@ def test_help_imports_no_heavy_library():
 
 
 def test_no_think_answers_without_chain_of_thought(tiny_model, prompts_file, tmp_path):
-    from distill.filter.run import to_messages
+    from distill.filter.cascade import to_messages
 
     out = tmp_path / "out"
     generate(*base_args(tiny_model, prompts_file, out, "--no-think"))

@@ -15,8 +15,9 @@ from distill.config import PublishConfig
 from distill.errors import DistillError
 from distill.hub import publish_dataset, publish_model
 from distill.hub_cli import publish_group
-from distill.schema import example_row, filter_schema
+from distill.schema import filter_schema
 from distill.secrets import scrub, scrub_url
+from distill.testing import example_row
 
 TOKEN = "hf_MARKERSECRET123"
 SAMPLING = json.dumps({"max_tokens": 4096, "prefill": "", "stop": [], "temperature": 0.6, "top_p": 0.95})

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-import distill.filter.judge as judge_module
+import distill.filter.verifiers.judge as judge_module
 from distill.engines import Result
 from distill.errors import DistillError
-from distill.filter.judge import JUDGE_PROMPT_VERSION, JudgeVerifier, neutralise, parse_verdict
+from distill.filter.verifiers.judge import JUDGE_PROMPT_VERSION, JudgeVerifier, neutralise, parse_verdict
 
 NONCE_RE = re.compile(r"<<<CANDIDATE-([0-9a-f]+)>>>")
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-import distill.filter.judge as judge_module
+import distill.filter.verifiers.judge as judge_module
 from benchmarks.checks import judge_injection as check
 from distill.engines import Result
-from distill.filter.judge import JudgeVerifier, fold, imitates_verdict, neutralise
+from distill.filter.verifiers.judge import JudgeVerifier, fold, imitates_verdict, neutralise
 
 ATTACK_IDS = [a.name for a in check.ATTACKS]
 

@@ -31,7 +31,8 @@ from distill.launchers import (
     wait_for_ray_gpus,
     wait_until_healthy,
 )
-from distill.pipeline import apply_sets, load_recipe, plan
+from distill.pipeline import plan
+from distill.recipe import apply_sets, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = [

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.errors import DistillError
-from distill.filter.mix import mix
+from distill.filter.dataset.mix import mix
 from distill.schema import MESSAGES_TYPE, VERDICT_TYPE
 
 REASONING_SCHEMA = pa.schema(

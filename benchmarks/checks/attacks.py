@@ -964,7 +964,7 @@ class Rig:
     runs: list = field(default_factory=list)  # the RunResults of the current attack
 
     def __enter__(self) -> Rig:
-        from distill.filter.registry import build_verifier
+        from distill.filter.verifiers.registry import build_verifier
 
         self.out = self.work / "out"
         (self.out / "data").mkdir(parents=True, exist_ok=True)
@@ -1139,7 +1139,7 @@ def uid_lock_hijacks(work: Path) -> list[Outcome]:
     Contained: the run refuses with an error naming the folder (or file), the victim file is unchanged, and no
     file appears in the attacker's folder. Only root claims uids (everyone else runs as themself)."""
     from distill.errors import DistillError
-    from distill.filter import sandbox as sandbox_mod
+    from distill.sandbox import bwrap as sandbox_mod
 
     outcomes = []
     for name in HIJACKS:

@@ -604,14 +604,16 @@ set_args = st.one_of(
 
 def check_recipe(case: tuple[dict, list[str]], work: Path) -> str:
     """A recipe as `distill run --dry-run` sees it after loading: --set applied, then every step planned."""
-    from distill.pipeline import apply_sets, plan
+    from distill.pipeline import plan
+    from distill.recipe import apply_sets
 
     recipe, sets = case
     return clean(lambda: plan(apply_sets(recipe, tuple(sets)), str(work / "fuzz.yaml")))
 
 
 def check_recipe_file(case: bytes, work: Path) -> str:
-    from distill.pipeline import load_recipe, plan
+    from distill.pipeline import plan
+    from distill.recipe import load_recipe
 
     path = work / "recipe.yaml"
     path.write_bytes(case)
@@ -736,11 +738,11 @@ RUNTIME_BOUND = 0.25  # seconds of CPU at RUNTIME_SIZE: ~50x what the linear sca
 @functools.cache
 def extractors() -> dict[str, typing.Callable[[str], object]]:
     """Every scan of model output in the rule verifiers, by name: each a function of one text."""
-    from distill.filter import language, math, rules
-    from distill.filter.code import extract_code
-    from distill.filter.registry import build_verifier
+    from distill.filter.verifiers import language, math, rules
+    from distill.filter.verifiers.code import extract_code
+    from distill.filter.verifiers.registry import build_verifier
     from distill.generate.parse import parse_trace
-    from distill.schema import example_row
+    from distill.testing import example_row
 
     def verifier(name: str, **options):
         built = build_verifier(name, options)

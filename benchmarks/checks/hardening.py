@@ -232,7 +232,7 @@ VERIFIER_SAMPLE = {
 
 
 def _linear_time(work: Path, quick: bool) -> list[Outcome]:
-    from distill.filter.registry import NAMES
+    from distill.filter.verifiers.registry import NAMES
 
     names = [n for n in NAMES if n != "judge"]  # the judge is a model: its prompt is bounded by its tokenizer
     outcomes = []
@@ -241,7 +241,7 @@ def _linear_time(work: Path, quick: bool) -> list[Outcome]:
             f"""
             import json, sys, time
             from benchmarks.checks.hardening import HOSTILE_ANSWERS, VERIFIER_SAMPLE
-            from distill.filter.registry import build_verifier
+            from distill.filter.verifiers.registry import build_verifier
             verifier = build_verifier({name!r}, {{}})
             base = {{"problem": "p", "domain": "general", "finish_reason": "stop", "truncated": False}}
             base.update(VERIFIER_SAMPLE.get({name!r}, {{}}))
@@ -466,7 +466,7 @@ def _judge_tokens(work: Path, quick: bool) -> list[Outcome]:
         f"""
         import json
         from transformers import AutoTokenizer
-        import distill.filter.judge as judge
+        import distill.filter.verifiers.judge as judge
         from distill.engines import Result
         from distill.models import resolve_model
 

@@ -1,4 +1,4 @@
-"""Judge injection: traces that try to steer the LLM judge (distill/filter/judge.py), appended to WRONG answers.
+"""Judge injection: traces that try to steer the LLM judge (filter/verifiers/judge.py), appended to WRONG answers.
 
 Two lines of the table:
 
@@ -138,7 +138,7 @@ def sample(mode: str, index: int, attack: Attack | None, nonce: str) -> dict:
 @contextlib.contextmanager
 def fixed_nonces(nonces: list[str]) -> Iterator[None]:
     """The judge draws these nonces, in order (verify_batch draws one per request, in sample order)."""
-    import distill.filter.judge as judge_module
+    import distill.filter.verifiers.judge as judge_module
 
     pending = iter(nonces)
     original = judge_module.new_nonce
@@ -208,7 +208,7 @@ SCRIPTED_JUDGES: dict[str, Callable] = {
 
 def shown_is_clean(shown: str) -> list[str]:
     """What the candidate block still holds that it must not, read as a model may read it."""
-    from distill.filter.judge import CHAT_TOKEN_RE, fold
+    from distill.filter.verifiers.judge import CHAT_TOKEN_RE, fold
 
     folded, _ = fold(shown)
     problems = []
@@ -223,7 +223,7 @@ def shown_is_clean(shown: str) -> list[str]:
 
 def judge_scripted(attack: Attack, mode: str, reply: Callable) -> tuple[list, list]:
     """Judge the attack on every base case of `mode` with a scripted engine; (verdicts, requests)."""
-    from distill.filter.judge import JudgeVerifier
+    from distill.filter.verifiers.judge import JudgeVerifier
 
     count = len(EQUIVALENCE_WRONG if mode == "equivalence" else GRADING_WRONG)
     nonces = [secrets.token_hex(6) for _ in range(count)]
@@ -246,7 +246,7 @@ def judge_scripted(attack: Attack, mode: str, reply: Callable) -> tuple[list, li
 def judge_through_echo_server(attacks: list[Attack]) -> dict[tuple[str, str], list]:
     """The real openai engine against a server that answers "echo: <the user message>"; verdicts per
     (attack name, mode)."""
-    from distill.filter.judge import JudgeVerifier
+    from distill.filter.verifiers.judge import JudgeVerifier
 
     FakeOpenAIServer = _fake_server_class()
     out: dict[tuple[str, str], list] = {}
@@ -347,7 +347,7 @@ def measure_sway(
 ) -> dict:
     """Judge wrong answers plain (each `repeats` times, with other nonces: the judge decodes greedily, so only the
     prompt varies) and with every attack appended, on the real judge; returns every case."""
-    from distill.filter.judge import JudgeVerifier
+    from distill.filter.verifiers.judge import JudgeVerifier
 
     options = quickstart_judge_options() if options is None else options
     attacks = ATTACKS if attacks is None else attacks

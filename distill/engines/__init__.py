@@ -4,6 +4,9 @@ Imports happen inside each branch so `distill --help` never imports torch, vllm 
 """
 
 from distill.engines.base import Engine, Request, Result, Sampling
+from distill.engines.hf import TransformersEngine
+from distill.engines.openai_engine import OpenAIEngine
+from distill.engines.vllm_engine import VllmEngine
 from distill.errors import DistillError
 
 ENGINES = ("transformers", "vllm", "openai")
@@ -12,16 +15,10 @@ ENGINES = ("transformers", "vllm", "openai")
 def make_engine(config) -> Engine:
     """Build the engine a GenerateConfig names."""
     if config.engine == "transformers":
-        from distill.engines.hf import TransformersEngine
-
         return TransformersEngine.from_config(config)
     if config.engine == "vllm":
-        from distill.engines.vllm_engine import VllmEngine
-
         return VllmEngine.from_config(config)
     if config.engine == "openai":
-        from distill.engines.openai_engine import OpenAIEngine
-
         return OpenAIEngine.from_config(config)
     raise DistillError(f"unknown engine `{config.engine}`: choose one of {', '.join(ENGINES)}")
 

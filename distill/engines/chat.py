@@ -43,7 +43,7 @@ class TemplateBoundExceeded(DistillError):
 
 @functools.cache
 def _exceeded_type() -> type:
-    from jinja2.exceptions import SecurityError
+    from jinja2.exceptions import SecurityError  # only where a chat template is rendered
 
     # Both types: library code that catches jinja's errors treats it as one, our CLI prints it as one line.
     return type("TemplateBoundExceeded", (TemplateBoundExceeded, SecurityError), {})
@@ -75,7 +75,7 @@ def _check_args(args, kwargs) -> None:
 
 
 def _bounded_range(*args) -> Iterator[int]:
-    from jinja2.sandbox import safe_range
+    from jinja2.sandbox import safe_range  # only where a chat template is rendered
 
     for number in safe_range(*args):  # jinja's own cap: 100,000 items
         _check_time()
@@ -83,7 +83,7 @@ def _bounded_range(*args) -> Iterator[int]:
 
 
 def _sandbox_class():
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # only where a chat template is rendered
 
     class BoundedTemplate(ImmutableSandboxedEnvironment.template_class):
         def render(self, *args, **kwargs) -> str:
@@ -181,7 +181,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from transformers.utils import chat_template_utils
+    from transformers.utils import chat_template_utils  # imports torch; only where a model runs
 
     sandbox = _sandbox_class()
 
@@ -210,7 +210,7 @@ def render_chat(tokenizer, messages, *, what: str = "", **kwargs):
     DistillError naming the model folder (`what` overrides the tokenizer's name_or_path)."""
     install()
     folder = what or getattr(tokenizer, "name_or_path", "") or "the model"
-    from jinja2.exceptions import TemplateError
+    from jinja2.exceptions import TemplateError  # only where a chat template is rendered
 
     try:
         return tokenizer.apply_chat_template(messages, **kwargs)

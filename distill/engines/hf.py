@@ -3,12 +3,13 @@
 from collections.abc import Iterator, Sequence
 
 from distill.engines.base import Request, Result, Sampling
+from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
 
 
 def pick_device(device: str | None) -> str:
-    import torch
+    import torch  # torch: seconds to import; only where a model runs
 
     if device:
         return device
@@ -17,7 +18,7 @@ def pick_device(device: str | None) -> str:
 
 def pick_dtype(dtype: str, device: str):
     """bf16 on GPU; fp32 on CPU, where bf16 matmuls are ~25x slower on AVX2 machines like ours."""
-    import torch
+    import torch  # torch: seconds to import; only where a model runs
 
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -29,8 +30,6 @@ def pick_dtype(dtype: str, device: str):
 
 def render_prompt(tokenizer, request: Request) -> str:
     """The chat template's text for the request, with the prefill appended after the generation prompt."""
-    from distill.engines.chat import render_chat  # bounded: the template is code from the model folder
-
     text = render_chat(tokenizer, request.messages, tokenize=False, add_generation_prompt=True)
     return text + request.prefill
 
@@ -49,7 +48,7 @@ class TransformersEngine:
     @classmethod
     def from_config(cls, config) -> "TransformersEngine":
         try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch; only where a model runs
         except ImportError as exc:
             raise MissingDependency("transformers", 'pip install "distill[train]"') from exc
         path = resolve_model(config.model)
@@ -81,7 +80,7 @@ class TransformersEngine:
             yield from zip(batch, self._generate_batch([texts[i] for i in batch], sampling), strict=True)
 
     def _generate_batch(self, texts: list[str], sampling: Sampling) -> list[Result]:
-        import torch
+        import torch  # torch: seconds to import; only where a model runs
 
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)

@@ -52,7 +52,7 @@ class _Retryable(Exception):
 
 def _import_aiohttp():
     try:
-        import aiohttp
+        import aiohttp  # ~1 s to import; only for the openai engine
     except ImportError as exc:
         raise MissingDependency("aiohttp", "pip install aiohttp") from exc
     return aiohttp

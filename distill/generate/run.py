@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+from tqdm import tqdm
 
 from distill.config import GenerateConfig, dump_config
 from distill.engines import Request, make_engine
@@ -196,8 +197,6 @@ def _asdict(config: GenerateConfig) -> dict:
 
 def _generate(engine, batches, total: int, config, teacher, sampling, out, prefix) -> dict:
     """Run the engine over the missing samples, batch by batch, flushing finished rows every N rows or N seconds."""
-    from tqdm import tqdm
-
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     sampling_json = json.dumps(sampling, sort_keys=True)
     engine_sampling = config.sampling()

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.config import shown
-from distill.errors import DistillError, MissingDependency
+import pyarrow.parquet as pq
+
+from distill.errors import DistillError, MissingDependency, shown
 
 DOMAINS = ("math", "code", "science", "general")
 R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -325,8 +326,6 @@ def _first_line(exc: Exception) -> str:
 
 def read_parquet(path: Path) -> Iterator[dict]:
     """Rows in batches of BATCH_ROWS (pyarrow's iter_batches): one row group in memory at a time."""
-    import pyarrow.parquet as pq
-
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
         while True:
@@ -387,7 +386,7 @@ def _capped_lines(fh, path: Path, cap: int) -> Iterator[str]:
 
 def _read_dataset(config, local: bool) -> Iterator[dict]:
     try:
-        import datasets
+        import datasets  # ~2 s to import; only for datasets folders and hub ids
     except ImportError as exc:
         raise MissingDependency("datasets", "pip install datasets") from exc
     source = config.source
@@ -438,7 +437,7 @@ def check_json_files(folder: Path) -> None:
 
 def _reasoning_gym_rows(config) -> Iterator[dict]:
     try:
-        import reasoning_gym
+        import reasoning_gym  # ~4 s to import; only for reasoning-gym sources
     except ImportError as exc:
         raise MissingDependency("reasoning-gym", "pip install reasoning-gym") from exc
     task = config.source[len(REASONING_GYM) :]

@@ -3,6 +3,9 @@
 import click
 
 from distill.cli_utils import _fail_cleanly, _key_values, prompt_source_options
+from distill.recipe import load_yaml
+from distill.rl.grpo import rl_config, run_rl
+from distill.rl.rewards import parse_option, parse_reward
 
 
 @click.command("rl")
@@ -48,9 +51,6 @@ def rl_command(prompts, config_file, reward, reward_option, source_option, trl, 
 
     PROMPTS is any generate source: a file, folder, hub dataset or reasoning-gym:TASK.
     """
-    from distill.config import load_yaml
-    from distill.rl.grpo import rl_config, run_rl
-    from distill.rl.rewards import parse_option, parse_reward
 
     values = {}
     if config_file:

@@ -7,13 +7,20 @@ rewards.jsonl each logging step -> the final model and report.html in the output
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from distill.config import CPU_LOGITS_BYTES as LOGITS_BYTES
-from distill.errors import DistillError
-from distill.rl.rewards import RewardSpec, make_reward_function
+from distill.config import GenerateConfig
+from distill.errors import DistillError, near_hint
+from distill.generate.sources import load_prompts
+from distill.io import check_output, clear_folder, local_paths
+from distill.models import resolve_model
+from distill.rl.report import write_report
+from distill.rl.rewards import RewardSpec, make_reward_function, parse_reward
 
 REWARDS_LOG = "rewards.jsonl"
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
@@ -70,9 +77,6 @@ class RlConfig:
 
 def prompt_rows(config: RlConfig) -> list[dict]:
     """The prompts as TRL's conversational dataset: `prompt` (messages) plus gold, tests, domain, problem."""
-    from distill.config import GenerateConfig
-    from distill.generate.sources import load_prompts
-
     source = GenerateConfig(
         source=config.source,
         split=config.split,
@@ -93,7 +97,7 @@ def prompt_rows(config: RlConfig) -> list[dict]:
 
 
 def grpo_args(config: RlConfig, out: Path, use_cpu: bool) -> Any:
-    from trl import GRPOConfig
+    from trl import GRPOConfig  # imports torch; only where a model trains
 
     if config.loss_type not in LOSS_TYPES:
         raise DistillError(f"unknown loss type `{config.loss_type}`: choose from {', '.join(LOSS_TYPES)}")
@@ -148,8 +152,8 @@ def cpu_grpo_trainer_class() -> type:
     log-probabilities and the entropy are taken from them: the same values (tests/test_rl.py compares both) at the
     policy, the old policy and the reference model alike. Images, MoE aux losses and logits past LOGITS_BYTES keep
     TRL's path."""
-    import torch
-    from trl import GRPOTrainer
+    import torch  # torch: seconds to import; only where a model runs
+    from trl import GRPOTrainer  # imports torch; only where a model trains
 
     class CpuGRPOTrainer(GRPOTrainer):
         def _get_per_token_logps_and_entropies(
@@ -186,7 +190,7 @@ def cpu_grpo_trainer_class() -> type:
 
 
 def rewards_callback(path: Path, reward_names: list[str]):
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback  # imports torch; only where a model runs
 
     pass_name = next((n for n in PASS_REWARDS if n in reward_names), None)
 
@@ -220,7 +224,6 @@ def _num(value) -> float | None:
 def check_out(out: Path, config: RlConfig) -> None:
     """The shared output checks (distill/io.py): no existing output without --resume/--overwrite, and --out is
     never the prompts or the policy's folder, nor inside or around them (--overwrite would delete them)."""
-    from distill.io import check_output, local_paths
 
     check_output(
         out,
@@ -234,22 +237,17 @@ def check_out(out: Path, config: RlConfig) -> None:
 
 
 def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint  # imports torch; only where a model runs
 
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
 def run_rl(config: RlConfig) -> Path:
     """Train with GRPO; returns the output folder (final model, rewards.jsonl, report.html, config)."""
-    import torch
-    import yaml
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOTrainer
-
-    from distill.io import clear_folder
-    from distill.models import resolve_model
-    from distill.rl.report import write_report
+    import torch  # torch: seconds to import; only where a model runs
+    from datasets import Dataset  # ~2 s to import; only for datasets folders and hub ids
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch; only where a model runs
+    from trl import GRPOTrainer  # imports torch; only where a model trains
 
     if not config.source:
         raise DistillError("no prompts: pass PROMPTS (a file, folder, dataset or reasoning-gym:TASK)")
@@ -277,7 +275,7 @@ def run_rl(config: RlConfig) -> Path:
     ]
     peft_config = None
     if config.lora:
-        from peft import LoraConfig
+        from peft import LoraConfig  # imports torch; only for LoRA
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
 
@@ -309,8 +307,6 @@ def run_rl(config: RlConfig) -> Path:
 
 def rewards_from_mapping(value) -> list[RewardSpec]:
     """A recipe's `rewards:` {name: weight} or {name: {weight: W, OPTION: V, ...}}, checked like --reward."""
-    from distill.rl.rewards import parse_reward
-
     if not isinstance(value, dict) or not value:
         raise DistillError("rl.rewards must map verifier names to weights, e.g. {math: 1.0, format: 0.2}")
     specs = []
@@ -330,10 +326,6 @@ def rewards_from_mapping(value) -> list[RewardSpec]:
 
 def rl_config(values: dict) -> RlConfig:
     """An RlConfig from a recipe section or flags; an unknown key is an error naming the nearest one."""
-    from dataclasses import fields
-
-    from distill.errors import near_hint
-
     # `position` places the section in a `distill run` recipe (pipeline.py reads it); here it means nothing.
     names = [f.name for f in fields(RlConfig)] + ["position"]
     values = dict(values)

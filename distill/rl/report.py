@@ -22,10 +22,10 @@ def read_log(folder: Path) -> list[dict]:
 
 
 def _plot(rows: list[dict], keys: list[str], title: str) -> str:
-    import matplotlib
+    import matplotlib  # ~1 s to import; only for the report's plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # ~1 s to import; only for the report's plots
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for key in keys:

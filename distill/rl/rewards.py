@@ -8,15 +8,17 @@ would punish the model for the dataset's gaps.
 
 from dataclasses import dataclass, field
 
+import yaml
+
 from distill.errors import DistillError
-from distill.filter.base import safe_verify
-from distill.filter.registry import NAMES, build_verifier, verifier_class
+from distill.filter.verifiers.base import safe_verify
+from distill.filter.verifiers.registry import NAMES, build_verifier, verifier_class
 from distill.generate.parse import parse_trace
 
 
 @dataclass(slots=True)
 class RewardSpec:
-    name: str  # a verifier name from distill.filter.registry
+    name: str  # a verifier name from distill.filter.verifiers.registry
     weight: float = 1.0
     options: dict = field(default_factory=dict)
 
@@ -36,8 +38,6 @@ def parse_reward(text: str) -> RewardSpec:
 
 def parse_option(text: str) -> tuple[str, str, object]:
     """`NAME.KEY=VALUE` (`--reward-option math.extraction=lenient`); the value is read as YAML (numbers, lists)."""
-    import yaml
-
     target, sep, value = text.partition("=")
     name, dot, key = target.partition(".")
     if not sep or not dot or not key:

@@ -6,7 +6,10 @@ import subprocess
 import click
 
 from distill.cli_utils import _fail_cleanly, _key_values, section_and_flags
+from distill.config import TrainConfig, build_config
 from distill.errors import DistillError
+from distill.train.launch import inside_launch, launch_command
+from distill.train.sft import run_train
 
 
 class _KeepArgs(click.Command):
@@ -95,9 +98,6 @@ class _KeepArgs(click.Command):
 @_fail_cleanly
 def train_command(ctx, data, config_file, trl_args, **flags):
     """Fine-tune a student on `distill filter` output (TRL SFT; LoRA/QLoRA; many GPUs via accelerate)."""
-    from distill.config import TrainConfig, build_config
-    from distill.train.launch import inside_launch, launch_command
-
     recipe, overrides = section_and_flags(ctx, config_file, "train", flags)
     if data:
         overrides["data"] = list(data)
@@ -116,8 +116,6 @@ def train_command(ctx, data, config_file, trl_args, **flags):
                 "`accelerate` is not on PATH: pip install accelerate (and deepspeed for zero2/zero3)"
             ) from None
         ctx.exit(returncode)
-
-    from distill.train.sft import run_train
 
     _, metrics = run_train(config)
     parts = [] if metrics["final_loss"] is None else [f"final loss {metrics['final_loss']:.4f}"]

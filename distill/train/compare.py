@@ -13,6 +13,8 @@ shows strict and lenient side by side and a gain that is only the model learning
 import random
 from collections.abc import Mapping
 
+from distill.filter.verifiers.registry import build_verifier
+
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -69,8 +71,6 @@ def gain_between(summary: dict, samples: Mapping[str, list[dict]], before: str, 
 
 def lenient_correct(rows: list[dict]) -> list[bool | None]:
     """The math verifier with lenient extraction over generated rows (math and science only; others: None)."""
-    from distill.filter.registry import build_verifier
-
     # In this process (workers 0): a second pool per batch would cost more than the parsing it spares.
     verifier = build_verifier("math", {"extraction": "lenient", "workers": 0})
     try:

@@ -31,12 +31,12 @@ import pyarrow.parquet as pq
 
 from distill.config import EvalConfig, GenerateConfig, SampledConfig, dump_config, field_names
 from distill.errors import DistillError, MissingDependency
-from distill.filter.base import Verdict
-from distill.filter.registry import build_verifier, check_options, verifier_class
+from distill.filter.verifiers.base import Verdict
+from distill.filter.verifiers.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
 from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
-from distill.models import EMBEDDED, resolve_model
+from distill.models import EMBEDDED, default_label, resolve_model
 from distill.schema import GENERATE_SCHEMA
 from distill.secrets import scrub_config
 from distill.train.compare import format_gain, gain_between, lenient_correct, per_prompt_rates
@@ -286,10 +286,6 @@ def _sample_result(row: dict, verdicts: list[tuple[str, Verdict]]) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def default_label(model: str | None) -> str:
-    return EMBEDDED if model is None else model
-
-
 def slugify(label: str) -> str:
     """A folder name for a label: `runs/sft/final` -> `runs-sft-final`."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "model"
@@ -325,9 +321,9 @@ def merge_adapter(adapter: Path, base: str, target: Path, quiet: bool = False) -
     if (target / MERGED_MARKER).exists():
         return target
     try:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch  # torch: seconds to import; only where a model runs
+        from peft import PeftModel  # imports torch; only for LoRA
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch; only where a model runs
     except ImportError as exc:
         raise MissingDependency("peft", 'pip install "distill[train]"') from exc
     if not quiet:

@@ -11,6 +11,8 @@ from distill.cli_utils import (
     section_and_flags,
     teacher_flags,
 )
+from distill.config import EvalConfig, build_config
+from distill.train.eval import format_table, run_eval
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -56,8 +58,6 @@ def eval_command(ctx, models, config_file, labels, source_option, engine_arg, op
     MODEL is an alias, a Hugging Face id, a local folder or a LoRA adapter folder (merged into its base for
     the run); none means the embedded SmolLM2. Samples are verified as `distill filter` verifies them.
     """
-    from distill.config import EvalConfig, build_config
-    from distill.train.eval import format_table, run_eval
 
     recipe, overrides = section_and_flags(ctx, config_file, "eval", flags)
     if models:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
 import yaml
 
 from distill.config import CPU_LOGITS_BYTES as LOGITS_BYTES
@@ -38,7 +39,7 @@ from distill.errors import DistillError, MissingDependency, near_hint
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model
-from distill.train.templates import check_template, resolve_template, without_generation_markers
+from distill.train.templates import PROBE, check_template, resolve_template, without_generation_markers
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -69,13 +70,13 @@ MIN_LR_RATE = 0.1  # cosine_with_min_lr decays to 10% of the peak (open-r1's Ope
 def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
     """Fine-tune `config.student` on `config.data` into `config.out`; returns (trainer, metrics)."""
     config.validate()
-    import torch
-    from accelerate import PartialState
-    from transformers import AutoTokenizer
+    import torch  # torch: seconds to import; only where a model runs
+    from accelerate import PartialState  # imports torch; only where a model trains
+    from transformers import AutoTokenizer  # imports torch; only where a model runs
 
     try:
-        from peft import LoraConfig
-        from trl import SFTConfig, SFTTrainer
+        from peft import LoraConfig  # imports torch; only for LoRA
+        from trl import SFTConfig, SFTTrainer  # imports torch; only where a model trains
     except ImportError as exc:
         raise MissingDependency("trl and peft", 'pip install "distill[train]"') from exc
 
@@ -99,7 +100,7 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
             raise DistillError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels): on CPU use --lora instead")
         if importlib.util.find_spec("bitsandbytes") is None:
             raise MissingDependency("bitsandbytes (for --qlora)", "pip install bitsandbytes")
-        from transformers import BitsAndBytesConfig
+        from transformers import BitsAndBytesConfig  # imports torch; only where a model runs
 
         quantization_config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -253,8 +254,6 @@ def _train_files(folder: Path) -> list[Path]:
 
 
 def _column_names(file: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
     if file.suffix in (".jsonl", ".json"):
         text = file.read_text(encoding="utf-8")
         try:
@@ -287,7 +286,7 @@ def load_messages(files: list[str], quiet: bool = False) -> "Dataset":
     Prompt/completion rows become messages: a string prompt is the user turn and a string completion the
     assistant turn; lists of turns (TRL's conversational prompt/completion) are joined as they are.
     """
-    import datasets
+    import datasets  # ~2 s to import; only for datasets folders and hub ids
 
     if quiet:
         datasets.disable_progress_bars()
@@ -394,9 +393,9 @@ def cpu_trainer_class() -> type:
     the same way, -100 ignored, normalized by `num_items_in_batch`); only TRL's entropy metric is dropped, and the
     token accuracy and token count are kept from the logits. A batch whose fp32 logits (and their gradient) would
     pass LOGITS_BYTES (a Qwen vocabulary of 152k at 8 x 4096 tokens: 20 GB) still takes TRL's tiles."""
-    import torch
-    from transformers import Trainer
-    from trl import SFTTrainer
+    import torch  # torch: seconds to import; only where a model runs
+    from transformers import Trainer  # imports torch; only where a model runs
+    from trl import SFTTrainer  # imports torch; only where a model trains
 
     class CpuSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -491,7 +490,7 @@ def check_output(out: Path, config: TrainConfig) -> str | None:
             f"refusing to overwrite {out}: it is not a `distill train` output (no config.resolved.yaml)"
         )
     if config.resume:
-        from transformers.trainer_utils import get_last_checkpoint
+        from transformers.trainer_utils import get_last_checkpoint  # imports torch; only where a model runs
 
         return get_last_checkpoint(str(out))
     return None
@@ -508,7 +507,6 @@ def _is_train_output(out: Path) -> bool:
 def _checkpoint_step(checkpoint: str | None) -> int:
     if not checkpoint:
         return 0
-    import json
 
     state = Path(checkpoint) / "trainer_state.json"
     try:
@@ -526,8 +524,6 @@ def _last_loss(log_history: list[dict]) -> float | None:
 
 def _template_to_save(tokenizer, template: str) -> str:
     """Save the template without {% generation %} tags when that renders the same (other jinja engines lack them)."""
-    from distill.train.templates import PROBE
-
     stripped = without_generation_markers(template)
     try:
         same = tokenizer.apply_chat_template(PROBE, tokenize=False, chat_template=stripped) == (

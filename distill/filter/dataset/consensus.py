@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError
+from distill.filter.verifiers.math import check_math, last_boxed
 
 CONSENSUS = ("none", "majority")
 TIMEOUT_SECONDS = 5
@@ -48,7 +49,6 @@ def majority_answer(answers: list[str | None], min_agreement: float) -> str | No
     Samples with no final answer count in the total: five samples of which two agree and three never answered
     are not a 0.5 consensus on anything worth keeping at --min-agreement 0.5.
     """
-    from distill.filter.math import check_math, last_boxed
 
     groups: list[list] = []  # [representative box content, count]
     for text in answers:

@@ -5,17 +5,17 @@ import importlib
 import inspect
 
 from distill.errors import DistillError, near_hint
-from distill.filter.base import BaseVerifier, parse_domains
+from distill.filter.verifiers.base import BaseVerifier, parse_domains
 
 # name -> (module, class), imported on first use.
 VERIFIERS: dict[str, tuple[str, str]] = {
-    "math": ("distill.filter.math", "MathVerifier"),
-    "format": ("distill.filter.rules", "FormatVerifier"),
-    "language": ("distill.filter.language", "LanguageVerifier"),
-    "repetition": ("distill.filter.rules", "RepetitionVerifier"),
-    "length": ("distill.filter.rules", "LengthVerifier"),
-    "code": ("distill.filter.code", "CodeVerifier"),
-    "judge": ("distill.filter.judge", "JudgeVerifier"),
+    "math": ("distill.filter.verifiers.math", "MathVerifier"),
+    "format": ("distill.filter.verifiers.rules", "FormatVerifier"),
+    "language": ("distill.filter.verifiers.language", "LanguageVerifier"),
+    "repetition": ("distill.filter.verifiers.rules", "RepetitionVerifier"),
+    "length": ("distill.filter.verifiers.rules", "LengthVerifier"),
+    "code": ("distill.filter.verifiers.code", "CodeVerifier"),
+    "judge": ("distill.filter.verifiers.judge", "JudgeVerifier"),
 }
 NAMES = tuple(VERIFIERS)
 # Verifiers whose verdict says whether the answer is right; where none of them could decide, the judge does.

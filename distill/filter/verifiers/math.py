@@ -14,8 +14,8 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
 from distill.errors import DistillError, MissingDependency, near_hint
-from distill.filter.base import BaseVerifier, Verdict, reasoning_and_answer
-from distill.filter.multibox import check_several_boxes
+from distill.filter.verifiers.base import BaseVerifier, Verdict, reasoning_and_answer
+from distill.filter.verifiers.multibox import check_several_boxes
 
 BOXED_DOMAINS = ("math", "science")  # the domains whose default prompt asks for \boxed{} (R1's math template)
 DETAILS_CHARS = 80  # how much of an answer or gold a verdict's details quote
@@ -84,7 +84,7 @@ def gold_for_parsing(gold: str) -> str:
 
 def _has_sympy(parsed: list) -> bool:
     """math-verify returns sympy objects plus a raw-string fallback; only the former make a real comparison."""
-    from sympy import Basic, MatrixBase
+    from sympy import Basic, MatrixBase  # ~1 s to import; only where math is checked
 
     return any(isinstance(item, Basic | MatrixBase) for item in parsed)
 
@@ -133,8 +133,8 @@ MATH_CACHE_SIZE = 4096
 @functools.lru_cache(maxsize=MATH_CACHE_SIZE)
 def _compare(gold: str, shown: str, lenient: bool, timeout_seconds: int) -> Verdict:
     """The verdict for a gold and a final answer (the box's content, or with `lenient` the answer's tail)."""
-    from math_verify import verify
-    from math_verify.errors import TimeoutException
+    from math_verify import verify  # imports sympy (~1 s); only where math is checked
+    from math_verify.errors import TimeoutException  # imports sympy (~1 s); only where math is checked
 
     try:
         gold_parsed = _parse(gold_for_parsing(gold), True, timeout_seconds)
@@ -185,7 +185,7 @@ def _parse(text: str, with_expressions: bool, timeout_seconds: int) -> tuple:
         # turns a timeout into [] (parse) or False (verify), which we would report as a wrong answer.
         return tuple(parse(text, config, parsing_timeout=timeout_seconds, raise_on_error=True))
     except Exception as exc:
-        from math_verify.errors import TimeoutException
+        from math_verify.errors import TimeoutException  # imports sympy (~1 s); only where math is checked
 
         if isinstance(exc, TimeoutException):
             raise

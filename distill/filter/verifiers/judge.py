@@ -39,7 +39,7 @@ from collections.abc import Collection, Sequence
 from distill.config import EngineConfig, TeacherConfig, check_keys
 from distill.engines import ENGINES, Request, make_engine
 from distill.errors import DistillError, near_hint
-from distill.filter.base import BaseVerifier, Verdict
+from distill.filter.verifiers.base import BaseVerifier, Verdict
 from distill.generate.parse import parse_trace
 from distill.models import model_label
 

@@ -10,7 +10,7 @@ part keeps the last-box rule, so an answer that boxed intermediate results is st
 
 import re
 
-from distill.filter.base import Verdict
+from distill.filter.verifiers.base import Verdict
 
 BOX_RE = re.compile(r"\\(?:boxed|fbox)\{|[{}]")
 MAX_PARTS = 20  # more parts than any real answer: a hostile answer of 10,000 boxes is not compared pairwise

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 
 from distill.errors import DistillError, near_hint
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncated_from_text
+from distill.io import write_table_atomic
 from distill.schema import GENERATE_SCHEMA
 
 FORMATS = ("auto", "distill", "messages", "sharegpt", "openr1", "columns")
@@ -109,8 +111,6 @@ def read_source(source: Source) -> pa.Table:
         if source.kind == "parquet":
             return pq.read_table(source.path)
         if source.kind == "csv":
-            import pyarrow.csv
-
             return pyarrow.csv.read_csv(source.path)
         if source.kind in ("jsonl", "json"):
             return pa.Table.from_pylist(_json_rows(source))
@@ -120,7 +120,7 @@ def read_source(source: Source) -> pa.Table:
         raise DistillError(
             f"{source.name} is not a readable {source.kind} file ({str(exc).splitlines()[0]})"
         ) from None
-    import datasets
+    import datasets  # ~2 s to import; only for datasets folders and hub ids
 
     if source.kind == "datasets":
         loaded = datasets.load_from_disk(str(source.path))
@@ -397,8 +397,6 @@ def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tup
 
 def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
     """The Parquet files filter reads: exact generate outputs as they are, the others normalized into `folder`."""
-    from distill.io import write_table_atomic
-
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for number, (source, layout, table) in enumerate(plans):

@@ -39,9 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distill.errors import DistillError
-from distill.filter.asserts import DETAILS_LIMIT, judge_split, split_asserts
-from distill.filter.base import BaseVerifier, Verdict, safe_verify
-from distill.filter.sandbox import FIX, RunResult, Sandbox
+from distill.filter.verifiers.asserts import DETAILS_LIMIT, judge_split, split_asserts
+from distill.filter.verifiers.base import BaseVerifier, Verdict, safe_verify
+from distill.sandbox.bwrap import FIX, RunResult, Sandbox
 
 
 @dataclass(frozen=True)

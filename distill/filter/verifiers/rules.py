@@ -4,16 +4,16 @@
 - `repetition`: the trace does not loop (share of repeated word 4-grams).
 - `length`: the completion length is within bounds.
 
-The answer checks live beside them: `math` in distill.filter.math, `language` in distill.filter.language; recipes
-name every verifier through distill.filter.registry.
+The answer checks live beside them (`math` in math.py, `language` in language.py); recipes name every verifier
+through registry.py.
 """
 
 import re
 from collections.abc import Sequence
 
 from distill.errors import DistillError
-from distill.filter.base import ALL_DOMAINS, BaseVerifier, Verdict, parse_domains, reasoning_and_answer
-from distill.filter.math import BOXED_DOMAINS, last_boxed
+from distill.filter.verifiers.base import ALL_DOMAINS, BaseVerifier, Verdict, parse_domains, reasoning_and_answer
+from distill.filter.verifiers.math import BOXED_DOMAINS, last_boxed
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace
 
 

@@ -8,7 +8,7 @@ import unicodedata
 from collections import Counter
 
 from distill.errors import DistillError, near_hint
-from distill.filter.base import ALL_DOMAINS, BaseVerifier, Verdict, reasoning_and_answer
+from distill.filter.verifiers.base import ALL_DOMAINS, BaseVerifier, Verdict, reasoning_and_answer
 
 # Unicode blocks of the scripts we tell apart. A character outside them that is still a letter counts as "other".
 SCRIPT_RANGES = [

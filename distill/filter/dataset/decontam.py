@@ -207,7 +207,7 @@ def read_benchmark_rows(source: str) -> list[dict]:
 
 def _read_all_splits(source: str, local: bool) -> list[dict]:
     try:
-        import datasets
+        import datasets  # ~2 s to import; only for datasets folders and hub ids
     except ImportError as exc:
         raise MissingDependency("datasets", "pip install datasets") from exc
     try:

@@ -1,0 +1,1 @@
+"""Trace inputs and dataset operations: third-party layouts, dedupe, decontamination, consensus, mixing."""

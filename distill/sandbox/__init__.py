@@ -1,0 +1,1 @@
+"""Running model-written code: the bubblewrap sandbox, its seccomp filter and the process bookkeeping."""
