@@ -1,4 +1,4 @@
-"""Engines: one interface (distill.engines.base), three backends chosen by name.
+"""Engines: one interface (distill.engines.base), four backends chosen by name.
 
 Imports happen inside each branch so `distill --help` never imports torch, vllm or aiohttp.
 """
@@ -6,7 +6,7 @@ Imports happen inside each branch so `distill --help` never imports torch, vllm 
 from distill.engines.base import Engine, Request, Result, Sampling
 from distill.errors import DistillError
 
-ENGINES = ("transformers", "vllm", "openai")
+ENGINES = ("transformers", "vllm", "openai", "openai-batch")
 
 
 def make_engine(config) -> Engine:
@@ -23,6 +23,10 @@ def make_engine(config) -> Engine:
         from distill.engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine.from_config(config)
+    if config.engine == "openai-batch":
+        from distill.engines.openai_batch import OpenAIBatchEngine
+
+        return OpenAIBatchEngine.from_config(config)
     raise DistillError(f"unknown engine `{config.engine}`: choose one of {', '.join(ENGINES)}")
 
 

@@ -1,0 +1,174 @@
+"""Finding a server's rate limit while sending to it: an adaptive number of requests in flight, and pacing.
+
+- The window (requests in flight) starts below --max-concurrency and grows while requests succeed: by one per
+  success at first (it doubles every round trip, TCP's slow start), then by one per round trip after the first
+  429 (additive increase). A 429 halves it, once per window of requests (multiplicative decrease), and its
+  Retry-After holds every new request back, not just the one refused: the limit is the account's.
+- OpenAI-style servers say how much of the limit is left in `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`.
+  When less than LOW_REMAINING of a limit is left, requests are paced at the rate the server refills it, which the
+  same headers give: (limit - remaining) / reset. That keeps a rate-limited run at the server's rate with few
+  429s, where a window alone would oscillate around it.
+"""
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+
+INITIAL_WINDOW = 16
+LOW_REMAINING = 0.1  # pace below this share of a limit left
+HIGH_REMAINING = 0.25  # and stop pacing above this one
+HOLD_CAP = 60.0  # the most one Retry-After holds every request back
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a reset header: OpenAI's "1s", "6m0s", "20ms", "1h2m3.5s", or a plain number of seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+@dataclass(slots=True)
+class RateHeaders:
+    """One response's view of a limit: how big it is, how much is left, seconds until it is full again."""
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset: float | None = None
+
+    @property
+    def refill_interval(self) -> float | None:
+        """Seconds per unit the server gives back; None when the headers do not say."""
+        if not self.limit or self.remaining is None or not self.reset:
+            return None
+        missing = self.limit - self.remaining
+        return self.reset / missing if missing > 0 else None
+
+    @property
+    def share_left(self) -> float | None:
+        if not self.limit or self.remaining is None:
+            return None
+        return self.remaining / self.limit
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_rate_headers(headers, kind: str) -> RateHeaders:
+    """`kind` "requests" or "tokens", from `x-ratelimit-limit-<kind>` and its remaining and reset headers."""
+    get = headers.get
+    return RateHeaders(
+        _number(get(f"x-ratelimit-limit-{kind}")),
+        _number(get(f"x-ratelimit-remaining-{kind}")),
+        parse_duration(get(f"x-ratelimit-reset-{kind}")),
+    )
+
+
+class AdaptiveLimiter:
+    """The window and pacing of one engine; its learned state carries from one batch of requests to the next."""
+
+    def __init__(self, max_concurrency: int, initial: int = INITIAL_WINDOW):
+        self.max = max_concurrency
+        self.window = float(min(max_concurrency, initial))
+        self.slow_start = True
+        self.in_flight = 0
+        self.sent = 0  # attempts started
+        self._cut_at = 0  # `sent` when the window was last cut: later 429s of requests sent before do not cut again
+        self.hold_until = 0.0  # no attempt starts before this (monotonic seconds)
+        self.interval = 0.0  # seconds between attempts while pacing; 0: not pacing
+        self._request_interval = 0.0
+        self._token_interval = 0.0
+        self._next = 0.0
+        self.tokens_per_request = 0.0  # moving average, to turn a token refill rate into a request rate
+        self.successes = 0
+        self.rate_limited = 0
+        self._cond: asyncio.Condition | None = None
+
+    def bind(self) -> None:
+        """A fresh start on the running event loop (each generate call runs its own)."""
+        self._cond = asyncio.Condition()
+        self.in_flight = 0
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.window)))
+            self.in_flight += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    async def before_attempt(self) -> int:
+        """Wait for a hold or the next paced slot; returns the attempt's sequence number."""
+        while True:
+            now = time.monotonic()
+            start = max(now, self.hold_until)
+            if self.interval:
+                start = max(start, self._next)
+                self._next = start + self.interval
+            if start <= now:
+                break
+            await asyncio.sleep(start - now)
+            if self.hold_until <= time.monotonic():
+                break
+        self.sent += 1
+        return self.sent
+
+    async def succeeded(self, headers, tokens: int | None = None) -> None:
+        self.successes += 1
+        if tokens:
+            average = self.tokens_per_request
+            self.tokens_per_request = 0.9 * average + 0.1 * tokens if average else float(tokens)
+        low = self._read(headers)
+        if not low:  # grow only while the server says there is room (or says nothing)
+            self.window = min(self.max, self.window + (1.0 if self.slow_start else 1.0 / self.window))
+        async with self._cond:
+            self._cond.notify_all()
+
+    def rate_limited_by(self, seq: int, retry_after: float | None, headers) -> None:
+        self.rate_limited += 1
+        if seq > self._cut_at:
+            self.window = max(1.0, self.window / 2)
+            self.slow_start = False
+            self._cut_at = self.sent
+        if retry_after:
+            self.hold_until = max(self.hold_until, time.monotonic() + min(retry_after, HOLD_CAP))
+        self._read(headers)
+
+    def _read(self, headers) -> bool:
+        """Pace from the rate-limit headers; True while a limit is nearly used up."""
+        if headers is None:
+            return False
+        low = False
+        requests = read_rate_headers(headers, "requests")
+        share = requests.share_left
+        if share is not None and share < LOW_REMAINING and requests.refill_interval:
+            self._request_interval, low = requests.refill_interval, True
+        elif share is not None and share > HIGH_REMAINING:
+            self._request_interval = 0.0
+        tokens = read_rate_headers(headers, "tokens")
+        share = tokens.share_left
+        if share is not None and share < LOW_REMAINING and tokens.refill_interval and self.tokens_per_request:
+            self._token_interval, low = tokens.refill_interval * self.tokens_per_request, True
+        elif share is not None and share > HIGH_REMAINING:
+            self._token_interval = 0.0
+        interval = max(self._request_interval, self._token_interval)
+        if interval and not self.interval:
+            self._next = time.monotonic()
+        self.interval = interval
+        return low
