@@ -124,7 +124,9 @@ class FakeOpenAIServer:
         self.cached_tokens = 0
         self.usage = True
         self.completed = 0  # 200s sent
+        self.completed_at: list[float] = []  # when each was sent (monotonic), for throughput
         self.rate_limited = 0  # 429s sent by the rate limits
+        self.rate_limited_at: list[float] = []
         # Batch API
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
@@ -218,9 +220,12 @@ class FakeOpenAIServer:
             if limited is not None:
                 return limited
             response = await self._act(request, body, action)
-            if response.status == 200 and action.kind in ("ok", "slow"):
+            # A reply to a client that hung up (a stop that gave up waiting) is not a completed response
+            gone = request.transport is None or request.transport.is_closing()
+            if response.status == 200 and action.kind in ("ok", "slow") and not gone:
                 with self._lock:
                     self.completed += 1
+                    self.completed_at.append(time.monotonic())
             return response
         finally:
             with self._lock:
@@ -247,6 +252,7 @@ class FakeOpenAIServer:
             if not refused:
                 return None
             self.rate_limited += 1
+            self.rate_limited_at.append(time.monotonic())
             kind, wait = refused[0]
             headers = {"Retry-After": f"{max(0.001, wait):.3f}", **self._rate_headers()}
         message = f"Rate limit reached for {kind} per minute. Please try again in {wait:.3f}s."

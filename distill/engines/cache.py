@@ -143,16 +143,19 @@ class ResponseCache:
             dropped += self._db.execute("DELETE FROM responses WHERE used < ?", (cutoff,)).rowcount
         if max_bytes is not None:
             _, total = self.size()
-            target = int(max_bytes * 0.9) if total > max_bytes else total
-            while total > target:
+            excess = total - int(max_bytes * 0.9) if total > max_bytes else 0
+            while excess > 0:
                 oldest = self._db.execute("SELECT key, bytes FROM responses ORDER BY used LIMIT 500").fetchall()
                 if not oldest:
                     break
-                self._db.execute(
-                    f"DELETE FROM responses WHERE key IN ({','.join('?' * len(oldest))})", [k for k, _ in oldest]
-                )
-                dropped += len(oldest)
-                total -= sum(size for _, size in oldest)
+                victims = []
+                for key, size in oldest:
+                    if excess <= 0:
+                        break
+                    victims.append(key)
+                    excess -= size
+                self._db.execute(f"DELETE FROM responses WHERE key IN ({','.join('?' * len(victims))})", victims)
+                dropped += len(victims)
         return dropped
 
     def clear(self) -> int:
