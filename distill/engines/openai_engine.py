@@ -188,6 +188,7 @@ class OpenAIEngine:
         self.limiter = AdaptiveLimiter(max_concurrency)
         self._ready = False
         self._last_success = 0.0
+        self._stopped: asyncio.Event | None = None  # per generate call, on its event loop
         self.model = model if model else self._discover_model()
         self.model_name = self.model
 
@@ -260,6 +261,7 @@ class OpenAIEngine:
         indices = iter(range(len(requests)))
         limiter = self.limiter
         limiter.bind()
+        self._stopped = asyncio.Event()  # set when the control says stop (it is a threading.Event)
 
         async def worker() -> None:
             # The workers share one iterator (safe: they all run on this one event loop thread).
@@ -301,6 +303,8 @@ class OpenAIEngine:
                     for task in done:
                         task.result()  # re-raise a fatal error (bad credentials, wrong model) in this task
                     control.in_flight = limiter.in_flight
+                    if control.stopping:
+                        self._stopped.set()
                     if control.stopping and control.past_deadline():
                         break  # waited long enough for the requests in flight: the rest are cancelled below
             finally:
@@ -346,7 +350,7 @@ class OpenAIEngine:
         while True:
             if control.stopping:
                 return None
-            seq = await limiter.before_attempt()
+            seq = await limiter.before_attempt(lambda: control.stopping)
             if control.stopping:
                 return None
             try:
@@ -366,7 +370,8 @@ class OpenAIEngine:
                     if failure.retry_after is not None:
                         delay = max(delay, min(failure.retry_after, RETRY_AFTER_CAP))
                     limited += 1
-                    await asyncio.sleep(delay)
+                    logger.debug("rate limited, waiting %.2f s: %s", delay, self._redact(failure.message))
+                    await self._pause(delay)
                     continue
                 if attempt >= self.max_retries:
                     tries = attempt + 1
@@ -377,12 +382,19 @@ class OpenAIEngine:
                     delay = max(delay, min(failure.retry_after, RETRY_AFTER_CAP))
                 logger.debug("retrying in %.2f s after %s", delay, self._redact(str(failure)))
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 continue
             if result.error is None:
                 self._last_success = time.monotonic()
                 await limiter.succeeded(headers, (result.prompt_tokens or 0) + sampling.max_tokens)
             return result
+
+    async def _pause(self, seconds: float) -> None:
+        """A backoff that a stop cuts short: a request waiting to retry is not one in flight."""
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except asyncio.TimeoutError:  # noqa: UP041  (see _attempt)
+            pass
 
     async def _attempt(self, session, body: dict) -> tuple[Result, dict | None]:
         aiohttp = _import_aiohttp()

@@ -10,8 +10,9 @@
   surplus is spent), slower when less is. The reserve absorbs the jitter of real timing, so a rate-limited run
   holds the server's rate with few 429s, where a window alone saws around it (halving at every 429).
 - A server that sends no such headers (only 429s) gets the same pacing at a rate found by AIMD on the rate
-  itself: cut to RATE_CUT of the rate sent recently at a 429 (once per window of requests), up by RATE_GROWTH
-  of itself per success (about that share a second) while requests succeed.
+  itself: cut to RATE_CUT of the rate sent recently at a 429 (once per window of requests); after the first cut
+  up by RATE_START_GROWTH of itself per success (the first estimate rests on a short history), after a second
+  by RATE_GROWTH requests/s per success (about that share of itself a second).
 """
 
 import asyncio
@@ -25,6 +26,7 @@ TARGET_SHARE = 0.2  # of a limit kept in reserve while pacing
 GAIN = 2.0  # pace faster by this much per unit of the limit's share above the reserve (slower below it)
 HOLD_CAP = 60.0  # the most one Retry-After holds every request back
 RATE_CUT = 0.7
+RATE_START_GROWTH = 1.1
 RATE_GROWTH = 0.05
 RECENT = 2.0  # seconds of sends that say the rate a 429 answered
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -101,6 +103,7 @@ class AdaptiveLimiter:
         self._refill: dict[str, float] = {}  # seconds per unit the server gives back, per kind of limit
         self._header_interval = 0.0
         self.rate: float | None = None  # requests/s found by AIMD, for servers without rate-limit headers
+        self._rate_cuts = 0
         self._sends: deque = deque(maxlen=4096)  # when recent attempts started
         self._next = 0.0
         self.tokens_per_request = 0.0  # moving average, to turn a token refill rate into a request rate
@@ -125,8 +128,8 @@ class AdaptiveLimiter:
             self.in_flight -= 1
             self._cond.notify_all()
 
-    async def before_attempt(self) -> int:
-        """Wait for a hold or the next paced slot; returns the attempt's sequence number.
+    async def before_attempt(self, stopping=lambda: False) -> int:
+        """Wait for a hold or the next paced slot (or until `stopping()`); returns the attempt's sequence number.
 
         One waiter at a time (the others queue on a lock, first come first served) looks at the clock, in short
         sleeps: a slot is never booked ahead, so a pace that slows down applies to the very next request.
@@ -135,7 +138,7 @@ class AdaptiveLimiter:
             while True:
                 now = time.monotonic()
                 start = max(self.hold_until, self._next if self.interval else now)
-                if start <= now:
+                if start <= now or stopping():
                     break
                 await asyncio.sleep(min(start - now, 0.05))
             if self.interval:
@@ -153,7 +156,7 @@ class AdaptiveLimiter:
         if not low:  # grow only while the server says there is room (or says nothing)
             self.window = min(self.max, self.window + (1.0 if self.slow_start else 1.0 / self.window))
         if self.rate is not None:
-            self.rate += RATE_GROWTH
+            self.rate = self.rate * RATE_START_GROWTH if self._rate_cuts == 1 else self.rate + RATE_GROWTH
             self._set_interval()
         async with self._cond:
             self._cond.notify_all()
@@ -169,6 +172,7 @@ class AdaptiveLimiter:
                 now = time.monotonic()
                 recent = sum(1 for t in self._sends if t >= now - RECENT) / RECENT
                 self.rate = max(0.1, RATE_CUT * (self.rate or recent or 1.0))
+                self._rate_cuts += 1
                 self._set_interval()
         if retry_after:
             self.hold_until = max(self.hold_until, time.monotonic() + min(retry_after, HOLD_CAP))

@@ -351,10 +351,10 @@ def _budget_message(reason: str, budget: Budget, run: dict, total: int, config) 
     left = max(0, total - run["generated"])
     per_row = run["cost_usd"] / run["requests"] if run["requests"] else None
     if reason == "budget":
-        more = f"{budget.spent_usd + per_row * left * 1.1:.2f}" if per_row else f"{config.budget * 2:g}"
+        more = _usd(budget.spent_usd + per_row * left * 1.1) if per_row else _usd(config.budget * 2)
         return (
-            f"budget reached: ${budget.spent_usd:.4f} of ${config.budget:g} spent on this output, {left} samples "
-            f"left: rerun with --resume --budget {more} to finish them"
+            f"budget reached: ${_usd(budget.spent_usd)} of ${_usd(config.budget)} spent on this output, {left} "
+            f"samples left: rerun with --resume --budget {more} to finish them"
         )
     per_row = budget.spent_tokens / max(1, run["requests"])
     more = int(budget.spent_tokens + per_row * left * 1.1) if run["requests"] else config.max_total_tokens * 2
@@ -362,6 +362,11 @@ def _budget_message(reason: str, budget: Budget, run: dict, total: int, config) 
         f"token limit reached: {budget.spent_tokens} of {config.max_total_tokens} tokens spent on this output, "
         f"{left} samples left: rerun with --resume --max-total-tokens {more} to finish them"
     )
+
+
+def _usd(amount: float) -> str:
+    """Dollars to cents, or to three significant digits below $10 (a test run costs fractions of a cent)."""
+    return f"{amount:.2f}" if amount >= 10 else f"{amount:.3g}"
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
