@@ -119,6 +119,7 @@ class FakeOpenAIServer:
         self.requests_bucket = Bucket(requests_per_minute, burst) if requests_per_minute else None
         self.tokens_bucket = Bucket(tokens_per_minute, burst) if tokens_per_minute else None
         self.rate_headers = True
+        self.last_headers: dict = {}  # the rate-limit headers of the last completion sent
         self.latency = latency
         self.reasoning = reasoning
         self.cached_tokens = 0
@@ -287,7 +288,7 @@ class FakeOpenAIServer:
         if self.latency:
             await asyncio.sleep(self.latency)
         with self._lock:
-            headers = self._rate_headers()
+            headers = self.last_headers = self._rate_headers()
         return web.json_response(self._completion(body, action.message), headers=headers)
 
     def _completion(self, body: dict, extra: dict) -> dict:

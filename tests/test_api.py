@@ -378,6 +378,22 @@ def test_rate_limited_server_at_full_speed_without_lost_rows(tmp_path):
         assert elapsed >= 2.5  # 40 requests at 10/s after a 10-request burst: the limit was kept
 
 
+def test_tokens_per_minute_limit(tmp_path):
+    # A request costs its prompt's words + max_tokens (16): ~21 tokens; 12,000 a minute is about 10 requests/s.
+    with FakeOpenAIServer(tokens_per_minute=12_000, latency=0.02) as server:
+        out = tmp_path / "out"
+        generate(server, prompts(tmp_path, 40), out, "--max-concurrency", "512")
+        assert len(rows(out)) == 40 and stats(out)["errors"] == 0 and server.completed == 40
+        assert server.rate_limited <= 0.3 * 40
+        assert "x-ratelimit-remaining-tokens" in {k.lower() for k in server.last_headers}
+
+
+@pytest.mark.parametrize("command", [["cache"], ["cache", "info"], ["cache", "prune"]])
+def test_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
 def test_only_429s_stop_the_run_after_a_bounded_time(fake, tmp_path):
     fake.script = [status(429, "quota", headers={"Retry-After": "0.05"})] * 10_000
     out = tmp_path / "out"

@@ -97,6 +97,11 @@ class OpenAIBatchEngine:
 
         if not config.base_url:
             raise DistillError("the openai-batch engine needs --base-url, e.g. https://api.openai.com/v1")
+        if not getattr(config, "out", None):  # the judge, say: no output folder to keep its batches in
+            raise DistillError(
+                "the openai-batch engine keeps its batches in an output folder: use it with generate or eval "
+                "(use --engine openai here)"
+            )
         api_key_env = config.api_key_env or "OPENAI_API_KEY"
         api_key = os.environ.get(api_key_env)
         model = config.model
