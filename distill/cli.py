@@ -15,6 +15,7 @@ from distill.cli_utils import (
     section_and_flags,
     teacher_flags,
 )
+from distill.engines.cache import ResponseCache
 from distill.errors import DistillError
 from distill.hub_cli import publish_group
 from distill.rl.cli import rl_command
@@ -131,8 +132,6 @@ def cache_group():
 @_fail_cleanly
 def cache_info():
     """Where the response cache is, how many answers it holds and their size."""
-    from distill.engines.cache import ResponseCache
-
     with ResponseCache() as cache:
         count, size = cache.size()
         click.echo(f"{cache.path}: {count} responses, {size / 2**20:.1f} MiB (bound {cache.max_bytes / 2**30:g} GiB)")
@@ -145,8 +144,6 @@ def cache_info():
 @_fail_cleanly
 def cache_prune(max_gb, older_than, everything):
     """Drop responses from the cache (then give the space back to the disk)."""
-    from distill.engines.cache import ResponseCache
-
     if max_gb is None and older_than is None and not everything:
         raise DistillError("say what to drop: --max-gb N, --older-than DAYS or --all")
     with ResponseCache() as cache:

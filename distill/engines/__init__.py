@@ -4,6 +4,7 @@ Imports happen inside each branch so `distill --help` never imports torch, vllm 
 """
 
 from distill.engines.base import Engine, Request, Result, Sampling
+from distill.engines.openai_batch import OpenAIBatchEngine
 from distill.errors import DistillError
 
 ENGINES = ("transformers", "vllm", "openai", "openai-batch")
@@ -24,8 +25,6 @@ def make_engine(config) -> Engine:
 
         return OpenAIEngine.from_config(config)
     if config.engine == "openai-batch":
-        from distill.engines.openai_batch import OpenAIBatchEngine
-
         return OpenAIBatchEngine.from_config(config)
     raise DistillError(f"unknown engine `{config.engine}`: choose one of {', '.join(ENGINES)}")
 

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from distill.engines.base import Result
-from distill.models import cache_dir
+from distill.engines.openai_engine import safe_url
+from distill.models import CONVERTED_MARKER, EMBEDDED, QWEN_TEACHER, cache_dir
 
 ENV = "DISTILL_RESPONSE_CACHE"
 FILE = "responses.sqlite3"
@@ -169,9 +170,6 @@ class ResponseCache:
 def teacher_identity(config, teacher: str) -> dict:
     """What makes a teacher's answers what they are, for the key: a server's URL (without credentials) and model;
     an in-process engine's model, weights and the settings that change its numbers."""
-    from distill.engines.openai_engine import safe_url
-    from distill.models import CONVERTED_MARKER, EMBEDDED, QWEN_TEACHER
-
     if config.engine in ("openai", "openai-batch"):  # one server, two ways in: they share their answers
         return {"endpoint": safe_url(config.base_url or "").rstrip("/"), "model": teacher}
     identity = {"engine": config.engine, "model": teacher, "dtype": config.dtype}
@@ -190,7 +188,7 @@ def teacher_identity(config, teacher: str) -> dict:
 def _hub_revision(repo_id: str) -> str | None:
     """The commit of a Hugging Face id in the local cache, so a newer download is a new teacher."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # heavy, and only for a hub id on an in-process engine
 
         path = try_to_load_from_cache(repo_id, "config.json")
     except Exception:  # not a repo id, or no huggingface_hub: the name alone

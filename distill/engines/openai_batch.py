@@ -37,9 +37,11 @@ from distill.engines.control import RunControl
 from distill.engines.openai_engine import (
     BAD_REQUEST_STATUSES,
     CONTEXT_LENGTH_RE,
+    RETRY_AFTER_CAP,
     OpenAIEngine,
     _Retryable,
     parse_completion,
+    parse_retry_after,
     safe_url,
     server_message,
 )
@@ -93,8 +95,6 @@ class OpenAIBatchEngine:
 
     @classmethod
     def from_config(cls, config) -> "OpenAIBatchEngine":
-        from distill.engines.openai_engine import OpenAIEngine  # model discovery: the same as the openai engine's
-
         if not config.base_url:
             raise DistillError("the openai-batch engine needs --base-url, e.g. https://api.openai.com/v1")
         if not getattr(config, "out", None):  # the judge, say: no output folder to keep its batches in
@@ -448,8 +448,6 @@ class OpenAIBatchEngine:
 
 
 def _retry_after(value: str | None) -> float | None:
-    from distill.engines.openai_engine import RETRY_AFTER_CAP, parse_retry_after
-
     seconds = parse_retry_after(value)
     return None if seconds is None else min(seconds, RETRY_AFTER_CAP)
 

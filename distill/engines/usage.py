@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 
 from distill.engines.base import Request, Result
+from distill.engines.chat import render_chat
+from distill.models import resolve_model
 
 PER_MILLION = 1_000_000
 # A request's prompt in tokens is at most its UTF-8 bytes (a byte-level BPE token covers at least one byte) plus
@@ -143,8 +145,6 @@ class TokenCounter:
         try:
             from transformers import AutoTokenizer  # heavy: only when a server leaves counts out
 
-            from distill.models import resolve_model
-
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.name), local_files_only=True)
         except Exception:  # not a local folder, not in the cache, or no tokenizer in it: counts stay unknown
             print(
@@ -164,9 +164,7 @@ class TokenCounter:
         tokenizer = self._load()
         if tokenizer is None:
             return None
-        if getattr(tokenizer, "chat_template", None):
-            from distill.engines.chat import render_chat  # bounded: the template is code from the model folder
-
+        if getattr(tokenizer, "chat_template", None):  # rendered bounded: the template is code from the model folder
             ids = render_chat(tokenizer, request.messages, tokenize=True, add_generation_prompt=True)
             if isinstance(ids, dict):
                 ids = ids["input_ids"]
