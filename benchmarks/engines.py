@@ -221,6 +221,7 @@ def ours_command(engine: str, prompts: Path, out: Path, max_tokens: int, extra: 
         sys.executable, "-m", "distill", "generate", "--engine", engine,
         "--source", str(prompts), "--prompt-template", "{problem}",
         "--temperature", "0", "--max-tokens", str(max_tokens), "--seed", str(SEED),
+        "--no-cache",  # every round generates: answers from the response cache would time nothing
         "--out", str(out), *extra,
     ]  # fmt: skip
 

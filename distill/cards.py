@@ -113,6 +113,9 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     elif generate_configs and any(generate_configs):
         lines.append("| prompt | R1's: no system prompt, \"Please reason step by step, and put your final answer "
                      "within \\boxed{}.\" after math problems |")  # fmt: skip
+    generated = [stats] if "source" in own else [_read_json(Path(i) / "stats.json") for i in inputs]
+    if generation := _generation_text([g for g in generated if "completion_tokens" in g]):
+        lines.append(f"| generation | {generation} |")
     verifiers = own.get("verifiers") or {name: {} for name in stats.get("verifiers", {})}
     if verifiers:
         lines.append(f"| verifiers | {_verifiers_text(verifiers)} |")
@@ -170,6 +173,23 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
         "",
     ]
     return scrub(_front_matter(meta) + "\n".join(lines))
+
+
+def _generation_text(generated: list[dict]) -> str:
+    """What sampling the teacher took, from the generate outputs' stats.json: tokens (reasoning among them) and the
+    USD paid at the prices the runs were given (rows from the response cache cost nothing again)."""
+    if not generated:
+        return ""
+    keys = ("samples", "prompt_tokens", "completion_tokens", "reasoning_tokens")
+    total = {k: sum(g.get(k) or 0 for g in generated) for k in keys}
+    text = f"{total['samples']:,} samples, {total['prompt_tokens']:,} prompt and "
+    text += f"{total['completion_tokens']:,} completion tokens"
+    if total["reasoning_tokens"]:
+        text += f" ({total['reasoning_tokens']:,} of them reasoning)"
+    costs = [g["cost_usd"] for g in generated if g.get("cost_usd") is not None]
+    if costs:
+        text += f"; ${sum(costs):,.2f} paid for them, at the prices the runs were given"
+    return text
 
 
 def _sampling_text(sampling_json: str) -> str:

@@ -6,6 +6,7 @@ import click
 
 from distill import __version__
 from distill.cli_utils import (
+    _default,
     _fail_cleanly,
     _verifier_options,
     engine_options,
@@ -15,12 +16,13 @@ from distill.cli_utils import (
     teacher_flags,
 )
 from distill.config import FilterConfig, GenerateConfig, build_config
+from distill.engines.cache import ResponseCache
 from distill.errors import DistillError
 from distill.filter.dataset.inputs import parse_map
 from distill.filter.dataset.mix import mix
 from distill.filter.report import write_report
 from distill.filter.run import run_filter
-from distill.generate.run import run_generate
+from distill.generate.run import cancel_batches, run_generate
 from distill.generate.stats import check_folder
 from distill.hub_cli import publish_group
 from distill.pipeline import describe, plan, run_steps, select
@@ -68,6 +70,22 @@ def main():
 @click.option("--flush-seconds", type=float, help="Write finished rows at least this often.  [default: 60]")
 @click.option("--num-shards", type=int, help="Hosts sharing this run (each writes its own files).  [default: 1]")
 @click.option("--shard-index", type=int, help="This host's shard, 0..num-shards-1.  [default: 0]")
+@click.option(
+    "--budget",
+    type=float,
+    help="openai engines: USD this output may cost (at the --price-* flags); the run stops before it would pass it, "
+    "requests in flight counted, and resumes with a larger one.",
+)
+@click.option("--max-total-tokens", type=int, help="openai engines: the same limit in prompt + completion tokens.")
+@click.option(
+    "--stop-timeout",
+    type=float,
+    help="Seconds a first Ctrl-C (or SIGTERM) waits for requests in flight; a second one quits at once.  "
+    f"[default: {_default('stop_timeout', 'GenerateConfig')}]",
+)
+@click.option(
+    "--cancel", is_flag=True, default=None, help="openai-batch: cancel this output's running batches, and stop."
+)
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bar.")
 @click.pass_context
 @_fail_cleanly
@@ -76,11 +94,25 @@ def generate(ctx, config_file, source_option, engine_arg, **flags):
     recipe, overrides = section_and_flags(ctx, config_file, "generate", flags)
     teacher_flags(overrides, source_option, engine_arg)
     config = build_config(GenerateConfig, recipe, overrides, where=config_file or "the recipe")
+    if config.cancel:
+        cancelled = cancel_batches(config)
+        click.echo(f"cancelled {len(cancelled)} batches{': ' + ', '.join(cancelled) if cancelled else ''}")
+        return
     stats = run_generate(config)
-    click.echo(
-        f"wrote {stats['samples']} samples for {stats['prompts']} prompts to {config.out}/data "
-        f"({stats['errors']} errors, {stats['completion_tokens']} completion tokens, "
-        f"{stats['tokens_per_second']} tok/s this run)"
+    click.echo(generate_summary(stats, config.out))
+
+
+def generate_summary(stats: dict, out: str) -> str:
+    """The line a finished generate prints: rows, errors, tokens, and what this run paid."""
+    tokens = f"{stats['completion_tokens']} completion tokens"
+    if stats.get("reasoning_tokens"):
+        tokens += f" ({stats['reasoning_tokens']} reasoning)"
+    paid = f", ${stats['cost_usd_this_run']:.4f} this run" if stats.get("cost_usd_this_run") is not None else ""
+    cache = stats.get("cache")
+    cached = f", {cache['hits']} from the cache" if isinstance(cache, dict) and cache["hits"] else ""
+    return (
+        f"wrote {stats['samples']} samples for {stats['prompts']} prompts to {out}/data ({stats['errors']} errors, "
+        f"{tokens}, {stats['tokens_per_second']} tok/s this run{paid}{cached})"
     )
 
 
@@ -94,6 +126,39 @@ def stats(folder):
         click.echo(f"{key:>20}: {value}")
     if problems:
         raise DistillError(f"{folder} has problems: " + "; ".join(problems))
+
+
+@main.group("cache")
+def cache_group():
+    """The response cache: answers a teacher gave, reused by any later run that asks the same ($DISTILL_CACHE)."""
+
+
+@cache_group.command("info")
+@_fail_cleanly
+def cache_info():
+    """Where the response cache is, how many answers it holds and their size."""
+    with ResponseCache() as cache:
+        count, size = cache.size()
+        click.echo(f"{cache.path}: {count} responses, {size / 2**20:.1f} MiB (bound {cache.max_bytes / 2**30:g} GiB)")
+
+
+@cache_group.command("prune")
+@click.option("--max-gb", type=float, help="Keep at most this many GiB, the most recently used.")
+@click.option("--older-than", type=float, metavar="DAYS", help="Drop responses unused for this many days.")
+@click.option("--all", "everything", is_flag=True, help="Drop every response.")
+@_fail_cleanly
+def cache_prune(max_gb, older_than, everything):
+    """Drop responses from the cache (then give the space back to the disk)."""
+    if max_gb is None and older_than is None and not everything:
+        raise DistillError("say what to drop: --max-gb N, --older-than DAYS or --all")
+    with ResponseCache() as cache:
+        if everything:
+            dropped = cache.clear()
+        else:
+            dropped = cache.prune(None if max_gb is None else int(max_gb * 2**30), older_than)
+        cache.vacuum()
+        count, size = cache.size()
+    click.echo(f"dropped {dropped} responses; {count} left, {size / 2**20:.1f} MiB")
 
 
 @main.command("filter")

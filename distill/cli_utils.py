@@ -113,7 +113,11 @@ def engine_options():
     The model is not among them: generate takes --model, eval takes its models as arguments."""
     return _stack(
         [
-            click.option("--engine", help="Teacher backend: transformers, vllm or openai.  [default: transformers]"),
+            click.option(
+                "--engine",
+                help="Teacher backend: transformers, vllm, openai or openai-batch (the Batch API).  "
+                "[default: transformers]",
+            ),
             click.option("--base-url", help="openai engine: server URL, e.g. http://127.0.0.1:8000/v1."),
             click.option(
                 "--api-key-env",
@@ -122,7 +126,8 @@ def engine_options():
             click.option(
                 "--max-concurrency",
                 type=int,
-                help=f"openai engine: requests in flight.  [default: {_default('max_concurrency')}]",
+                help="openai engine: the most requests in flight (it starts below and adapts to the server's "
+                f"rate limit).  [default: {_default('max_concurrency')}]",
             ),
             click.option(
                 "--request-timeout",
@@ -132,7 +137,50 @@ def engine_options():
             click.option(
                 "--max-retries",
                 type=int,
-                help=f"openai engine: retries on 429/5xx/connection errors.  [default: {_default('max_retries')}]",
+                help=f"openai engines: retries on 5xx/connection errors (a 429 waits its turn instead).  "
+                f"[default: {_default('max_retries')}]",
+            ),
+            click.option(
+                "--rate-limit-timeout",
+                type=float,
+                help="openai engine: seconds of nothing but 429s before the run stops.  "
+                f"[default: {_default('rate_limit_timeout')}]",
+            ),
+            click.option(
+                "--server-wait",
+                type=float,
+                help=f"openai engines: seconds to wait for a starting server.  [default: {_default('server_wait')}]",
+            ),
+            click.option(
+                "--tokenizer",
+                help="openai engines: tokenizer (name or folder) counting the tokens a server does not report.  "
+                "[default: the model's, when available offline]",
+            ),
+            click.option("--price-input", type=float, help="USD per 1M prompt tokens, for cost and --budget."),
+            click.option(
+                "--price-cached-input", type=float, help="USD per 1M cached prompt tokens.  [default: --price-input]"
+            ),
+            click.option("--price-output", type=float, help="USD per 1M completion tokens (reasoning included)."),
+            click.option(
+                "--cache/--no-cache",
+                default=None,
+                help="Answer from the response cache ($DISTILL_CACHE/responses) what was asked before.  "
+                "[default: --cache]",
+            ),
+            click.option(
+                "--batch-max-requests",
+                type=int,
+                help=f"openai-batch: requests per batch.  [default: {_default('batch_max_requests')}]",
+            ),
+            click.option(
+                "--batch-max-bytes",
+                type=int,
+                help=f"openai-batch: bytes per batch input file.  [default: {_default('batch_max_bytes')}]",
+            ),
+            click.option(
+                "--batch-poll-seconds",
+                type=float,
+                help=f"openai-batch: seconds between looks at a batch.  [default: {_default('batch_poll_seconds')}]",
             ),
             click.option(
                 "--tensor-parallel-size", "-tp", type=int, help="vllm engine: GPUs per model replica (tensor)."

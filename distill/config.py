@@ -12,6 +12,9 @@ import yaml
 
 from distill.engines import ENGINES
 from distill.engines.base import MAX_TOKENS, MIN_P, TEMPERATURE, TOP_P, Sampling
+from distill.engines.control import STOP_TIMEOUT
+from distill.engines.openai_batch import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS, BATCH_POLL_SECONDS
+from distill.engines.openai_engine import RATE_LIMIT_TIMEOUT, SERVER_WAIT
 from distill.errors import DistillError, near_hint, shown
 from distill.io import write_text_atomic
 from distill.models import default_label
@@ -28,14 +31,27 @@ from distill.secrets import scrub_config
 class EngineConfig:
     """Which teacher, on which engine, with that engine's options."""
 
-    engine: str = "transformers"  # transformers, vllm or openai
+    engine: str = "transformers"  # transformers, vllm, openai or openai-batch
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     # openai engine
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 64
+    max_concurrency: int = 64  # the most requests in flight; the engine starts below and adapts to 429s
     request_timeout: float = 600.0
     max_retries: int = 6
+    rate_limit_timeout: float = RATE_LIMIT_TIMEOUT  # seconds of nothing but 429s before the run stops
+    server_wait: float = SERVER_WAIT  # seconds to wait for a server that is still starting
+    tokenizer: str | None = None  # counts the tokens a server leaves out; None: the model's, when found offline
+    # openai-batch engine: the provider's limits per batch (OpenAI's), and how often to look at a batch
+    batch_max_requests: int = BATCH_MAX_REQUESTS
+    batch_max_bytes: int = BATCH_MAX_BYTES
+    batch_poll_seconds: float = BATCH_POLL_SECONDS
+    # What tokens cost, USD per million (none built in: a price list goes stale unnoticed). Cached input: prompt
+    # tokens the server read from its prompt cache; None: the input price.
+    price_input: float | None = None
+    price_cached_input: float | None = None
+    price_output: float | None = None
+    cache: bool = True  # the response cache ($DISTILL_CACHE/responses): a request asked before is not paid again
     # vllm engine
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -52,6 +68,17 @@ class EngineConfig:
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise DistillError(f"unknown engine `{shown(self.engine)}`: choose one of {', '.join(ENGINES)}")
+        prices = {"price_input": self.price_input, "price_cached_input": self.price_cached_input,
+                  "price_output": self.price_output}  # fmt: skip
+        for name, value in prices.items():
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise DistillError(f"--{name.replace('_', '-')} must be a number of 0 or more, got {value}")
+        if (self.price_input is None) != (self.price_output is None) or (
+            self.price_cached_input is not None and self.price_input is None
+        ):
+            raise DistillError("prices come together: pass --price-input and --price-output (USD per 1M tokens)")
+        if self.batch_max_requests < 1 or self.batch_max_bytes < 1024:
+            raise DistillError("--batch-max-requests must be at least 1 and --batch-max-bytes at least 1024")
 
 
 @dataclass(slots=True)
@@ -119,6 +146,11 @@ class GenerateConfig(SampledConfig):
     num_shards: int = 1
     shard_index: int = 0
     quiet: bool = False
+    # Spending (openai engines): stop before this output's shard would pay more, requests in flight counted
+    budget: float | None = None  # USD, at the prices above
+    max_total_tokens: int | None = None  # prompt + completion tokens
+    stop_timeout: float = STOP_TIMEOUT  # seconds a first Ctrl-C (or SIGTERM) waits for requests in flight
+    cancel: bool = False  # openai-batch: cancel this output's batches at the provider, and stop
 
     def validate(self) -> None:
         if not self.source:
@@ -137,6 +169,19 @@ class GenerateConfig(SampledConfig):
             raise DistillError("--prefill-think and --no-think contradict each other: pass one of them")
         if self.rows_per_file < 1:
             raise DistillError(f"--rows-per-file must be at least 1, got {self.rows_per_file}")
+        remote = self.engine in ("openai", "openai-batch")
+        if (self.budget is not None or self.max_total_tokens is not None) and not remote:
+            raise DistillError("--budget and --max-total-tokens limit the openai engines: use --engine openai")
+        if self.budget is not None and (not math.isfinite(self.budget) or self.budget <= 0):
+            raise DistillError(f"--budget must be a positive number of USD, got {self.budget}")
+        if self.budget is not None and self.price_input is None:
+            raise DistillError("--budget needs prices: pass --price-input and --price-output (USD per 1M tokens)")
+        if self.max_total_tokens is not None and self.max_total_tokens < 1:
+            raise DistillError(f"--max-total-tokens must be at least 1, got {self.max_total_tokens}")
+        if self.cancel and self.engine != "openai-batch":
+            raise DistillError("--cancel cancels submitted batches: it goes with --engine openai-batch")
+        if not math.isfinite(self.stop_timeout) or self.stop_timeout < 0:
+            raise DistillError(f"--stop-timeout must be 0 or more seconds, got {self.stop_timeout}")
 
 
 def check_sampling(temperature: float, top_p: float, min_p: float = 0.0) -> None:

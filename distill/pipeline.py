@@ -285,6 +285,7 @@ def _check_engine(engine: str, where: str) -> None:
     needs = {
         "vllm": ("vllm", 'pip install "distill[vllm]"'),
         "openai": ("aiohttp", "pip install aiohttp"),
+        "openai-batch": ("urllib", "a Python with urllib"),  # the standard library's client: nothing to install
         "transformers": ("transformers", 'pip install "distill[train]"'),
     }
     module, install = needs[engine]

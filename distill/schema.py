@@ -22,6 +22,15 @@ GENERATE_SCHEMA = pa.schema(
         pa.field("truncated", pa.bool_()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
+        # Usage (columns added with issue 23; files written before lack them, and readers take them as null):
+        # of completion_tokens those spent reasoning, of prompt_tokens those read from the server's prompt cache,
+        # where the counts come from (server, engine, counted, mixed), the USD this row cost this output (0 when
+        # it came from the response cache; null without prices), and whether it came from the response cache.
+        pa.field("reasoning_tokens", pa.int32()),
+        pa.field("cached_tokens", pa.int32()),
+        pa.field("token_source", pa.string()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("from_cache", pa.bool_()),
         pa.field("teacher", pa.string(), nullable=False),
         pa.field("sampling", pa.string(), nullable=False),  # JSON of the sampling parameters
         pa.field("error", pa.string()),  # null when fine, else "<kind>: <message>"

@@ -65,6 +65,15 @@ def build_tiny_model(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def response_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own, empty response cache (never the user's): a test that generates twice sees its own
+    first run's answers, and no other test's. Set in the environment, so `distill` subprocesses use it too."""
+    folder = tmp_path_factory.mktemp("responses")
+    monkeypatch.setenv("DISTILL_RESPONSE_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))

@@ -26,6 +26,7 @@ from benchmarks.checks.faults import (  # noqa: E402
 from distill.cli import main  # noqa: E402
 from distill.engines.base import Request, Sampling  # noqa: E402
 from distill.engines.openai_engine import OpenAIEngine  # noqa: E402
+from distill.errors import DistillError  # noqa: E402
 from tests.fake_openai_server import FakeOpenAIServer  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_tokens=16)
@@ -150,7 +151,6 @@ def test_truncated_body_is_retried(fake, variant):
     "fault, reason",
     [
         ("status500", "http_500: injected fault"),
-        ("status429", "http_429: injected fault"),
         ("timeout:before", "timeout: no complete response within 0.5 s"),
         ("drop:before", "connection: "),
         ("truncate:cut", "connection: response body cut short"),
@@ -163,6 +163,15 @@ def test_persistent_fault_becomes_an_error_with_its_reason(fake, fault, reason):
     assert result.text == "" and result.error.startswith(reason)
     assert result.error.endswith("(gave up after 3 attempts)")
     assert proxy.requests == 3 and proxy.faults == 3
+
+
+def test_persistent_429_stops_the_run_after_the_rate_limit_timeout(fake):
+    # A 429 is the rate limit, not a failure of the request: it waits its turn, not one of --max-retries; a server
+    # that answers nothing else for --rate-limit-timeout seconds stops the run with one line.
+    with FaultProxy(fake.base_url, script=["status429"] * 10_000, retry_after=0) as proxy:
+        with pytest.raises(DistillError, match="answered only 429"):
+            ask_once(engine_for(proxy, max_retries=2, rate_limit_timeout=0.5))
+    assert proxy.faults >= 2 and fake.calls == 0  # it waited, tried again, and gave up without a success
 
 
 # -- whole generate runs ----------------------------------------------------------------------------------------

@@ -281,8 +281,8 @@ def test_mix_command_by_counts(generated, tmp_path):
 
 def test_the_progress_record_holds_no_url_credentials(generated, tmp_path):
     from distill.config import FilterConfig
-    from distill.filter.dataset.inputs import find_sources
     from distill.filter.cascade import input_fingerprint
+    from distill.filter.dataset.inputs import find_sources
 
     url = "https://user:MARKERPASS@judge.example.com/v1?api-key=MARKERKEY"
     config = FilterConfig(inputs=[str(generated)], out=str(tmp_path / "o"), verifiers={"judge": {"base_url": url}})

@@ -129,15 +129,16 @@ def test_resume_of_a_complete_folder_starts_no_engine(tiny_model, prompts_file, 
     assert built == [] and rows(out) == before and "wrote 6 samples for 6 prompts" in result.output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["generated_this_run"] == 0 and stats["samples"] == 6
-    # a missing sample, another sampling, or --retry-errors still goes through the engine (and its checks)
-    generate(*base_args(tiny_model, prompts_file, out, "--resume", "-n", "2"))
+    # a missing sample goes through the engine; another sampling is refused before any engine loads; and
+    # --retry-errors with no failed row has nothing to redo (the engine loads for the first missing sample only)
+    generate(*base_args(tiny_model, prompts_file, out, "--resume", "-n", "2", "--no-cache"))
     assert len(built) == 1 and len(rows(out)) == 12
     result = generate(
         *base_args(tiny_model, prompts_file, out, "--resume", "-n", "2", "--temperature", "1.0"), expect=1
     )
     assert "cannot resume" in result.output
     generate(*base_args(tiny_model, prompts_file, out, "--resume", "-n", "2", "--retry-errors"))
-    assert len(built) == 3 and len(rows(out)) == 12
+    assert len(built) == 1 and len(rows(out)) == 12
 
 
 def test_resume_refuses_other_sampling(tiny_model, prompts_file, tmp_path):
@@ -310,6 +311,7 @@ def test_interrupted_run_resumes_to_the_same_ids(tiny_model, tmp_path, sig):
         "-q",
         "--temperature",
         "1.0",
+        "--no-cache",  # the second run must generate, not find the first's answers
     ]
     whole = tmp_path / "whole"
     assert run_cli("generate", *common, "--out", str(whole)).returncode == 0

@@ -59,6 +59,8 @@ def config(**kwargs) -> SimpleNamespace:
         max_concurrency=4,
         request_timeout=5.0,
         max_retries=1,
+        rate_limit_timeout=300.0,
+        server_wait=5.0,
     )
     values.update(kwargs)
     return SimpleNamespace(**values)
@@ -70,7 +72,12 @@ def config(**kwargs) -> SimpleNamespace:
 def test_success_reads_text_finish_reason_and_usage(fake):
     result = run_one(make_engine(fake), ask("two plus two"))
     assert result == Result(
-        text="echo: two plus two", reasoning=None, finish_reason="stop", prompt_tokens=3, completion_tokens=3
+        text="echo: two plus two",
+        reasoning=None,
+        finish_reason="stop",
+        prompt_tokens=3,
+        completion_tokens=3,
+        token_source="server",
     )
     body = fake.bodies[0]
     assert body == {
@@ -178,7 +185,6 @@ def test_timeout_is_retried(fake):
     "action, kind",
     [
         (status(503), "http_503"),
-        (status(429), "http_429"),
         (Action("drop"), "connection"),
         (Action("truncated"), "bad_response"),
         (Action("slow", delay=1.0), "timeout"),
@@ -196,7 +202,8 @@ def test_unreachable_server_gives_connection_errors():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # free once closed: nothing listens there
-    engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", "m", max_retries=1, backoff_base=0.01)
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", "m", max_retries=1, backoff_base=0.01, server_wait=0)
+    engine._ready = True  # past the readiness check (tested below): a server that went away mid-run
     results = dict(engine.generate([ask("a"), ask("b")], SAMPLING))
     assert sorted(results) == [0, 1]
     assert all(r.error.startswith("connection: ") for r in results.values())
@@ -374,9 +381,12 @@ def test_model_is_discovered_from_the_server(fake, monkeypatch):
 
 
 def test_model_discovery_failure_says_to_pass_model(fake):
-    fake.models_status = 500
+    fake.models_status = 404
     with pytest.raises(DistillError, match="--model"):
         OpenAIEngine.from_config(config(base_url=fake.base_url))
+    fake.models_status = 500  # a server still starting, for longer than --server-wait
+    with pytest.raises(DistillError, match="did not come up within 0.3 s .*--server-wait"):
+        OpenAIEngine.from_config(config(base_url=fake.base_url, server_wait=0.3))
 
 
 def test_model_discovery_with_a_wrong_key_is_a_credentials_error(fake, monkeypatch):

@@ -64,7 +64,8 @@ def test_commands_on_the_openai_engine_leak_nothing(tmp_path):
     # The echoed key reached the error rows' path and was redacted there.
     errors = [e for f in sorted((tmp_path / "gen-flaky" / "data").glob("*.parquet"))
               for e in pq.read_table(f).column("error").to_pylist() if e]  # fmt: skip
-    assert len(errors) == 3 and sum("Bearer ***" in e for e in errors) == 2, errors
+    # (the 429s wait their turn instead of becoming error rows: the 500 and the dropped connections remain)
+    assert len(errors) == 2 and sum("Bearer ***" in e for e in errors) == 1, errors
 
 
 @pytest.mark.slow

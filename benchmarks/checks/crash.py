@@ -72,9 +72,10 @@ def _prompts(work: Path, n: int) -> Path:
 
 
 def _generate_args(model: str, prompts: Path, out: Path) -> list[str]:
-    # Tiny files and frequent flushes: many moments at which a kill can land mid-write.
+    # Tiny files and frequent flushes: many moments at which a kill can land mid-write. No response cache: the
+    # crashed run would find the reference run's samples there and finish before a kill could land.
     return ["generate", "--model", model, "--source", str(prompts), "-n", "3", "--max-tokens", "48", "--batch-size",
-            "4", "--rows-per-file", "4", "--flush-seconds", "0.5", "-q", "--out", str(out)]  # fmt: skip
+            "4", "--rows-per-file", "4", "--flush-seconds", "0.5", "-q", "--no-cache", "--out", str(out)]  # fmt: skip
 
 
 def _filter_args(work: Path, out: Path, quick: bool) -> list[str]:
@@ -92,7 +93,7 @@ def _run_args(work: Path, model: str, prompts: Path, out: Path) -> list[str]:
     recipe = {
         "out": str(out),
         "generate": {"source": str(prompts), "model": model, "num_samples": 2, "max_tokens": 32, "batch_size": 4,
-                     "rows_per_file": 4, "flush_seconds": 0.5},
+                     "rows_per_file": 4, "flush_seconds": 0.5, "cache": False},
         "filter": {"verifiers": {"length": {"min_tokens": 0}}, "rows_per_file": 4, "batch_size": 4},
         "train": {"student": model, "max_steps": 6, "batch_size": 2, "max_length": 128, "quiet": True,
                   "trl": {"save_steps": 2}},

@@ -493,6 +493,7 @@ def generate_through_proxy(
             "--source", str(prompts), "-n", str(num_samples), "--max-tokens", str(max_tokens),
             "--request-timeout", f"{request_timeout:g}", "--max-retries", str(max_retries),
             "--max-concurrency", str(max_concurrency), "--out", str(out), "--overwrite", "-q",
+            "--no-cache",  # every request goes through the proxy's faults, none is answered from an earlier run
         ]  # fmt: skip
         if model:
             command += ["--model", model]

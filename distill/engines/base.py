@@ -29,6 +29,9 @@ class Request:
 
     messages: list[dict]
     prefill: str = ""
+    # A stable name for the request (the run passes the sample id): an engine that keeps work across runs
+    # (openai-batch's submitted batches) recognises a request it already sent by it.
+    key: str = ""
 
 
 @dataclass(slots=True)
@@ -45,6 +48,13 @@ class Result:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Of completion_tokens, those spent on the chain of thought; of prompt_tokens, those the server read from its
+    # prompt cache (billed cheaper). None: not reported.
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    # Where the counts come from: "server" (the API's usage), "engine" (an in-process engine's own token ids);
+    # the run adds "counted" (tokenized from the text here) or "mixed" when it fills in what is missing.
+    token_source: str | None = None
     error: str | None = None
 
 

@@ -112,7 +112,7 @@ class TransformersEngine:
                     if s in text:  # generate() halted on a stop string: cut it, as servers do
                         text, finish = text[: text.index(s)], "stop"
                         break
-            results.append(Result(text, None, finish, int(prompt_len), len(tokens)))
+            results.append(Result(text, None, finish, int(prompt_len), len(tokens), token_source="engine"))
         return results
 
     def close(self) -> None:

@@ -2,9 +2,12 @@
 
 Works with vLLM's and SGLang's OpenAI servers and with hosted APIs (DeepSeek, ...). Requests run concurrently on
 an event loop in a background thread; `generate` hands each result to the caller as soon as it completes.
-Transient failures (429, 5xx, dropped connections, timeouts, truncated bodies) are retried with exponential
-backoff; a request that still fails becomes an error row. Bad credentials or a wrong model/URL stop the run,
-since every other request would fail the same way.
+Transient failures (5xx, dropped connections, timeouts, truncated bodies) are retried with exponential backoff; a
+request that still fails becomes an error row. A 429 is the server's rate limit, not a failure of the request:
+the number of requests in flight adapts to it (distill/engines/ratelimit.py) and the request waits its turn again,
+for as long as some request succeeds within --rate-limit-timeout; a server that answers nothing but 429s for that
+long stops the run. Bad credentials or a wrong model/URL stop the run, since every other request would fail the
+same way. Before the first request the engine waits (--server-wait, visibly) for a server that is still starting.
 """
 
 import asyncio
@@ -15,6 +18,7 @@ import os
 import queue
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 from distill.engines.base import Request, Result, Sampling
+from distill.engines.control import RunControl
+from distill.engines.ratelimit import AdaptiveLimiter
 from distill.errors import DistillError, MissingDependency
 
 logger = logging.getLogger(__name__)
@@ -38,16 +44,22 @@ CONTEXT_LENGTH_RE = re.compile(
 )
 # A 400 that says max_tokens itself is over the server's limit (vLLM, DeepSeek): every request would get it.
 MAX_TOKENS_RE = re.compile(r"cannot be greater than max_model_len|valid range of max_tokens", re.IGNORECASE)
+RATE_LIMIT_TIMEOUT = 300.0  # seconds of nothing but 429s before a run stops
+SERVER_WAIT = 600.0  # seconds to wait for a starting server (a 70B model loads in minutes)
+READY_PROBE_TIMEOUT = 10.0
+READY_NOTE_EVERY = 10.0  # seconds between "still waiting" lines
+BUDGET_POLL = 0.05  # seconds between a waiting request's looks at the budget
 
 
 class _Retryable(Exception):
     """One attempt failed in a way worth retrying; `kind` and `message` become the error if all attempts do."""
 
-    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None, headers=None):
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
+        self.headers = headers  # the response's, for the rate-limit headers of a 429
 
 
 def _import_aiohttp():
@@ -116,12 +128,17 @@ def parse_completion(raw: bytes) -> Result:
         if reasoning is None:
             reasoning = message.get("reasoning")
         usage = data.get("usage") or {}
+        prompt_tokens, completion_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         return Result(
             text=text,
             reasoning=reasoning,
             finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            # OpenAI's details (DeepSeek, vLLM and others send some, none or all of them)
+            reasoning_tokens=_count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens")),
+            cached_tokens=_count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")),
+            token_source="server" if prompt_tokens is not None and completion_tokens is not None else None,
         )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         # A truncated or garbled body (a proxy cut it, the server crashed mid-write): worth another try.
@@ -129,7 +146,14 @@ def parse_completion(raw: bytes) -> Result:
         raise _Retryable("bad_response", f"not a chat completion ({len(raw)} bytes: {snippet!r})") from None
 
 
+def _count(value) -> int | None:
+    """A token count from a usage field; anything but a whole number of 0 or more counts as not reported."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class OpenAIEngine:
+    stops_gracefully = True  # generate takes a RunControl: stops, budgets
+
     def __init__(
         self,
         base_url: str,
@@ -141,6 +165,8 @@ class OpenAIEngine:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         api_key_env: str = "OPENAI_API_KEY",
+        rate_limit_timeout: float = RATE_LIMIT_TIMEOUT,
+        server_wait: float = SERVER_WAIT,
     ):
         _import_aiohttp()
         if max_concurrency < 1:
@@ -155,6 +181,14 @@ class OpenAIEngine:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.rate_limit_timeout = rate_limit_timeout
+        self.server_wait = server_wait
+        # The window of requests in flight starts below max_concurrency and adapts to the server's limit; what it
+        # learns carries over from one generate call to the next.
+        self.limiter = AdaptiveLimiter(max_concurrency)
+        self._ready = False
+        self._last_success = 0.0
+        self._stopped: asyncio.Event | None = None  # per generate call, on its event loop
         self.model = model if model else self._discover_model()
         self.model_name = self.model
 
@@ -171,6 +205,8 @@ class OpenAIEngine:
             request_timeout=config.request_timeout,
             max_retries=config.max_retries,
             api_key_env=api_key_env,
+            rate_limit_timeout=config.rate_limit_timeout,
+            server_wait=config.server_wait,
         )
 
     def __repr__(self) -> str:
@@ -186,14 +222,20 @@ class OpenAIEngine:
 
     # -- generate -------------------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, Result]]:
-        """Yield (index, result) for every request as it completes; fatal server errors raise DistillError."""
+    def generate(
+        self, requests: Sequence[Request], sampling: Sampling, control: RunControl | None = None
+    ) -> Iterator[tuple[int, Result]]:
+        """Yield (index, result) for every request as it completes; fatal server errors raise DistillError.
+
+        With a `control`, a stop (or a budget refusing a request) ends the call early: no new request is sent, the
+        ones in flight are awaited up to its stop_timeout, and the requests never answered are not yielded.
+        """
         requests = list(requests)
         if not requests:
             return
         results: queue.Queue = queue.Queue()
         loop = asyncio.new_event_loop()
-        main = loop.create_task(self._run_all(requests, sampling, results))
+        main = loop.create_task(self._run_all(requests, sampling, results, control or RunControl()))
         thread = threading.Thread(target=_run_loop, args=(loop, main, results), name="openai-engine", daemon=True)
         thread.start()
         try:
@@ -214,25 +256,57 @@ class OpenAIEngine:
                 pass  # the loop has already finished and closed
             thread.join()
 
-    async def _run_all(self, requests: list[Request], sampling: Sampling, results: queue.Queue) -> None:
+    async def _run_all(self, requests: list[Request], sampling: Sampling, results: queue.Queue, control) -> None:
         aiohttp = _import_aiohttp()
         indices = iter(range(len(requests)))
+        limiter = self.limiter
+        limiter.bind()
+        self._stopped = asyncio.Event()  # set when the control says stop (it is a threading.Event)
 
         async def worker() -> None:
             # The workers share one iterator (safe: they all run on this one event loop thread).
             for index in indices:
-                result = await self._complete(session, requests[index], sampling)
+                if control.stopping:
+                    return
+                request = requests[index]
+                key = request.key or index
+                await limiter.acquire()
+                try:
+                    verdict = control.reserve(key, request, sampling.max_tokens)
+                    while verdict == "wait" and not control.stopping:
+                        await asyncio.sleep(BUDGET_POLL)
+                        verdict = control.reserve(key, request, sampling.max_tokens)
+                    if verdict != "ok":
+                        return
+                    result = await self._complete(session, request, sampling, control)
+                finally:
+                    await limiter.release()
+                if result is None:  # a stop came before it was answered: the run redoes it when resumed
+                    control.release(key)
+                    return
                 results.put(("result", (index, result)))
 
-        # A fixed pool of max_concurrency workers bounds the requests in flight, and keeps memory flat however
-        # many requests there are (one task per request would hold them all at once).
+        # max_concurrency workers at most; the limiter's window decides how many of them have a request out, so
+        # memory stays flat however many requests there are (one task per request would hold them all at once).
         connector = aiohttp.TCPConnector(limit=self.max_concurrency)
         async with self._session(connector) as session:
+            if not self._ready:
+                await self._wait_until_ready(session, control)
+                if control.stopping:
+                    return
+            self._last_success = time.monotonic()
             workers = [asyncio.ensure_future(worker()) for _ in range(min(self.max_concurrency, len(requests)))]
             try:
-                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()  # re-raise a fatal error (bad credentials, wrong model) in this task
+                pending = set(workers)
+                while pending:
+                    done, pending = await asyncio.wait(pending, timeout=0.1, return_when=asyncio.FIRST_EXCEPTION)
+                    for task in done:
+                        task.result()  # re-raise a fatal error (bad credentials, wrong model) in this task
+                    control.in_flight = limiter.in_flight
+                    if control.stopping:
+                        self._stopped.set()
+                    if control.stopping and control.past_deadline():
+                        break  # waited long enough for the requests in flight: the rest are cancelled below
             finally:
                 # On a fatal error or when the consumer stops: stop the other workers before the session closes.
                 for task in workers:
@@ -268,14 +342,37 @@ class OpenAIEngine:
             body["add_generation_prompt"] = False
         return body
 
-    async def _complete(self, session, request: Request, sampling: Sampling) -> Result:
-        """One request with retries; returns an error Result when it fails for good."""
+    async def _complete(self, session, request: Request, sampling: Sampling, control) -> Result | None:
+        """One request with retries; an error Result when it fails for good, None when a stop came first."""
         body = self._body(request, sampling)
-        attempt = 0
+        attempt = limited = 0
+        limiter = self.limiter
         while True:
+            if control.stopping:
+                return None
+            seq = await limiter.before_attempt(lambda: control.stopping)
+            if control.stopping:
+                return None
             try:
-                return await self._attempt(session, body)
+                result, headers = await self._attempt(session, body)
             except _Retryable as failure:
+                if failure.kind == "http_429":
+                    # The server's rate limit: the window shrinks and the request waits its turn again; this is not
+                    # one of its retries, but a server that answers nothing else for too long stops the run.
+                    limiter.rate_limited_by(seq, failure.retry_after, failure.headers)
+                    if time.monotonic() - self._last_success > self.rate_limit_timeout:
+                        raise DistillError(
+                            f"server at {safe_url(self.base_url)} answered only 429 (rate limited) for "
+                            f"{self.rate_limit_timeout:g} s: check the account's rate limits and quota, then rerun "
+                            "with --resume (or raise --rate-limit-timeout)"
+                        ) from None
+                    delay = random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** min(limited, 10)))
+                    if failure.retry_after is not None:
+                        delay = max(delay, min(failure.retry_after, RETRY_AFTER_CAP))
+                    limited += 1
+                    logger.debug("rate limited, waiting %.2f s: %s", delay, self._redact(failure.message))
+                    await self._pause(delay)
+                    continue
                 if attempt >= self.max_retries:
                     tries = attempt + 1
                     message = f"{failure.message} (gave up after {tries} attempt{'s' if tries > 1 else ''})"
@@ -285,15 +382,28 @@ class OpenAIEngine:
                     delay = max(delay, min(failure.retry_after, RETRY_AFTER_CAP))
                 logger.debug("retrying in %.2f s after %s", delay, self._redact(str(failure)))
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self._pause(delay)
+                continue
+            if result.error is None:
+                self._last_success = time.monotonic()
+                await limiter.succeeded(headers, (result.prompt_tokens or 0) + sampling.max_tokens)
+            return result
 
-    async def _attempt(self, session, body: dict) -> Result:
+    async def _pause(self, seconds: float) -> None:
+        """A backoff that a stop cuts short: a request waiting to retry is not one in flight."""
+        try:
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+        except asyncio.TimeoutError:  # noqa: UP041  (see _attempt)
+            pass
+
+    async def _attempt(self, session, body: dict) -> tuple[Result, dict | None]:
         aiohttp = _import_aiohttp()
         url = f"{self.base_url}/chat/completions"
         try:
             async with session.post(url, json=body) as response:
                 status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                headers = response.headers
+                retry_after = parse_retry_after(headers.get("Retry-After"))
                 raw = await response.read()
         except asyncio.TimeoutError:  # noqa: UP041  (on Python 3.10 it is not the builtin TimeoutError)
             # Before ClientError: aiohttp's ServerTimeoutError is both a timeout and a connection error.
@@ -305,7 +415,7 @@ class OpenAIEngine:
             raise _Retryable("connection", f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
         if status == 200:
-            return parse_completion(raw)
+            return parse_completion(raw), headers
         message = server_message(raw)[:ERROR_MESSAGE_CHARS]
         if status in (401, 403):
             raise DistillError(
@@ -318,7 +428,7 @@ class OpenAIEngine:
                 f"(HTTP 404: {self._redact(message[:150])}): check --model and --base-url"
             )
         if status in RETRY_STATUSES or status >= 500:
-            raise _Retryable(f"http_{status}", message or "no message", retry_after)
+            raise _Retryable(f"http_{status}", message or "no message", retry_after, headers)
         if status in BAD_REQUEST_STATUSES and MAX_TOKENS_RE.search(message):
             raise DistillError(
                 f"server at {safe_url(self.base_url)} refused max_tokens={body['max_tokens']} "
@@ -326,8 +436,58 @@ class OpenAIEngine:
             )
         if status in BAD_REQUEST_STATUSES:
             kind = "context_length" if CONTEXT_LENGTH_RE.search(message) else "bad_request"
-            return Result(error=self._redact(f"{kind}: {message}"))
-        return Result(error=self._redact(f"http_{status}: {message}"))
+            return Result(error=self._redact(f"{kind}: {message}")), headers
+        return Result(error=self._redact(f"http_{status}: {message}")), headers
+
+    # -- readiness ------------------------------------------------------------------------------------------
+
+    async def _wait_until_ready(self, session, control: RunControl | None = None) -> bytes | None:
+        """GET /models until the server answers, for up to server_wait seconds, saying so every few seconds.
+
+        A server that is still loading its model refuses connections or answers 5xx; without this wait every
+        request would fail (and be retried) while it starts. Returns the /models body when it answered 200.
+        """
+        aiohttp = _import_aiohttp()
+        url = f"{self.base_url}/models"
+        start = time.monotonic()
+        noted = None  # when the last "waiting" line was printed
+        while True:
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=READY_PROBE_TIMEOUT)) as response:
+                    status = response.status
+                    raw = await response.read()
+                why = f"HTTP {status}"
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:  # noqa: UP041  (see _attempt)
+                status, raw = None, b""
+                why = type(exc).__name__
+            if status in (401, 403):
+                raise DistillError(
+                    f"server at {safe_url(self.base_url)} rejected the credentials (HTTP {status}): set the API key "
+                    f"in ${self.api_key_env} or the variable named by --api-key-env"
+                )
+            # 404/405: a server without a /models route is up all the same; 408, 429, 5xx: busy or starting.
+            if status is not None and status < 500 and status not in (408, 429):
+                self._ready = True
+                waited = time.monotonic() - start
+                if noted is not None:
+                    print(f"server at {safe_url(self.base_url)} is up after {waited:.0f} s", file=sys.stderr)
+                return raw if status == 200 else None
+            waited = time.monotonic() - start
+            if waited >= self.server_wait:
+                raise DistillError(
+                    f"server at {safe_url(self.base_url)} did not come up within {self.server_wait:g} s ({why}): "
+                    "check that it runs and --base-url, or raise --server-wait"
+                )
+            if control is not None and control.stopping:
+                return None
+            if noted is None or time.monotonic() - noted >= READY_NOTE_EVERY:
+                print(
+                    f"waiting for the server at {safe_url(self.base_url)} ({why}; {waited:.0f} s of "
+                    f"{self.server_wait:g} s)",
+                    file=sys.stderr,
+                )
+                noted = time.monotonic()
+            await asyncio.sleep(min(1.0, max(0.05, self.server_wait / 100)))
 
     # -- model discovery ------------------------------------------------------------------------------------
 
@@ -338,29 +498,15 @@ class OpenAIEngine:
             return pool.submit(asyncio.run, self._fetch_first_model()).result()
 
     async def _fetch_first_model(self) -> str:
-        aiohttp = _import_aiohttp()
-        url = f"{self.base_url}/models"
-        where = safe_url(url)
+        where = safe_url(f"{self.base_url}/models")
+        async with self._session() as session:
+            raw = await self._wait_until_ready(session)
         try:
-            async with self._session() as session:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
-                    status = response.status
-                    raw = await response.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:  # noqa: UP041  (see _attempt)
-            raise DistillError(
-                f"cannot list the models at {where} ({type(exc).__name__}): check --base-url, or pass --model"
-            ) from None
-        if status in (401, 403):
-            raise DistillError(
-                f"server at {safe_url(self.base_url)} rejected the credentials (HTTP {status}): set the API key in "
-                f"${self.api_key_env} or the variable named by --api-key-env"
-            )
-        try:
-            if status != 200:
-                raise ValueError(f"HTTP {status}")
+            if raw is None:
+                raise ValueError("no /models route")
             return str(json.loads(raw)["data"][0]["id"])
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            reason = str(exc) if isinstance(exc, ValueError) and str(exc).startswith("HTTP") else "no model listed"
+            reason = str(exc) if str(exc) == "no /models route" else "no model listed"
             raise DistillError(f"cannot read a model id from {where} ({reason}): pass --model") from None
 
     def _redact(self, text: str) -> str:

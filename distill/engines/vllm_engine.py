@@ -152,4 +152,5 @@ def _to_result(output) -> Result:
         finish_reason=sample.finish_reason,
         prompt_tokens=len(output.prompt_token_ids or []),
         completion_tokens=len(sample.token_ids),
+        token_source="engine",
     )

@@ -183,7 +183,8 @@ def run_eval(config: EvalConfig) -> dict:
 def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts: list[Prompt], verifiers) -> dict:
     """Generate (or complete) the samples of one model, verify them, write samples.parquet, return its metrics."""
     folder.mkdir(parents=True, exist_ok=True)
-    base = adapter_base(model) if config.engine != "openai" else None  # a server serves its own adapters
+    remote = config.engine in ("openai", "openai-batch")
+    base = adapter_base(model) if not remote else None  # a server serves its own adapters
     load = model
     try:
         if base is not None:
@@ -234,7 +235,10 @@ def verify_samples(generations: Path, prompts: list[Prompt], k: int, verifiers, 
     order = {p.prompt_id: i for i, p in enumerate(prompts)}
     results: list[dict] = []
     for path in data_files(generations / "data"):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=VERIFY_BATCH, columns=GENERATE_SCHEMA.names):
+        parquet = pq.ParquetFile(path)
+        # Files from before a column was added lack it (the usage columns): read what the file has
+        columns = [c for c in GENERATE_SCHEMA.names if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=VERIFY_BATCH, columns=columns):
             rows = [r for r in batch.to_pylist() if r["prompt_id"] in order and r["sample_index"] < k]
             results.extend(_verify_rows(rows, verifiers))
             if lenient:
