@@ -2,7 +2,6 @@
 readiness wait, a graceful stop, and the openai-batch engine, all against tests/fake_openai_server.py."""
 
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -129,7 +128,8 @@ def test_older_outputs_without_usage_columns_still_read(tmp_path):
     import pyarrow as pa
 
     from distill.generate.stats import folder_stats
-    from distill.schema import GENERATE_SCHEMA, example_row
+    from distill.schema import GENERATE_SCHEMA
+    from distill.testing import example_row
 
     usage = ("reasoning_tokens", "cached_tokens", "token_source", "cost_usd", "from_cache")
     old = pa.schema([f for f in GENERATE_SCHEMA if f.name not in usage])
@@ -195,22 +195,28 @@ def test_no_key_in_the_cache(fake, tmp_path, monkeypatch, response_cache):
         assert secret.encode() not in path.read_bytes()
 
 
-def _writer(folder: str, start: int, count: int) -> None:
-    cache = ResponseCache(Path(folder))
-    for i in range(start, start + count):
-        cache.put(f"key-{i}", Result(text=f"text {i}", completion_tokens=i))
-    cache.close()
+WRITER = """
+import sys
+from pathlib import Path
+from distill.engines.base import Result
+from distill.engines.cache import ResponseCache
+cache = ResponseCache(Path(sys.argv[1]))
+start, count = int(sys.argv[2]), int(sys.argv[3])
+for i in range(start, start + count):
+    cache.put(f"key-{i}", Result(text=f"text {i}", completion_tokens=i))
+cache.close()
+"""
 
 
 def test_cache_takes_several_processes_writing_at_once(tmp_path):
     # Four processes, overlapping keys, each write its own transaction: no "database is locked", nothing lost.
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_writer, args=(str(tmp_path), i * 150, 300)) for i in range(4)]
+    # (Plain subprocesses, waited for: multiprocessing's spawn would leave its resource tracker running.)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(i * 150), "300"], cwd=ROOT)
+        for i in range(4)
+    ]
     for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(120)
-        assert worker.exitcode == 0
+        assert worker.wait(120) == 0
     with ResponseCache(tmp_path) as cache:
         found = cache.get_many([f"key-{i}" for i in range(750)])
     assert len(found) == 750 and found["key-700"].text == "text 700"

@@ -1060,6 +1060,9 @@ class Rig:
             "tests": attack.tests,
         }
         before = tree_hashes(self.out)
+        # Children the host had before (the bystander; multiprocessing's resource tracker, which a pool used earlier
+        # in the same process leaves running): only a child that appears during the attack is a stray.
+        children_before = set(children_of(os.getpid()))
         self.runs = []
         problems = []
         with SharedMemoryWatch() as shm:
@@ -1097,7 +1100,7 @@ class Rig:
         left = processes_with(mark)
         if left:
             problems.append(f"processes it spawned left: {left}")
-        strays = [pid for pid in children_of(os.getpid()) if pid != self.bystander.pid]
+        strays = [pid for pid in children_of(os.getpid()) if pid not in children_before]
         if strays:
             problems.append(f"children of the host left: {strays}")
         if self.bystander.poll() is not None:
