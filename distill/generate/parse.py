@@ -53,9 +53,9 @@ _SENTENCE_END = frozenset(".!?。！？…")
 # (`\\boxed{5}`, `$x = 2$`, `**42**`, `(see above).`, `"done."`, a table's `|`).
 _CLOSERS = frozenset(")]}$*_`'\"”’|>")
 # An answer that ends on a number is complete when its last line states the answer: "#### 18" (GSM8K), "The answer
-# is 42", "Answer: 7", "= 42", or the number alone; elsewhere a number is as likely the middle of a formula.
+# is 42", "Answer: 7", or the number alone; elsewhere a number is as likely the middle of a formula ("2+1=3 bolts").
 _FINAL_NUMBER_LINE = re.compile(
-    r"(?:^|####|\banswer\b[^\n]{0,40}?|\bis\b|=|:)\s*[-+]?\$?\s*[\d.,/]*\d\s*(?:%|\\%)?$", re.IGNORECASE
+    r"(?:^|####|\banswer\b[^\n]{0,40}?)\s*[-+]?\$?\s*[\d.,/]*\d\s*(?:%|\\%)?$", re.IGNORECASE
 )
 _FENCE = "```"
 
@@ -80,7 +80,8 @@ def truncation_from_text(completion: str) -> str | None:
         return None  # a closed code block: code ends where it ends
     if answer.count(_FENCE) % 2:
         return "an open code block"
-    if answer.count("{") > answer.count("}"):
+    braces = answer.replace("\\{", "").replace("\\}", "")  # literal braces: `\left\{ ... \right.` is one
+    if braces.count("{") > braces.count("}"):
         return "an open brace"
     if answer.count("$$") % 2:
         return "an open $$"
@@ -111,10 +112,11 @@ def truncated_from_text(completion: str) -> bool:
 
 
 def _open_dollar(text: str) -> bool:
-    """Whether the text ends inside inline math: an odd number of single `$` (not `\\$` or `$$`), and after the last
+    """Whether the text ends inside inline math: an odd number of single `$` (not `\\$` or `$$`) on its last line, and
+    after the last
     one no word of prose (three letters or more, LaTeX commands aside), which a currency sign is followed by ("she
     pays $5 for it.") and an open formula ("so $x = \\frac{1}{2") is not."""
-    text = text.replace("\\$", "").replace("$$", "")
+    text = text.rsplit("\n", 1)[-1].replace("\\$", "").replace("$$", "")  # inline math does not span lines
     if text.count("$") % 2 == 0:
         return False
     after = re.sub(r"\\[A-Za-z]+", " ", text[text.rindex("$") + 1 :])
