@@ -101,7 +101,7 @@ def truncation_from_text(completion: str) -> str | None:
     if last in _SENTENCE_END:
         return None
     if last.isdigit() or last == "%":
-        line = answer.rsplit("\n", 1)[-1]
+        line = answer.rsplit("\n", 1)[-1][-200:]  # a bounded tail: the search is not linear in a line of digits
         return None if _FINAL_NUMBER_LINE.search(line) else f"stops on a number mid-line: {_tail(line)!r}"
     return f"stops mid-sentence: {_tail(answer)!r}"
 
