@@ -12,7 +12,8 @@ Complete traces, all offline (tests/data/README.md names sources and licences):
 - math500-plain, gsm8k-plain: the same worked solutions (GSM8K without its `<<...>>` calculator notes) as plain
   answers without a think block, as API dumps hold them: every cut lands in the answer, the hard case.
 - qwen-plain: answers the local teacher (Qwen2.5-Coder-0.5B-Instruct) wrote to MATH-500 and GSM8K problems that
-  stopped on their own (finish_reason "stop"), from tests/data/qwen_answers.jsonl.gz.
+  stopped on their own (finish_reason "stop"), from tests/data/qwen_answers.jsonl.gz. Its answers that ran into
+  the 512-token budget (finish_reason "length") are real cuts: the last line reports the share of them caught.
 
 Each complete trace is one negative and `--cuts` cut copies (positives). Run: `python benchmarks/truncation.py`
 (about a minute); `--markdown` prints the table for RESULTS.md.
@@ -51,8 +52,14 @@ def complete_traces() -> dict[str, list[str]]:
     }
     answers = DATA / "qwen_answers.jsonl.gz"
     if answers.exists():
-        families["qwen-plain"] = [r["completion"].strip() for r in _rows(answers.name)]
+        families["qwen-plain"] = [r["completion"].strip() for r in _rows(answers.name) if r["finish_reason"] == "stop"]
     return families
+
+
+def budget_cuts() -> list[str]:
+    """The teacher's answers that hit the token budget: cut where a real run cuts them."""
+    answers = DATA / "qwen_answers.jsonl.gz"
+    return [r["completion"] for r in _rows(answers.name) if r["finish_reason"] == "length"] if answers.exists() else []
 
 
 def previous_rule(completion: str) -> bool:
@@ -155,6 +162,12 @@ def main() -> None:
     start = time.monotonic()
     results = measure(args.cuts, args.seed)
     print(table(results, args.markdown))
+    cuts = budget_cuts()
+    if cuts:
+        caught = sum(truncation_from_text(text) is not None for text in cuts)
+        before = sum(previous_rule(text) for text in cuts)
+        print(f"answers cut by the token budget (qwen, finish_reason length): {caught} of {len(cuts)} caught "
+              f"({share(caught, len(cuts))}; before: {share(before, len(cuts))})")  # fmt: skip
     print(f"({time.monotonic() - start:.0f} s, seed {args.seed}, {args.cuts} cuts per trace)", file=sys.stderr)
     if args.show:
         for family, counts in results.items():

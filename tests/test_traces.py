@@ -290,6 +290,7 @@ def test_unknown_layout_and_bad_map(tmp_path):
         ("Natalia sold 48 + 24 = 72 clips.\n#### 72", False),
         ("```python\nprint(1)\n```", False),
         ("```python\nprint(1)\n", True),
+        ("Factor 42.\n\n2. **Find the common factors:**", True),  # a heading of what never came
         ("<think>\nok\n</think>", True),
         ("Just an answer: 42.", False),
     ],

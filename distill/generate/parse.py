@@ -96,6 +96,8 @@ def truncation_from_text(completion: str) -> str | None:
     while end and answer[end - 1] in _CLOSERS:
         end -= 1
     if end < len(answer):
+        if end and answer[end - 1] in ",:;":  # "**Find the common factors:**": a heading of what never came
+            return f"stops after a heading: {_tail(answer)!r}"
         return None  # ends on a closing mark: a box, a formula, bold, a bracket
     last = answer[-1]
     if last in _SENTENCE_END:
