@@ -136,6 +136,20 @@ def test_conventional_column_names_need_no_map(tmp_path):
     assert "columns `question` and `prompt` could each be the problem: pass --map problem=COLUMN" in result.output
 
 
+def test_an_api_dump_with_reasoning_apart_needs_no_map(tmp_path):
+    """DeepSeek's API returns `reasoning_content` beside `content`: both are read, the thought goes in the think
+    block (reading `content` alone as the completion would lose it)."""
+    record = {"prompt": "What is 5 + 5?", "reasoning_content": "five and five", "content": "So \\boxed{10}.",
+              "answer": "10"}  # fmt: skip
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["filter", jsonl(tmp_path / "api.jsonl", [record]), "--out", str(out),
+                                       "--verifiers", "math,format", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "problem=prompt, reasoning=reasoning_content, answer=content, gold=answer" in result.output
+    (kept,) = read(out / "data")
+    assert kept["reasoning"] == "five and five" and kept["answer"] == "So \\boxed{10}." and kept["gold"] == "10"
+
+
 def test_trl_prompt_completion_turns_read_as_columns(tmp_path):
     record = {
         "prompt": [{"role": "user", "content": "What is 3 + 3?"}],

@@ -56,6 +56,9 @@ GUESSED = {
     "completion": ("response", "completion", "generation", "output"),
     "gold": ("answer", "gold", "solution", "ground_truth"),
 }
+# API dumps keep the chain of thought apart (DeepSeek's `reasoning_content`): with one of these beside the answer
+# text (a completion name above, or `content`), the two are read as reasoning + answer, so no thought is lost.
+GUESSED_REASONING = ("reasoning", "reasoning_content", "thinking")
 TRACE_FIELDS = ("problem", "completion", "reasoning", "answer")  # mapping one of these means the `columns` layout
 USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 BATCH = 1000
@@ -213,7 +216,7 @@ def plan_layout(names: list[str], requested: str, mapping: dict, where: str) -> 
         if column in names:
             return plan_layout(names, layout, mapping, where)
     guessed = _guess_columns(names, mapping, where)
-    if "problem" in guessed and "completion" in guessed:
+    if "problem" in guessed and ("completion" in guessed or "answer" in guessed):
         return plan_layout(names, "columns", {**mapping, **guessed}, where)[:2] + (guessed,)
     raise DistillError(
         f"{where}: unknown layout (columns: {', '.join(names[:20])}); pass --input-format columns "
@@ -229,7 +232,16 @@ def _guess_columns(names: list[str], mapping: dict, where: str) -> dict[str, str
     """Conventional column names for the fields --map left out; two candidates for one field are refused."""
     taken = set(mapping.values())
     guessed = {}
-    for field, candidates in GUESSED.items():
+    candidates_of = dict(GUESSED)
+    if not {"completion", "answer", "reasoning"} & mapping.keys():
+        thought = _one_of(GUESSED_REASONING, names, taken, "reasoning", where)
+        if thought is not None:
+            answer = _one_of(GUESSED["completion"] + ("content",), names, taken | {thought}, "answer", where)
+            if answer is not None:
+                guessed.update(reasoning=thought, answer=answer)
+                taken |= {thought, answer}
+                candidates_of.pop("completion")
+    for field, candidates in candidates_of.items():
         if field in mapping or (field == "completion" and "answer" in mapping):
             continue
         present = [c for c in candidates if c in names and c not in taken]
@@ -242,6 +254,16 @@ def _guess_columns(names: list[str], mapping: dict, where: str) -> dict[str, str
             guessed[field] = present[0]
             taken.add(present[0])
     return guessed
+
+
+def _one_of(candidates: tuple[str, ...], names: list[str], taken: set, field: str, where: str) -> str | None:
+    present = [c for c in candidates if c in names and c not in taken]
+    if len(present) > 1:
+        raise DistillError(
+            f"{where}: columns {' and '.join(f'`{c}`' for c in present)} could each be the {field}: "
+            f"pass --map {field}=COLUMN"
+        )
+    return present[0] if present else None
 
 
 def gold_hint(names: list[str], layout: str, mapping: dict) -> str | None:
@@ -518,7 +540,7 @@ def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tup
         table = read_source(source)
         layout, mapped, guessed = plan_layout(table.column_names, requested, mapping, source.name)
         if guessed:
-            said = ", ".join(f"{field}={column}" for field, column in guessed.items())
+            said = ", ".join(f"{field}={guessed[field]}" for field in MAP_FIELDS if field in guessed)
             print(f"{source.name}: read as columns: {said} (--map FIELD=COLUMN to change)", file=sys.stderr)
         hint = gold_hint(table.column_names, layout, mapped)
         if hint:
