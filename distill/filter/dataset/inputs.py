@@ -11,8 +11,9 @@ Layouts (`--input-format`):
   (OpenR1-Math-220k), expanded to one row per generation.
 - columns: any table, its columns named with `--map FIELD=COLUMN`; a table with conventional names (`problem`/
   `question`/`prompt`/`instruction`, `response`/`completion`/`generation`/`output`, `answer`/`gold`/`solution`/
-  `ground_truth`) needs no `--map`: what was guessed is printed, and two candidates for one field are refused. A
-  completion column holding a list of samples gives one row per sample (`sample_index`, `file:row#k`).
+  `ground_truth`; a chain of thought kept apart in `reasoning`/`reasoning_content`/`thinking` beside `content`)
+  needs no `--map`: what was guessed is printed, and two candidates for one field are refused. A completion
+  column holding a list of samples gives one row per sample (`sample_index`, `file:row#k`).
 
 `--map` composes with every layout: `--map gold=answer` on a `messages` file keeps the layout and reads the gold
 from `answer`; mapping a trace field (problem, completion, reasoning, answer) means `columns`.
