@@ -199,17 +199,19 @@ class Decontaminator:
         return list(self.match_details(text))
 
     def match_details(self, text: str) -> dict[str, str]:
-        """Benchmark name -> the first n-gram of the text (in text order) that it also holds (for a short text matched
-        as a whole: its normalized words)."""
-        found = self._short_copies(text)
+        """Benchmark name -> the first n-gram of the text (in text order) that it also holds (for a text matched only
+        by the short-text rules: its normalized words)."""
         if self.min_overlap > 0:
-            found = {**self._confirmed(text), **found}
-            return dict(sorted(found.items(), key=lambda item: self._order[item[0]]))
-        for gram in self.grams(text):
-            for name in self._owners.get(gram, ()):
-                found.setdefault(name, gram)
-            if len(found) == len(self.names):
-                break  # every benchmark matched already
+            found = self._confirmed(text)
+        else:
+            found = {}
+            for gram in self.grams(text):
+                for name in self._owners.get(gram, ()):
+                    found.setdefault(name, gram)
+                if len(found) == len(self.names):
+                    break  # every benchmark matched already
+        if len(found) < len(self.names):
+            found = {**self._short_copies(text), **found}
         return dict(sorted(found.items(), key=lambda item: self._order[item[0]]))
 
     def _short_copies(self, text: str) -> dict[str, str]:
