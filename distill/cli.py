@@ -209,7 +209,9 @@ def cache_prune(max_gb, older_than, everything):
     "maps",
     multiple=True,
     metavar="FIELD=COLUMN",
-    help="For --input-format columns: problem, completion (or reasoning + answer), gold, tests, domain, id.",
+    help="Which column holds a field: problem, completion (or reasoning + answer), gold, tests, domain, id. Mapping "
+    "problem/completion/reasoning/answer reads the file as columns; gold/tests/domain/id work with every layout. "
+    "Plain files with conventional names (question, response, answer, ...) need none.",
 )
 @click.option(
     "--pass-rate", help="MIN:MAX: keep only prompts whose share of passing samples lies inside, e.g. 0.2:0.8."
@@ -259,6 +261,8 @@ def _filter_table(stats: dict) -> str:
         lines.append(f"{name:<12} {v['checked']:>8} {v['passed']:>8} {v['failed']:>8} {v['unverified']:>10} {rate:>9}")
     drops = {k[len("dropped_") :]: n for k, n in stats.items() if k.startswith("dropped_")}
     lines.append("dropped: " + (", ".join(f"{reason} {n}" for reason, n in drops.items()) or "none"))
+    if stats.get("unchecked", {}).get("rows"):
+        lines.append(f"unchecked (no answer check applies): {stats['unchecked']['rows']} rows")
     lines.append(f"prompts without a kept sample: {stats['prompts_without_kept_sample']} of {stats['prompts']}")
     return "\n".join(lines)
 

@@ -167,5 +167,7 @@ def test_overlap_is_of_the_shorter_text():
     from distill.filter.dataset.decontam import overlap
 
     assert overlap("a b c".split(), "x a b c y z w".split()) == 1.0
-    assert overlap("a b c d".split(), "a b x y".split()) == 0.5
+    assert overlap("a b c d e f".split(), "a b c x y z".split()) == 0.5
+    assert overlap("a b c d".split(), "a b x y".split()) == 0.0  # blocks under 3 words do not count
+    assert overlap("x 2 let y 3 z".split(), "x q 2 r let s y t 3 u z".split()) == 0.0  # scattered single words
     assert overlap([], ["a"]) == 0.0

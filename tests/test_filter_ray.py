@@ -122,6 +122,27 @@ def test_one_stage_per_verifier_writes_the_same(cluster, inputs, expected, tmp_p
     assert ray_backend.stage_groups(["format", "math"], {"format": {}, "math": {}}) == [["format"], ["math"]]
 
 
+def test_imported_lists_and_unchecked_rows_match_the_local_backend(cluster, tmp_path):
+    """A list column exploded into one row per sample and rows no answer check applies to (counted in stats.json
+    as `unchecked`): the same rows and stats on both backends."""
+    records = [
+        {"q": "What is 1 + 1?", "r": ["wrong: \\boxed{1}", "right: \\boxed{2}"], "g": "2", "domain": None},
+        {"q": "Say hello.", "r": ["Hello there."], "g": None, "domain": "general"},
+    ]
+    source = tmp_path / "imported.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    flags = ["--verifiers", "math,format", "--option", "math.workers=0", "--option", "format.require_think=false"]
+    flags += ["--map", "problem=q", "--map", "completion=r", "--map", "gold=g", "-q"]
+    for backend in ("local", "ray"):
+        invoke(["filter", str(source), "--out", str(tmp_path / backend), "--backend", backend, *flags])
+    local, ray_out = outcome(tmp_path / "local"), outcome(tmp_path / "ray")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "origin"} for r in rows]  # noqa: E731
+    assert (strip(ray_out[0]), strip(ray_out[1])) == (strip(local[0]), strip(local[1]))
+    assert json.loads(ray_out[2]) == json.loads(local[2])
+    assert json.loads(local[2])["unchecked"] == {"rows": 1, "by_domain": {"general": 1}}
+    assert sorted(r["sample_index"] for r in local[0] + local[1] if r["domain"] == "math") == [0, 1]
+
+
 class Killed(BaseException):
     """Stands in for SIGKILL: nothing after it runs."""
 

@@ -257,14 +257,14 @@ def test_generate_shaped_file_with_int64_and_missing_optional_columns(tmp_path):
 
 def test_unknown_layout_and_bad_map(tmp_path):
     path = tmp_path / "x.csv"
-    path.write_text("question,response\nWhat is 1+1?,2\n")
+    path.write_text("q,r\nWhat is 1+1?,2\n")
     result = filter_cli(str(path), "--out", str(tmp_path / "o"), expect=1)
-    assert "unknown layout (columns: question, response)" in result.output and "--map problem=COLUMN" in result.output
+    assert "unknown layout (columns: q, r)" in result.output and "--map problem=COLUMN" in result.output
     assert len(result.output.strip().splitlines()) == 1
-    result = filter_cli(str(path), "--out", str(tmp_path / "o"), "--map", "probem=question", expect=1)
+    result = filter_cli(str(path), "--out", str(tmp_path / "o"), "--map", "probem=q", expect=1)
     assert "unknown --map field `probem` (did you mean `problem`?)" in result.output
     result = filter_cli(
-        str(path), "--out", str(tmp_path / "o"), "--map", "problem=question", "--map", "answer=response",
+        str(path), "--out", str(tmp_path / "o"), "--map", "problem=q", "--map", "answer=r",
         "--verifiers", "format", "--keep-unverified",
     )  # fmt: skip
     assert "rows" in result.output  # CSV with a map goes through
@@ -281,7 +281,17 @@ def test_unknown_layout_and_bad_map(tmp_path):
         ("<think>\nok\n</think>\n\nTherefore the area of the", True),
         ("<think>\nok\n</think>\n\nWe have $$x = 2", True),
         ("<think>\nok\n</think>\n\nAdding the terms,", True),
-        ("<think>\nok\n</think>\n\nx = \\pi", False),
+        ("<think>\nok\n</think>\n\nx = \\pi", True),  # a formula's end without a full stop: "x = \\pi r^2"
+        ("<think>\nok\n</think>\n\nThe answer is **42**", False),  # bold is not cut off
+        ("<think>\nok\n</think>\n\nThe answer is **42", True),
+        ("<think>\nok\n</think>\n\nWe get $x = 2$.", False),
+        ("<think>\nok\n</think>\n\nWe get $x = \\frac{1}{2}", True),
+        ("<think>\nok\n</think>\n\nShe pays $5 for it.", False),  # currency, not math
+        ("<think>\nok\n</think>\n\nThe total is 18 + 4", True),
+        ("Natalia sold 48 + 24 = 72 clips.\n#### 72", False),
+        ("```python\nprint(1)\n```", False),
+        ("```python\nprint(1)\n", True),
+        ("Factor 42.\n\n2. **Find the common factors:**", True),  # a heading of what never came
         ("<think>\nok\n</think>", True),
         ("Just an answer: 42.", False),
     ],

@@ -738,10 +738,10 @@ RUNTIME_BOUND = 0.25  # seconds of CPU at RUNTIME_SIZE: ~50x what the linear sca
 @functools.cache
 def extractors() -> dict[str, typing.Callable[[str], object]]:
     """Every scan of model output in the rule verifiers, by name: each a function of one text."""
-    from distill.filter.verifiers import language, math, rules
+    from distill.filter.verifiers import language, math, multibox, rules
     from distill.filter.verifiers.code import extract_code
     from distill.filter.verifiers.registry import build_verifier
-    from distill.generate.parse import parse_trace
+    from distill.generate.parse import parse_trace, truncation_from_text
     from distill.testing import example_row
 
     def verifier(name: str, **options):
@@ -761,6 +761,8 @@ def extractors() -> dict[str, typing.Callable[[str], object]]:
         "language.english_stopword_share": language.english_stopword_share,
         "rules.repetition_ratio": rules.repetition_ratio,
         "parse_trace": parse_trace,
+        "parse.truncation_from_text": truncation_from_text,
+        "multibox.last_group": multibox.last_group,
         "format": verifier("format"),
         "language": verifier("language"),
         "repetition": verifier("repetition"),

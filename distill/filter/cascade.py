@@ -8,6 +8,7 @@ what was kept and why the rest was dropped, from the written rows, so a resumed 
 
 import heapq
 import json
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,9 @@ import pyarrow.parquet as pq
 
 from distill.config import FilterConfig
 from distill.errors import DistillError
-from distill.filter.verifiers.base import Verdict
-from distill.filter.verifiers.registry import CORRECTNESS
-from distill.io import write_text_atomic
+from distill.filter.verifiers.base import Verdict, parse_domains
+from distill.filter.verifiers.registry import CORRECTNESS, verifier_class
+from distill.io import clear_folder, write_text_atomic
 from distill.secrets import scrub_config
 
 KEPT_PREFIX = "train-00000-of-00001"
@@ -238,6 +239,50 @@ def load_record(path: Path, out: Path, fingerprint: dict) -> dict | None:
                 "pass the same ones, or --overwrite to start again"
             )
     return record
+
+
+def answer_coverage(files: list[Path], config: FilterConfig, clean: Path | None = None) -> dict:
+    """Rows that none of the run's answer checks (math, code, judge) applies to, by domain: `{"unchecked": ...}` for
+    stats.json, and one warning line when there are some; an error when that is every row.
+
+    Such rows pass on the rules alone, which is right for the general rows of a mixed set and wrong when the user
+    asked `--verifiers math` of a file whose rows all came in as general: that kept 5,276 GSM8K answers unchecked.
+    `clean`: the output folder of a fresh run, emptied again before the error (nothing in it is worth keeping).
+    """
+    checks = {}
+    for name, options in config.verifiers.items():
+        if name in CORRECTNESS or name == "judge":
+            domains = (options or {}).get("domains")
+            checks[name] = set(parse_domains(domains, name) if domains is not None else verifier_class(name).domains)
+    if not checks:
+        return {}
+    covered = set().union(*checks.values())
+    by_domain: Counter = Counter()
+    for path in files:
+        by_domain.update(pq.read_table(path, columns=["domain"]).column("domain").to_pylist())
+    total = sum(by_domain.values())
+    unchecked = {domain: n for domain, n in sorted(by_domain.items()) if domain not in covered}
+    rows = sum(unchecked.values())
+    asked = ",".join(checks)
+    what = ", ".join(f"{domain} {n}" for domain, n in unchecked.items())
+    fix = (
+        "give the rows a gold answer (--map gold=COLUMN, which makes an imported row math) or a domain "
+        "(--map domain=COLUMN)"
+    )
+    if total and rows == total:
+        if clean is not None:
+            clear_folder(clean)
+        raise DistillError(
+            f"--verifiers {asked} check domains {', '.join(sorted(covered))}, and none of the {total} rows is one "
+            f"({what}), so nothing would be checked: {fix}"
+        )
+    if rows:
+        print(
+            f"warning: {rows} of {total} rows ({what}) are outside what {asked} checks and pass on the other "
+            f"verifiers alone (stats.json: unchecked); to check them, {fix}",
+            file=sys.stderr,
+        )
+    return {"unchecked": {"rows": rows, "by_domain": unchecked}}
 
 
 def screen(batch: list[dict], deduper, decontam) -> list[str | None]:

@@ -111,6 +111,7 @@ def run_filter_ray(config: FilterConfig) -> dict:
         (out / cascade.SHARDS).mkdir()
         dump_config(config, out / "config.resolved.yaml")
         _save_json(out / cascade.SHARDS / RECORD, {"backend": "ray", "settings": fingerprint, "shards": len(files)})
+    unchecked = cascade.answer_coverage(files, config, clean=out if record is None else None)
     markers = _committed(out, len(files))
     staged = config.select == "best" or config.max_per_prompt is not None
     pending = [i for i in range(len(files)) if i not in markers]
@@ -130,7 +131,7 @@ def run_filter_ray(config: FilterConfig) -> dict:
         _merge(tally, _read_json(out / cascade.SHARDS / "selected.json")["tally"])
     shutil.rmtree(out / cascade.INPUTS, ignore_errors=True)
     cascade.write_pass_rates(out / cascade.PASS_RATES, tally)
-    stats = tally.as_dict(config)
+    stats = tally.as_dict(config) | unchecked
     # stats.json is written last: its presence marks the output complete.
     write_json_atomic(stats, out / "stats.json")
     return stats

@@ -33,6 +33,7 @@ from distill.filter.cascade import (
     REJECTED_PREFIX,
     SHARDS,
     Tally,
+    answer_coverage,
     finish_cascade,
     input_fingerprint,
     is_complete,
@@ -104,8 +105,10 @@ def run_filter(config: FilterConfig) -> dict:
         dump_config(config, out / "config.resolved.yaml")
         progress = {"settings": fingerprint, "rows_done": 0, "selected": False, "files": []}
         _save_progress(out, progress)
+        unchecked = answer_coverage(files, config, clean=out)
     else:
         _drop_uncommitted(out, progress)
+        unchecked = answer_coverage(files, config)
     kept_schema, rejected_schema = filter_schema(names), filter_schema(names, rejected=True)
     # With --select best, passing rows wait in .staging until every sample of their prompt has been seen.
     staged = config.select == "best" or window is not None
@@ -173,7 +176,7 @@ def run_filter(config: FilterConfig) -> dict:
         bar.close()
         for verifier in verifiers:
             verifier.close()
-    stats = tally.as_dict(config)
+    stats = tally.as_dict(config) | unchecked
     # stats.json is written last: its presence marks the output complete.
     write_json_atomic(stats, out / "stats.json")
     return stats

@@ -47,30 +47,83 @@ def assemble_completion(result_text: str, prefill: str, server_reasoning: str | 
     return prefill + result_text
 
 
-# Words a sentence does not end on: an answer stopping on one was cut off.
-_DANGLING_WORDS = frozenset(
-    "a an the and or but of to in on at by for with from is are was were be that which this as if then so "
-    "because since therefore thus we let".split()
+# What a complete answer ends on, once its last characters that close something are set aside: a sentence end.
+_SENTENCE_END = frozenset(".!?。！？…")
+# Characters that close something; an answer may end on any of them after its last word or sentence end
+# (`\\boxed{5}`, `$x = 2$`, `**42**`, `(see above).`, `"done."`, a table's `|`).
+_CLOSERS = frozenset(")]}$*_`'\"”’|>")
+# An answer that ends on a number is complete when its last line states the answer: "#### 18" (GSM8K), "The answer
+# is 42", "Answer: 7", or the number alone; elsewhere a number is as likely the middle of a formula ("2+1=3 bolts").
+_FINAL_NUMBER_LINE = re.compile(
+    r"(?:^|####|\banswer\b[^\n]{0,40}?)\s*[-+]?\$?\s*[\d.,/]*\d\s*(?:%|\\%)?$", re.IGNORECASE
 )
-_DANGLING_TAIL = re.compile(r"[,:;=+\-*/^(\[{\\]$")
+_FENCE = "```"
 
 
-def truncated_from_text(completion: str) -> bool:
-    """Whether a trace whose finish_reason is unknown (imported traces rarely keep it) was cut off.
+def truncation_from_text(completion: str) -> str | None:
+    """Why a trace whose finish_reason is unknown (imported traces rarely keep it) looks cut off, None if complete.
 
-    Cut: a `<think>` opened and never closed; an answer with more `{` than `}` or an odd number of `$$`; an
-    answer ending on a comma, operator, open bracket or a word no sentence ends on ("the", "and", "of", ...).
-    An answer ending without a full stop is not enough: "The answer is \\boxed{5}" is complete.
+    Cut: a `<think>` opened and never closed; nothing after `</think>`; an answer with an open brace, `$$`, `\\[`,
+    `\\(`, code fence or `**`; an answer whose last character, once closing marks are set aside (brackets, `$`, `*`,
+    quotes), is not a sentence end (`.`, `!`, `?`) or a closing mark itself, or is a number on a line that does not
+    state the answer ("The answer is 42" and "#### 18" are complete). A trace cut at a random token mostly stops
+    mid-word, mid-sentence or mid-formula; a complete answer ends on a boxed answer, a full stop, a closing fence.
+    benchmarks/truncation.py measures the rule on complete traces and their random cuts.
     """
     trace = parse_trace(completion)
     if not trace.think_closed:
-        return True
+        return "the think block is never closed"
     answer = trace.answer.rstrip()
     if not answer:
-        return bool(trace.reasoning)  # thought it through and then said nothing: cut right after </think>
-    if answer.count("{") > answer.count("}") or answer.count("$$") % 2:
-        return True
-    if _DANGLING_TAIL.search(answer):
-        return True
-    last_word = re.search(r"([A-Za-z]+)$", answer)
-    return bool(last_word) and last_word.group(1).lower() in _DANGLING_WORDS
+        return "nothing after </think>" if trace.reasoning else None
+    if answer.endswith(_FENCE) and answer.count(_FENCE) % 2 == 0:
+        return None  # a closed code block: code ends where it ends
+    if answer.count(_FENCE) % 2:
+        return "an open code block"
+    braces = answer.replace("\\{", "").replace("\\}", "")  # literal braces: `\left\{ ... \right.` is one
+    if braces.count("{") > braces.count("}"):
+        return "an open brace"
+    if answer.count("$$") % 2:
+        return "an open $$"
+    for opener, closer in (("\\[", "\\]"), ("\\(", "\\)")):
+        if answer.count(opener) > answer.count(closer):
+            return f"an open {opener}"
+    if answer.count("**") % 2:
+        return "an open ** (bold)"
+    if _open_dollar(answer):
+        return "an open $"
+    end = len(answer)
+    while end and answer[end - 1] in _CLOSERS:
+        end -= 1
+    if end < len(answer):
+        if end and answer[end - 1] in ",:;":  # "**Find the common factors:**": a heading of what never came
+            return f"stops after a heading: {_tail(answer)!r}"
+        return None  # ends on a closing mark: a box, a formula, bold, a bracket
+    last = answer[-1]
+    if last in _SENTENCE_END:
+        return None
+    if last.isdigit() or last == "%":
+        line = answer.rsplit("\n", 1)[-1][-200:]  # a bounded tail: the search is not linear in a line of digits
+        return None if _FINAL_NUMBER_LINE.search(line) else f"stops on a number mid-line: {_tail(line)!r}"
+    return f"stops mid-sentence: {_tail(answer)!r}"
+
+
+def truncated_from_text(completion: str) -> bool:
+    """Whether a trace whose finish_reason is unknown was cut off (see truncation_from_text)."""
+    return truncation_from_text(completion) is not None
+
+
+def _open_dollar(text: str) -> bool:
+    """Whether the text ends inside inline math: an odd number of single `$` (not `\\$` or `$$`) on its last line, and
+    after the last
+    one no word of prose (three letters or more, LaTeX commands aside), which a currency sign is followed by ("she
+    pays $5 for it.") and an open formula ("so $x = \\frac{1}{2") is not."""
+    text = text.rsplit("\n", 1)[-1].replace("\\$", "").replace("$$", "")  # inline math does not span lines
+    if text.count("$") % 2 == 0:
+        return False
+    after = re.sub(r"\\[A-Za-z]+", " ", text[text.rindex("$") + 1 :])
+    return not re.search(r"[A-Za-z]{3,}", after)
+
+
+def _tail(text: str, chars: int = 30) -> str:
+    return text[-chars:].split("\n")[-1]

@@ -18,9 +18,17 @@ MATH-500, through stock phrases ("where m and n are relatively prime positive in
 Longer n-grams alone (13: 7 of 60) also miss lightly reworded copies of short problems, whose unchanged runs
 between two changed numbers are shorter than 13 words. So: `[asy]` and fenced code blocks are left out, stock
 phrases split the text (no n-gram spans one), and a shared 8-gram only makes a candidate pair: it counts as a
-copy when the matching word blocks of the two texts (difflib) cover at least `min_overlap` (0.5) of the shorter
-one, which a verbatim, embedded or lightly reworded copy does and two problems sharing a phrase do not.
+copy when the matching word blocks of the two texts (difflib; blocks of 3 words or more) cover at least
+`min_overlap` (0.5) of the shorter one, which a verbatim, embedded or lightly reworded copy does and two problems
+sharing a phrase do not.
 `min_overlap=0` gives the plain n-gram rule (on the text without code and stock phrases).
+
+Short problems get rules of their own, since stock phrases can leave no 8-word run at all ("If $x^2 - x - 1 = 0$,
+what is the value of $x^3 - 2x + 1$?" is runs of 6 and 5 words): a text whose normalized words equal a benchmark
+text's is a copy whatever its length (every verbatim copy is caught), and two texts of at most SHORT_WORDS words
+that share a word 3-gram count as a copy when their normalized characters are at least SHORT_SIMILARITY alike
+(difflib ratio), which catches a short problem lightly reworded or with a number changed; long competition problems
+never meet this rule (benchmarks/decontam.py measures both).
 """
 
 import difflib
@@ -35,6 +43,12 @@ WORD_RE = re.compile(r"\w+")
 DEFAULT_NGRAM = 8
 DEFAULT_MIN_OVERLAP = 0.5
 MAX_PAIRS = 50  # candidate benchmark texts compared per problem: a stock n-gram shared by hundreds costs no more
+# Matching blocks shorter than this do not count towards the overlap: single shared words ("x", "2", "let") scattered
+# over two different problems covered two thirds of a short MATH-500 problem against a long AIME one.
+MIN_BLOCK = 3
+SHORT_WORDS = 25  # a problem of at most this many words is matched by the short-text rule too
+SHORT_GRAM = 3  # short texts are candidates for each other when they share a word 3-gram ...
+SHORT_SIMILARITY = 0.8  # ... and count as a copy when their normalized characters are this alike (difflib ratio)
 CODE_RE = re.compile(r"\[asy\].*?\[/asy\]|```.*?```", re.DOTALL | re.IGNORECASE)
 # Phrasing that competition problems share whatever they ask (normalized words); an n-gram never spans one.
 STOP_PHRASES = tuple(
@@ -71,12 +85,25 @@ def segments(text: str) -> list[list[str]]:
     return [part.split() for part in STOP_RE.split(joined) if part.strip()]
 
 
+def plain_words(text: str) -> list[str]:
+    """The normalized words of a text without its `[asy]`/code blocks, stock phrases kept: the text as a whole."""
+    return words(CODE_RE.sub(" ", text))
+
+
+def short_grams(tokens: list[str]) -> list[str]:
+    """Word 3-grams of a short text (the text itself when shorter): its candidates under the short-text rule."""
+    if len(tokens) < SHORT_GRAM:
+        return [" ".join(tokens)]
+    return [" ".join(tokens[i : i + SHORT_GRAM]) for i in range(len(tokens) - SHORT_GRAM + 1)]
+
+
 def overlap(a: list[str], b: list[str]) -> float:
-    """Share of the shorter word list covered by the matching blocks of the two (difflib, no junk heuristic)."""
+    """Share of the shorter word list covered by the matching blocks of the two of at least MIN_BLOCK words
+    (difflib, no junk heuristic)."""
     if not a or not b:
         return 0.0
     blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
-    return sum(block.size for block in blocks) / min(len(a), len(b))
+    return sum(block.size for block in blocks if block.size >= MIN_BLOCK) / min(len(a), len(b))
 
 
 class Decontaminator:
@@ -99,8 +126,20 @@ class Decontaminator:
         # n-gram -> the benchmarks holding it. Most n-grams belong to one benchmark: equal tuples are shared.
         self._owners: dict[str, tuple[str, ...]] = {}
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Every text's whole normalized words (a verbatim copy of any length), and the short texts by word 3-gram.
+        self._whole: dict[str, list[str]] = {}
+        self._short: list[tuple[str, str]] = []
+        self._short_holders: dict[str, list[int]] = {}
         for name, texts in benchmarks.items():
             for text in texts:
+                tokens = plain_words(text)
+                whole = " ".join(tokens)
+                if whole and name not in self._whole.setdefault(whole, []):
+                    self._whole[whole].append(name)
+                if 0 < len(tokens) <= SHORT_WORDS:
+                    self._short.append((name, whole))
+                    for gram in set(short_grams(tokens)):
+                        self._short_holders.setdefault(gram, []).append(len(self._short) - 1)
                 if min_overlap > 0:
                     self._texts.append((name, [w for part in segments(text) for w in part]))
                     for gram in set(self.grams(text)):
@@ -160,16 +199,39 @@ class Decontaminator:
         return list(self.match_details(text))
 
     def match_details(self, text: str) -> dict[str, str]:
-        """Benchmark name -> the first n-gram of the text (in text order) that it also holds."""
-        found: dict[str, str] = {}
+        """Benchmark name -> the first n-gram of the text (in text order) that it also holds (for a text matched only
+        by the short-text rules: its normalized words)."""
         if self.min_overlap > 0:
-            return self._confirmed(text)
-        for gram in self.grams(text):
-            for name in self._owners.get(gram, ()):
-                found.setdefault(name, gram)
-            if len(found) == len(self.names):
-                break  # every benchmark matched already
+            found = self._confirmed(text)
+        else:
+            found = {}
+            for gram in self.grams(text):
+                for name in self._owners.get(gram, ()):
+                    found.setdefault(name, gram)
+                if len(found) == len(self.names):
+                    break  # every benchmark matched already
+        if len(found) < len(self.names):
+            found = {**self._short_copies(text), **found}
         return dict(sorted(found.items(), key=lambda item: self._order[item[0]]))
+
+    def _short_copies(self, text: str) -> dict[str, str]:
+        """Benchmarks holding this text word for word, or (both texts short) a text this one is SHORT_SIMILARITY
+        alike, among those sharing a word 3-gram with it."""
+        tokens = plain_words(text)
+        whole = " ".join(tokens)
+        found = dict.fromkeys(self._whole.get(whole, ()), whole)
+        if not 0 < len(tokens) <= SHORT_WORDS or len(found) == len(self.names):
+            return found
+        compared: set[int] = set()
+        for gram in short_grams(tokens):
+            for index in self._short_holders.get(gram, ()):
+                name, bench = self._short[index]
+                if name in found or index in compared or len(compared) >= MAX_PAIRS:
+                    continue
+                compared.add(index)
+                if difflib.SequenceMatcher(None, whole, bench, autojunk=False).ratio() >= SHORT_SIMILARITY:
+                    found[name] = whole
+        return found
 
     def _confirmed(self, text: str) -> dict[str, str]:
         """Benchmarks holding a text that shares an n-gram with this one and overlaps it by min_overlap."""

@@ -9,7 +9,18 @@ Layouts (`--input-format`):
   column (OpenThoughts-114k, Bespoke-Stratos-17k; the latter's `<|begin_of_thought|>` markers become `<think>`).
 - openr1: one row per problem with list columns `generations` and `finish_reasons` and the gold in `answer`
   (OpenR1-Math-220k), expanded to one row per generation.
-- columns: any table, its columns named with `--map FIELD=COLUMN`.
+- columns: any table, its columns named with `--map FIELD=COLUMN`; a table with conventional names (`problem`/
+  `question`/`prompt`/`instruction`, `response`/`completion`/`generation`/`output`, `answer`/`gold`/`solution`/
+  `ground_truth`; a chain of thought kept apart in `reasoning`/`reasoning_content`/`thinking` beside `content`)
+  needs no `--map`: what was guessed is printed, and two candidates for one field are refused. A completion
+  column holding a list of samples gives one row per sample (`sample_index`, `file:row#k`).
+
+`--map` composes with every layout: `--map gold=answer` on a `messages` file keeps the layout and reads the gold
+from `answer`; mapping a trace field (problem, completion, reasoning, answer) means `columns`.
+
+The domain comes from the source's label; without one, a row with `tests` is code, a row with a gold answer or a
+`\\boxed{}` answer is math (a gold is what the math verifier checks: a GSM8K file without boxes is math, not
+general), anything else general.
 
 Where the source has no ids, a prompt's id is a hash of its prompt text and a sample's id a hash of its prompt id,
 index and completion, so a rerun gives the same ids. Every row keeps `origin`: `file:row` (and `#generation`).
@@ -18,6 +29,7 @@ index and completion, so a rerun gives the same ids. Every row keeps `origin`: `
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +51,16 @@ STRATOS_MARKERS = (
     ("<|begin_of_thought|>", THINK_OPEN), ("<|end_of_thought|>", THINK_CLOSE),
     ("<|begin_of_solution|>", ""), ("<|end_of_solution|>", ""),
 )  # fmt: skip
+# Conventional column names of plain files, read without --map (in this order of preference when one is present).
+GUESSED = {
+    "problem": ("problem", "question", "prompt", "instruction"),
+    "completion": ("response", "completion", "generation", "output"),
+    "gold": ("answer", "gold", "solution", "ground_truth"),
+}
+# API dumps keep the chain of thought apart (DeepSeek's `reasoning_content`): with one of these beside the answer
+# text (a completion name above, or `content`), the two are read as reasoning + answer, so no thought is lost.
+GUESSED_REASONING = ("reasoning", "reasoning_content", "thinking")
+TRACE_FIELDS = ("problem", "completion", "reasoning", "answer")  # mapping one of these means the `columns` layout
 USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 BATCH = 1000
 
@@ -157,38 +179,103 @@ def _json_rows(source: Source) -> list[dict]:
 
 def detect_format(names: list[str], requested: str, mapping: dict, where: str) -> str:
     """The layout of a table with these columns; an unknown one is an error naming the columns and the flag."""
+    return plan_layout(names, requested, mapping, where)[0]
+
+
+def plan_layout(names: list[str], requested: str, mapping: dict, where: str) -> tuple[str, dict, dict]:
+    """(layout, mapping, guessed): the layout of a table with these columns, the --map it is read with (the user's,
+    plus conventional column names guessed for a plain table), and what was guessed."""
     if requested not in FORMATS:
         raise DistillError(
             f"unknown --input-format `{requested}`{near_hint(requested, FORMATS)}: use {', '.join(FORMATS)}"
         )
+    guessed: dict[str, str] = {}
+    if requested == "columns" or (requested == "auto" and _maps_trace(mapping)):
+        guessed = _guess_columns(names, mapping, where)
+        mapping = {**mapping, **guessed}
+        requested = "columns"
     if requested != "auto":
         needed = {
             "distill": [f.name for f in GENERATE_SCHEMA if not f.nullable],
             "messages": ["messages"],
             "sharegpt": ["conversations"],
             "openr1": ["problem", "generations"],
-            "columns": [c for f, c in mapping.items()],
-        }[requested]
-        missing = [c for c in needed if c not in names]
+            "columns": [],
+        }[requested] + list(mapping.values())
+        missing = [c for c in dict.fromkeys(needed) if c not in names]
         if requested == "columns" and ("problem" not in mapping or not {"completion", "answer"} & mapping.keys()):
             raise DistillError(
-                "--input-format columns needs --map problem=COLUMN and --map completion=COLUMN "
-                "(or --map reasoning=COLUMN --map answer=COLUMN)"
+                f"{where} (columns: {', '.join(names[:20])}): --input-format columns needs --map problem=COLUMN and "
+                "--map completion=COLUMN (or --map reasoning=COLUMN --map answer=COLUMN)"
             )
         if missing:
-            raise DistillError(f"{where} lacks column(s) {', '.join(missing)} of --input-format {requested}")
-        return requested
-    if mapping:
-        return detect_format(names, "columns", mapping, where)
+            raise DistillError(f"{where} lacks column(s) {', '.join(missing)} of --input-format {requested} / --map")
+        return requested, mapping, guessed
     if all(f.name in names for f in GENERATE_SCHEMA if not f.nullable):
-        return "distill"
+        return plan_layout(names, "distill", mapping, where)
     for layout, column in (("openr1", "generations"), ("sharegpt", "conversations"), ("messages", "messages")):
         if column in names:
-            return layout
+            return plan_layout(names, layout, mapping, where)
+    guessed = _guess_columns(names, mapping, where)
+    if "problem" in guessed and ("completion" in guessed or "answer" in guessed):
+        return plan_layout(names, "columns", {**mapping, **guessed}, where)[:2] + (guessed,)
     raise DistillError(
         f"{where}: unknown layout (columns: {', '.join(names[:20])}); pass --input-format columns "
         "--map problem=COLUMN --map completion=COLUMN (or reasoning=/answer=, gold=, id=, domain=)"
     )
+
+
+def _maps_trace(mapping: dict) -> bool:
+    return any(field in mapping for field in TRACE_FIELDS)
+
+
+def _guess_columns(names: list[str], mapping: dict, where: str) -> dict[str, str]:
+    """Conventional column names for the fields --map left out; two candidates for one field are refused."""
+    taken = set(mapping.values())
+    guessed = {}
+    candidates_of = dict(GUESSED)
+    if not {"completion", "answer", "reasoning"} & mapping.keys():
+        thought = _one_of(GUESSED_REASONING, names, taken, "reasoning", where)
+        if thought is not None:
+            answer = _one_of(GUESSED["completion"] + ("content",), names, taken | {thought}, "answer", where)
+            if answer is not None:
+                guessed.update(reasoning=thought, answer=answer)
+                taken |= {thought, answer}
+                candidates_of.pop("completion")
+    for field, candidates in candidates_of.items():
+        if field in mapping or (field == "completion" and "answer" in mapping):
+            continue
+        present = [c for c in candidates if c in names and c not in taken]
+        if len(present) > 1:
+            raise DistillError(
+                f"{where}: columns {' and '.join(f'`{c}`' for c in present)} could each be the {field}: "
+                f"pass --map {field}=COLUMN"
+            )
+        if present:
+            guessed[field] = present[0]
+            taken.add(present[0])
+    return guessed
+
+
+def _one_of(candidates: tuple[str, ...], names: list[str], taken: set, field: str, where: str) -> str | None:
+    present = [c for c in candidates if c in names and c not in taken]
+    if len(present) > 1:
+        raise DistillError(
+            f"{where}: columns {' and '.join(f'`{c}`' for c in present)} could each be the {field}: "
+            f"pass --map {field}=COLUMN"
+        )
+    return present[0] if present else None
+
+
+def gold_hint(names: list[str], layout: str, mapping: dict) -> str | None:
+    """A column that looks like the gold answer while the layout reads none: the --map that would read it."""
+    read = mapping.get("gold", "answer" if layout == "openr1" else "gold")
+    if read in names:
+        return None
+    unread = [c for c in GUESSED["gold"] if c in names and c not in mapping.values()]
+    if not unread:
+        return None
+    return f"column `{unread[0]}` looks like the gold answer but no gold is read: pass --map gold={unread[0]}"
 
 
 def is_exact_distill(schema: pa.Schema) -> bool:
@@ -205,13 +292,14 @@ def normalize(table: pa.Table, layout: str, mapping: dict, where: str):
         for i, record in enumerate(batch.to_pylist()):
             origin = f"{where}:{offset + i}"
             if layout == "distill":
-                out.append(_from_distill(record, origin))
+                out.append(_from_distill({**record, **{f: record.get(c) for f, c in mapping.items()}}, origin))
             elif layout == "openr1":
-                out += _from_openr1(record, origin, per_prompt)
+                out += _from_openr1(record, origin, per_prompt, mapping)
+            elif layout == "columns":
+                for part in _from_columns(record, mapping, origin):
+                    out.append(_finish(part, record, mapping, part.pop("origin"), per_prompt))
             else:
-                row = {"messages": _from_messages, "sharegpt": _from_sharegpt, "columns": _from_columns}[layout](
-                    record, mapping, origin
-                )
+                row = {"messages": _from_messages, "sharegpt": _from_sharegpt}[layout](record, mapping, origin)
                 out.append(_finish(row, record, mapping, origin, per_prompt))
         offset += batch.num_rows
         yield out
@@ -229,8 +317,9 @@ def _from_distill(record: dict, origin: str) -> dict:
         if row[field] is None:
             raise DistillError(f"{origin}: `{field}` is null; a distill generate row always has one")
         row[field] = str(row[field])
-    if row["truncated"] is None:
-        row["truncated"] = row["finish_reason"] == "length" or truncated_from_text(row["completion"] or "")
+    if row["truncated"] is None:  # from the text only where the finish reason is unknown too
+        reason = row["finish_reason"]
+        row["truncated"] = reason == "length" or (reason is None and truncated_from_text(row["completion"] or ""))
     row["origin"] = origin
     return row
 
@@ -280,20 +369,73 @@ def _from_sharegpt(record: dict, mapping: dict, origin: str) -> dict:
     return _split_conversation(turns, origin)
 
 
-def _from_columns(record: dict, mapping: dict, origin: str) -> dict:
-    problem = _text(record.get(mapping["problem"]))
-    if problem is None:
-        raise DistillError(f"{origin}: the problem column `{mapping['problem']}` is null")
-    if "completion" in mapping:
-        completion = _text(record.get(mapping["completion"])) or ""
+def _from_columns(record: dict, mapping: dict, origin: str) -> list[dict]:
+    """One part per sample: a completion (or answer) column holding a list of N samples gives N parts, each with its
+    `sample_index` and origin `file:row#k`; lists anywhere else that cannot be paired with them are refused rather
+    than joined into one text (eight answers glued together are one wrong row)."""
+    problem = record.get(mapping["problem"])
+    prompt = _prompt_turns(problem, origin)
+    if prompt is None:
+        problem = _single(problem, "problem", mapping["problem"], origin)
+        if problem is None:
+            raise DistillError(f"{origin}: the problem column `{mapping['problem']}` is null")
+        prompt = [{"role": "user", "content": problem}]
+    elif not any(t["role"] == "user" for t in prompt):
+        raise DistillError(f"{origin}: the prompt turns in `{mapping['problem']}` have no user turn")
     else:
-        reasoning = _text(record.get(mapping["reasoning"])) if "reasoning" in mapping else None
-        answer = _text(record.get(mapping["answer"])) or ""
-        completion = f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}" if reasoning else answer
-    return {"problem": problem, "prompt": [{"role": "user", "content": problem}], "completion": completion}
+        problem = next(t["content"] for t in reversed(prompt) if t["role"] == "user")
+    if "completion" in mapping:
+        samples = _samples(record.get(mapping["completion"]), origin)
+        completions = [text or "" for text in samples]
+    else:
+        answers = _samples(record.get(mapping["answer"]), origin)
+        reasoning = record.get(mapping["reasoning"]) if "reasoning" in mapping else None
+        if isinstance(reasoning, list) and len(reasoning) == len(answers) > 1:
+            thoughts = [_text(r) for r in reasoning]  # one chain of thought per answer
+        else:
+            thoughts = [_single(reasoning, "reasoning", mapping.get("reasoning", ""), origin)] * len(answers)
+        completions = [
+            f"{THINK_OPEN}\n{r.strip()}\n{THINK_CLOSE}\n\n{(a or '').strip()}" if r else (a or "")
+            for r, a in zip(thoughts, answers, strict=True)
+        ]
+    parts = [{"problem": problem, "prompt": prompt, "completion": c, "origin": origin} for c in completions]
+    if len(parts) > 1:
+        for k, part in enumerate(parts):
+            part["sample_index"], part["origin"] = k, f"{origin}#{k}"
+    return parts
 
 
-def _from_openr1(record: dict, origin: str, per_prompt: dict) -> list[dict]:
+def _samples(value, origin: str) -> list:
+    """A trace column's samples: a list of strings is one sample each; anything else is one sample."""
+    if isinstance(value, list) and value and all(isinstance(v, str) or v is None for v in value):
+        return value
+    turns = _prompt_turns(value, origin)
+    if turns is not None:  # TRL's conversational completion: [{"role": "assistant", "content": ...}]
+        return ["\n\n".join(t["content"] for t in turns if t["role"] == "assistant")]
+    return [_text(value)]
+
+
+def _single(value, field: str, column: str, origin: str) -> str | None:
+    """One text; a list of one is its item (s1K's thinking_trajectories), a longer list is refused."""
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise DistillError(
+                f"{origin}: column `{column}` ({field}) holds a list of {len(value)}; one row takes one "
+                f"{field}: map a single text, or put the samples in the completion column (one row per sample)"
+            )
+        value = value[0] if value else None
+    return _text(value)
+
+
+def _prompt_turns(value, origin: str) -> list[dict] | None:
+    """A value that is a list of chat turns ({role, content}) as our turns; None for anything else."""
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "content" in t for t in value):
+        return _turns(value, origin)
+    return None
+
+
+def _from_openr1(record: dict, origin: str, per_prompt: dict, mapping: dict | None = None) -> list[dict]:
+    openr1_map = {"gold": "answer", "id": "uuid", "domain": "domain", **(mapping or {})}
     generations = record.get("generations") or []
     reasons = record.get("finish_reasons") or []
     rows = []
@@ -307,8 +449,7 @@ def _from_openr1(record: dict, origin: str, per_prompt: dict) -> list[dict]:
             "finish_reason": reasons[k] if k < len(reasons) else None,
             "sample_index": k,
         }
-        mapping = {"gold": "answer", "id": "uuid", "domain": "domain"}
-        rows.append(_finish(part, record, mapping, f"{origin}#{k}", per_prompt))
+        rows.append(_finish(part, record, openr1_map, f"{origin}#{k}", per_prompt))
     return rows
 
 
@@ -327,9 +468,9 @@ def _finish(part: dict, record: dict, mapping: dict, origin: str, per_prompt: di
     trace = parse_trace(completion)
     finish_reason = part.get("finish_reason") or record.get("finish_reason")
     truncated = finish_reason == "length" or (finish_reason is None and truncated_from_text(completion))
-    gold = _text(record.get(mapping.get("gold", "gold")))
+    gold = _single(record.get(mapping.get("gold", "gold")), "gold", mapping.get("gold", "gold"), origin)
     tests = _text(record.get(mapping.get("tests", "tests")))
-    domain = _domain(_text(record.get(mapping.get("domain", "domain"))), completion)
+    domain = _domain(_text(record.get(mapping.get("domain", "domain"))), completion, gold, tests)
     return {
         "id": _hash(json.dumps([prompt_id, index, completion], ensure_ascii=False)),
         "prompt_id": prompt_id,
@@ -354,8 +495,10 @@ def _finish(part: dict, record: dict, mapping: dict, origin: str, per_prompt: di
     }
 
 
-def _domain(value: str | None, completion: str) -> str:
-    """Our four domains from a source's label; without one, a boxed answer says math and anything else general."""
+def _domain(value: str | None, completion: str, gold: str | None = None, tests: str | None = None) -> str:
+    """Our four domains from a source's label. Without one: tests say code; a gold answer or a boxed answer says
+    math (the gold is what the math verifier checks: a GSM8K-style file whose answers carry no box is math, and
+    calling it general let `--verifiers math` keep every row unchecked); anything else is general."""
     if value:
         label = value.strip().lower()
         if label in ("math", "code", "science", "general"):
@@ -365,7 +508,11 @@ def _domain(value: str | None, completion: str) -> str:
         if label in ("coding", "programming", "python"):
             return "code"
         return "math" if "math" in label else "general"
-    return "math" if "\\boxed" in completion else "general"
+    if tests and tests.strip():
+        return "code"
+    if (gold and gold.strip()) or "\\boxed" in completion:
+        return "math"
+    return "general"
 
 
 def _hash(text: str) -> str:
@@ -375,8 +522,9 @@ def _hash(text: str) -> str:
 INPUT_SCHEMA = pa.schema(list(GENERATE_SCHEMA) + [pa.field("origin", pa.string())])
 
 
-def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tuple[Source, str, pa.Table | None]]:
-    """Each source with its layout, checked before anything is written: (source, layout, table or None).
+def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tuple]:
+    """Each source with its layout, checked before anything is written: (source, layout, table or None, the --map
+    it is read with: the user's plus the conventional column names guessed for it, printed in one line).
 
     A generate output with the exact schema is streamed from its file later (table None); others are read now.
     """
@@ -388,10 +536,17 @@ def prepare_inputs(inputs: list[str], requested: str, mapping: dict) -> list[tup
             except Exception as exc:  # pyarrow raises several types for damaged files
                 raise DistillError(f"{source.path} is not a readable Parquet file ({exc})") from None
             if is_exact_distill(schema):
-                plans.append((source, "distill", None))
+                plans.append((source, "distill", None, mapping))
                 continue
         table = read_source(source)
-        plans.append((source, detect_format(table.column_names, requested, mapping, source.name), table))
+        layout, mapped, guessed = plan_layout(table.column_names, requested, mapping, source.name)
+        if guessed:
+            said = ", ".join(f"{field}={guessed[field]}" for field in MAP_FIELDS if field in guessed)
+            print(f"{source.name}: read as columns: {said} (--map FIELD=COLUMN to change)", file=sys.stderr)
+        hint = gold_hint(table.column_names, layout, mapped)
+        if hint:
+            print(f"warning: {source.name}: {hint}", file=sys.stderr)
+        plans.append((source, layout, table, mapped))
     return plans
 
 
@@ -399,11 +554,11 @@ def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
     """The Parquet files filter reads: exact generate outputs as they are, the others normalized into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for number, (source, layout, table) in enumerate(plans):
+    for number, (source, layout, table, mapped) in enumerate(plans):
         if table is None:
             files.append(source.path)
             continue
-        rows = [row for batch in normalize(table, layout, mapping, source.name) for row in batch]
+        rows = [row for batch in normalize(table, layout, mapped, source.name) for row in batch]
         if not rows:
             raise DistillError(f"{source.name} has no traces to filter")
         path = folder / f"input-{number:05d}.parquet"

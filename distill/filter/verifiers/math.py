@@ -15,7 +15,7 @@ from multiprocessing import get_context
 
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.filter.verifiers.base import BaseVerifier, Verdict, reasoning_and_answer
-from distill.filter.verifiers.multibox import check_several_boxes
+from distill.filter.verifiers.multibox import check_several_boxes, gold_group_text, one_answer_gold
 
 BOXED_DOMAINS = ("math", "science")  # the domains whose default prompt asks for \boxed{} (R1's math template)
 DETAILS_CHARS = 80  # how much of an answer or gold a verdict's details quote
@@ -71,9 +71,13 @@ def last_boxed(text: str) -> str | None:
 
 
 def gold_for_parsing(gold: str) -> str:
-    """The gold as math-verify should see it: a solution's last box, a GSM8K final line, or a bare answer boxed."""
+    """The gold as math-verify should see it: a solution's last box (or last group of boxes side by side, which
+    math-verify reads as one set), a GSM8K final line, or a bare answer boxed."""
     if GSM8K_MARKER in gold:
         gold = gold.rsplit(GSM8K_MARKER, 1)[1]
+    group = gold_group_text(gold)
+    if group is not None:
+        return group
     boxed = last_boxed(gold)
     if boxed is not None:
         return "\\boxed{" + boxed + "}"
@@ -96,6 +100,7 @@ def check_math(gold: str | None, answer: str | None, extraction: str, timeout_se
     if gold is None or not gold.strip():
         return Verdict(None, "unverified", details="no gold answer")
     answer = answer or ""
+    gold = one_answer_gold(gold, timeout_seconds, _compare)
     several = check_several_boxes(gold, answer, timeout_seconds, _compare)  # `\boxed{1}, \boxed{2}` answers
     if several is not None:
         return several

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from distill.errors import DistillError
 from distill.filter.verifiers.base import ALL_DOMAINS, BaseVerifier, Verdict, parse_domains, reasoning_and_answer
 from distill.filter.verifiers.math import BOXED_DOMAINS, last_boxed
-from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace
+from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncation_from_text
 
 
 def _domains_option(value: bool | Sequence[str], default: tuple[str, ...], option: str, verifier: str) -> frozenset:
@@ -34,8 +34,9 @@ def _domains_option(value: bool | Sequence[str], default: tuple[str, ...], optio
 class FormatVerifier(BaseVerifier):
     """The trace has R1's shape: `<think>reasoning</think>` then a non-empty answer, complete, boxed for math.
 
-    Checked in this order, the first failure is the reason: truncated (`truncated` or finish_reason "length": the
-    cause of most other defects, so it is named first), no_think_block, unclosed_think, empty_reasoning,
+    Checked in this order, the first failure is the reason: truncated (`truncated`, finish_reason "length", or
+    where the finish reason is unknown a text that stops mid-way: see truncated_from_text; the cause of most other
+    defects, so it is named first), no_think_block, unclosed_think, empty_reasoning,
     empty_answer, no_final_answer (no \\boxed{} in the answer).
 
     Options:
@@ -54,9 +55,14 @@ class FormatVerifier(BaseVerifier):
         self.boxed_domains = _domains_option(require_boxed, BOXED_DOMAINS, "require_boxed", self.name)
 
     def verify(self, sample: dict) -> Verdict:
-        if sample.get("truncated") or sample.get("finish_reason") == "length":
-            return Verdict(False, "truncated", details=f"finish_reason={sample.get('finish_reason')}")
         completion = sample.get("completion") or ""
+        finish_reason = sample.get("finish_reason")
+        # Without a finish reason (imported traces, whatever their layout), the text says whether it was cut.
+        cut = truncation_from_text(completion) if finish_reason is None else None
+        if cut:
+            return Verdict(False, "truncated", details=f"finish_reason unknown; {cut}")
+        if sample.get("truncated") or finish_reason == "length":
+            return Verdict(False, "truncated", details=f"finish_reason={finish_reason}")
         domain = sample.get("domain")
         trace = parse_trace(completion)
         has_think = THINK_OPEN in completion or THINK_CLOSE in completion
