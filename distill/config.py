@@ -110,6 +110,9 @@ class SampledConfig(TeacherConfig):
 class GenerateConfig(SampledConfig):
     # Answer without chain of thought: prefill an empty think block (R1 kept trivial general queries without CoT)
     no_think: bool = False
+    # Store the teacher's top-k log-probs at every completion token beside the text (0: off), for `distill train
+    # --method kd`. vLLM (in-process or served) returns at most 20 unless its engine argument max_logprobs says more.
+    logprobs: int = 0
     # Output
     out: str = ""
     resume: bool = False
@@ -138,6 +141,8 @@ class GenerateConfig(SampledConfig):
             raise DistillError("--prefill-think and --no-think contradict each other: pass one of them")
         if self.rows_per_file < 1:
             raise DistillError(f"--rows-per-file must be at least 1, got {self.rows_per_file}")
+        if self.logprobs < 0:
+            raise DistillError(f"--logprobs must be 0 (off) or a number of top tokens, got {self.logprobs}")
 
 
 def shown(value, limit: int = 80) -> str:
@@ -357,14 +362,15 @@ def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the re
     return cls(**merged)
 
 
-def dump_config(config, path: Path) -> None:
-    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values.
+def dump_config(config, path: Path, extra: dict | None = None) -> None:
+    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values. `extra`: what
+    the run found out besides its settings (generate: the teacher's tokenizer), as more top-level keys.
 
     Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
     """
     from distill.io import write_text_atomic
 
-    text = yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False)
+    text = yaml.safe_dump(scrub_config({**dataclasses.asdict(config), **(extra or {})}), sort_keys=False)
     write_text_atomic(text, Path(path), durable=False)
 
 

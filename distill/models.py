@@ -71,6 +71,15 @@ def resolve_model(name: str | None) -> str:
     return label
 
 
+def vocab_hash(tokenizer) -> str:
+    """A fingerprint of a tokenizer's vocabulary (every token and its id, added tokens included): stored
+    log-probs name token ids, which mean the same thing to a student only when this matches."""
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    return "sha256:" + hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def cache_dir() -> Path:
     """Where converted models live; DISTILL_CACHE overrides (e.g. a shared disk on a cluster)."""
     root = os.environ.get("DISTILL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "distill")

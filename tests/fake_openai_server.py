@@ -36,6 +36,7 @@ class Action:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     message: dict = field(default_factory=dict)
+    choice: dict = field(default_factory=dict)  # merged into choices[0] (e.g. `logprobs`)
 
 
 def ok(**message) -> Action:
@@ -156,16 +157,16 @@ class FakeOpenAIServer:
             request.transport.close()
             return response
         if action.kind == "truncated":
-            text = json.dumps(self._completion(body, action.message))
+            text = json.dumps(self._completion(body, action.message, action.choice))
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         if action.kind == "slow":
             await asyncio.sleep(action.delay)
         match = re.search(r"sleep=([0-9.]+)", body["messages"][-1]["content"])
         if match:
             await asyncio.sleep(float(match.group(1)))
-        return web.json_response(self._completion(body, action.message))
+        return web.json_response(self._completion(body, action.message, action.choice))
 
-    def _completion(self, body: dict, extra: dict) -> dict:
+    def _completion(self, body: dict, extra: dict, choice: dict | None = None) -> dict:
         last = body["messages"][-1]["content"]
         return {
             "id": "chatcmpl-fake",
@@ -176,6 +177,7 @@ class FakeOpenAIServer:
                     "index": 0,
                     "message": {"role": "assistant", "content": f"echo: {last}", **extra},
                     "finish_reason": "stop",
+                    **(choice or {}),
                 }
             ],
             "usage": {"prompt_tokens": len(last.split()), "completion_tokens": 3, "total_tokens": 3},

@@ -116,17 +116,43 @@ def parse_completion(raw: bytes) -> Result:
         if reasoning is None:
             reasoning = message.get("reasoning")
         usage = data.get("usage") or {}
-        return Result(
+        result = Result(
             text=text,
             reasoning=reasoning,
             finish_reason=choice.get("finish_reason"),
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
         )
+        if (choice.get("logprobs") or {}).get("content") is not None:
+            add_logprobs(result, choice["logprobs"]["content"])
+        return result
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         # A truncated or garbled body (a proxy cut it, the server crashed mid-write): worth another try.
         snippet = " ".join(raw[:120].decode("utf-8", errors="replace").split())
         raise _Retryable("bad_response", f"not a chat completion ({len(raw)} bytes: {snippet!r})") from None
+
+
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's form of a token with return_tokens_as_token_ids
+
+
+def add_logprobs(result: Result, content: list) -> None:
+    """The chat completion's `logprobs.content` ({token, logprob, top_logprobs} per generated token) on `result`.
+
+    Tokens must come as ids (vLLM's `return_tokens_as_token_ids`, which `_body` asks for): a token string of a
+    hosted API is decoded text ("Hello", " world"), which no tokenizer maps back to ids reliably. A server that
+    answers with strings ignored the request, and every other answer would too: that stops the run."""
+
+    def token_id(token: str) -> int:
+        if not token.startswith(TOKEN_ID_PREFIX):
+            raise DistillError(
+                f"the server returned log-probs of token strings ({token!r}), not token ids: --logprobs needs a "
+                "server that honours vLLM's return_tokens_as_token_ids (vllm serve); drop --logprobs for this one"
+            )
+        return int(token[len(TOKEN_ID_PREFIX) :])
+
+    result.token_ids = [token_id(entry["token"]) for entry in content]
+    result.top_ids = [[token_id(top["token"]) for top in entry.get("top_logprobs") or []] for entry in content]
+    result.top_logprobs = [[float(top["logprob"]) for top in entry.get("top_logprobs") or []] for entry in content]
 
 
 class OpenAIEngine:
@@ -261,6 +287,8 @@ class OpenAIEngine:
             body["min_p"] = sampling.min_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.logprobs:  # token ids, not strings (see add_logprobs)
+            body.update(logprobs=True, top_logprobs=sampling.logprobs, return_tokens_as_token_ids=True)
         if request.prefill:
             # vLLM/SGLang extensions: continue the given assistant turn instead of starting a new one.
             messages.append({"role": "assistant", "content": request.prefill})

@@ -32,7 +32,7 @@ from distill.io import (
     write_json_atomic,
     write_table_atomic,
 )
-from distill.models import model_label
+from distill.models import model_label, resolve_model, vocab_hash
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
@@ -84,7 +84,8 @@ def run_generate(config: GenerateConfig) -> dict:
         # Every sample is already in the folder (eval resumes each model's samples this way): no engine to start,
         # which for vLLM is a minute or more per model. The folder's stats are written again as a run would.
         teacher = model_label(config.model)
-        _prepare_output(out, prefix, config, teacher, json.dumps(sampling_params(config), sort_keys=True))
+        vocab = _recorded_tokenizer(out) if config.logprobs else None
+        _prepare_output(out, prefix, config, teacher, json.dumps(sampling_params(config), sort_keys=True), vocab)
         return _finish(out, prefix, config, num_prompts, {"generated": 0, "completion_tokens": 0, "seconds": 0.0})
 
     engine = make_engine(config)
@@ -92,7 +93,8 @@ def run_generate(config: GenerateConfig) -> dict:
         teacher = getattr(engine, "model_name", None) or config.model
         sampling = sampling_params(config)
         sampling_json = json.dumps(sampling, sort_keys=True)
-        _prepare_output(out, prefix, config, teacher, sampling_json)
+        vocab = teacher_tokenizer(engine, teacher) if config.logprobs else None
+        _prepare_output(out, prefix, config, teacher, sampling_json, vocab)
 
         files = data_files(out / "data", prefix)
         if config.retry_errors:
@@ -102,7 +104,7 @@ def run_generate(config: GenerateConfig) -> dict:
         todo = _todo_batches(iter_prompts(config, shard), done, config.num_samples, teacher, sampling_json)
         # At most this many are left (done may hold rows of prompts no longer in the source): the bar's total.
         left = max(0, num_prompts * config.num_samples - len(done))
-        run = _generate(engine, todo, left, config, teacher, sampling, out, prefix)
+        run = _generate(engine, todo, left, config, teacher, sampling, out, prefix, vocab)
     finally:
         engine.close()
     return _finish(out, prefix, config, num_prompts, run)
@@ -156,7 +158,34 @@ def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
     )
 
 
-def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
+def teacher_tokenizer(engine, teacher: str) -> dict:
+    """The teacher's tokenizer for --logprobs: its name and vocab_hash, which `distill train --method kd` checks
+    against the student's. An openai server keeps its tokenizer: it is looked for locally under the model's name
+    (an alias, a folder, a cached hub id), and when none is found the hash is null and KD refuses the rows."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher), local_files_only=True)
+        except (OSError, ValueError, DistillError):
+            print(f"warning: no local tokenizer for `{teacher}`: its vocabulary hash is not recorded", file=sys.stderr)
+            return {"name": teacher, "vocab_hash": None}
+    return {"name": teacher, "vocab_hash": vocab_hash(tokenizer)}
+
+
+def _recorded_tokenizer(out: Path) -> dict | None:
+    try:
+        return (yaml.safe_load((out / "config.resolved.yaml").read_text(encoding="utf-8")) or {}).get(
+            "teacher_tokenizer"
+        )
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+def _prepare_output(
+    out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str, vocab: dict | None = None
+) -> None:
     if config.overwrite:
         if config.num_shards == 1:
             clear_folder(out)
@@ -170,7 +199,7 @@ def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str
     (out / "stats.json").unlink(missing_ok=True)
     (out / "shards" / f"{prefix}.json").unlink(missing_ok=True)
     resolved = GenerateConfig(**{**_asdict(config), "model": teacher})
-    dump_config(resolved, out / "config.resolved.yaml")
+    dump_config(resolved, out / "config.resolved.yaml", {"teacher_tokenizer": vocab} if vocab else None)
 
 
 def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
@@ -181,6 +210,7 @@ def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_j
         "teacher": (previous.model, teacher),
         "sampling": (json.dumps(sampling_params(previous), sort_keys=True), sampling_json),
         "num_shards": (previous.num_shards, config.num_shards),
+        "logprobs": (previous.logprobs, config.logprobs),  # one folder: every row with its log-probs, or none
     }
     for name, (was, now) in checks.items():
         if was != now:
@@ -194,13 +224,14 @@ def _asdict(config: GenerateConfig) -> dict:
     return dataclasses.asdict(config)
 
 
-def _generate(engine, batches, total: int, config, teacher, sampling, out, prefix) -> dict:
+def _generate(engine, batches, total: int, config, teacher, sampling, out, prefix, vocab=None) -> dict:
     """Run the engine over the missing samples, batch by batch, flushing finished rows every N rows or N seconds."""
     from tqdm import tqdm
 
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     sampling_json = json.dumps(sampling, sort_keys=True)
     engine_sampling = config.sampling()
+    engine_sampling.logprobs = config.logprobs
     buffer: list[dict] = []
     run = {"generated": 0, "completion_tokens": 0, "seconds": 0.0}
     last_flush = start = time.monotonic()
@@ -220,7 +251,7 @@ def _generate(engine, batches, total: int, config, teacher, sampling, out, prefi
             requests = [Request(messages=p.messages, prefill=sampling["prefill"]) for p, _, _ in todo]
             for index, result in engine.generate(requests, engine_sampling):
                 prompt, k, row_id = todo[index]
-                buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"]))
+                buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"], vocab))
                 run["generated"] += 1
                 run["completion_tokens"] += result.completion_tokens or 0
                 elapsed = time.monotonic() - start
@@ -242,7 +273,9 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _row(prompt: Prompt, k: int, row_id: str, result, teacher: str, sampling_json: str, prefill: str) -> dict:
+def _row(
+    prompt: Prompt, k: int, row_id: str, result, teacher: str, sampling_json: str, prefill: str, vocab=None
+) -> dict:
     if result.error is not None:
         reasoning = answer = completion = None
     else:
@@ -269,6 +302,11 @@ def _row(prompt: Prompt, k: int, row_id: str, result, teacher: str, sampling_jso
         "teacher": teacher,
         "sampling": sampling_json,
         "error": result.error,
+        "token_ids": result.token_ids,
+        "top_token_ids": result.top_ids,
+        "top_logprobs": result.top_logprobs,
+        "teacher_tokenizer": vocab["name"] if vocab and result.token_ids is not None else None,
+        "teacher_vocab_hash": vocab["vocab_hash"] if vocab and result.token_ids is not None else None,
     }
 
 
