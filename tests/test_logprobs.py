@@ -122,8 +122,8 @@ def test_openai_engine_asks_for_token_ids_and_stores_them(prompts_file, tmp_path
     script = [Action(message={"content": "a b"}, choice=logprob_choice([7, 9, 2], tops)) for _ in range(2)]
     out = tmp_path / "out"
     with FakeOpenAIServer(script=script) as server:
-        generate("--engine", "openai", "--base-url", server.base_url, "--model", server.model_id,
-                 "--source", str(prompts_file), "--num-prompts", "2", "--logprobs", "2", "--out", str(out), "-q")  # fmt: skip
+        generate("--engine", "openai", "--base-url", server.base_url, "--model", server.model_id, "--source",
+                 str(prompts_file), "--num-prompts", "2", "--logprobs", "2", "--out", str(out), "-q")  # fmt: skip
         bodies = server.bodies
     assert all(b["logprobs"] is True and b["top_logprobs"] == 2 and b["return_tokens_as_token_ids"] for b in bodies)
     for row in rows(out):
