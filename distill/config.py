@@ -468,7 +468,12 @@ class EvalConfig(SampledConfig):
     verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
     # Two labels, [before, after]: the table ends with after's gain over before and its 95% paired bootstrap
     # interval over prompts (distill/train/compare.py)
-    gain_of: list[str] = field(default_factory=list)
+    # (Several gains: a list of such pairs, e.g. [[before, sft], [sft, opd]], a row each.)
+    gain_of: list[str] | list[list[str]] = field(default_factory=list)
+    # Training data whose problems are left out of the benchmark (held out means held out): generate, filter or mix
+    # output folders and files with a `problem` column, or prompt sources in generate's keys ({source, seed,
+    # num_prompts, source_options, ...}). The first num_prompts prompts that no training set holds are evaluated.
+    exclude: list[str | dict[str, Any]] = field(default_factory=list)
     # Output
     out: str = ""
     resume: bool = False
@@ -483,6 +488,8 @@ class EvalConfig(SampledConfig):
             self.models = [self.model]
         if isinstance(self.labels, str):
             self.labels = [self.labels]
+        if isinstance(self.exclude, str | dict):
+            self.exclude = [self.exclude]
         if isinstance(self.verifiers, str):
             self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
         if isinstance(self.verifiers, list):
@@ -512,11 +519,18 @@ class EvalConfig(SampledConfig):
             from distill.train.eval import default_label  # eval imports this module
 
             names = list(self.labels) or [default_label(m) for m in (self.models or [None])]
-            if len(self.gain_of) != 2 or not set(self.gain_of) <= set(names):
-                raise DistillError(
-                    f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), "
-                    f"got {shown(self.gain_of)}"
-                )
+            for pair in self.gain_pairs():
+                if len(pair) != 2 or not set(pair) <= set(names):
+                    raise DistillError(
+                        f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), or list "
+                        f"such pairs, got {shown(self.gain_of)}"
+                    )
+
+    def gain_pairs(self) -> list[list[str]]:
+        """gain_of as a list of [before, after] pairs."""
+        if self.gain_of and all(isinstance(pair, list) for pair in self.gain_of):
+            return [list(pair) for pair in self.gain_of]
+        return [list(self.gain_of)] if self.gain_of else []
 
 
 @dataclass(slots=True)

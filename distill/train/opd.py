@@ -113,18 +113,23 @@ def run_opd(config: TrainConfig) -> dict:
     learning_rate = config.learning_rate or (OPD_LORA_LR if config.lora else OPD_FULL_LR)
     args = _arguments(config, out, kind, teacher, teacher_path, learning_rate, dtype, bf16, fp16, on_gpu)
 
-    if config.overwrite and not config.resume:
-        clear_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = dataclasses.replace(
-        config, student=student_label, learning_rate=learning_rate, dtype=dtype,
-        chat_template=template_name or config.chat_template,
-        teacher=teacher_label if isinstance(config.teacher, str) else dataclasses.asdict(teacher),
-    )  # fmt: skip
-    write_resolved(resolved, out / "config.resolved.yaml", {"opd_trainer": kind})
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`, one process writes the folder, after all have checked
     log = out / OPD_LOG
-    if not last_checkpoint:
-        log.unlink(missing_ok=True)
+    if state.is_main_process:
+        if config.overwrite and not config.resume:
+            clear_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        resolved = dataclasses.replace(
+            config, student=student_label, learning_rate=learning_rate, dtype=dtype,
+            chat_template=template_name or config.chat_template,
+            teacher=teacher_label if isinstance(config.teacher, str) else dataclasses.asdict(teacher),
+        )  # fmt: skip
+        write_resolved(resolved, out / "config.resolved.yaml", {"opd_trainer": kind})
+        if not last_checkpoint:
+            log.unlink(missing_ok=True)
+    state.wait_for_everyone()
 
     peft_config = None
     if config.lora:
@@ -150,9 +155,10 @@ def run_opd(config: TrainConfig) -> dict:
     model.config.use_cache = True
     with contextlib.redirect_stdout(sys.stderr):
         trainer.save_model(str(out))
-        tokenizer.padding_side = "right"
-        tokenizer.save_pretrained(str(out))
-        model.generation_config.save_pretrained(str(out))
+        if trainer.is_world_process_zero():
+            tokenizer.padding_side = "right"
+            tokenizer.save_pretrained(str(out))
+            model.generation_config.save_pretrained(str(out))
         trainer.save_state()
     logged = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     metrics = {
@@ -168,7 +174,8 @@ def run_opd(config: TrainConfig) -> dict:
     }
     from distill.rl.report import write_curves
 
-    write_curves(out, logged, "distill train --method opd", PLOTS)
+    if trainer.is_world_process_zero():
+        write_curves(out, logged, "distill train --method opd", PLOTS)
     with contextlib.redirect_stdout(sys.stderr):
         trainer.save_metrics("train", metrics)  # train_results.json last: it marks a finished run
     return metrics
