@@ -254,3 +254,12 @@ def test_settings_are_checked_before_anything_runs(tiny_model, prompts_file, tmp
         args += extra
     result = invoke(*args, expect=1)
     assert needle in result.output and not (tmp_path / "student").exists()
+
+
+def test_help_names_the_methods_and_the_teacher_flags():
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--method", "--ce-weight", "--teacher", "--base-url", "--source", "--prompt-seed", "--beta"):
+        assert flag in result.output
+    assert "--logprobs" in CliRunner().invoke(main, ["generate", "--help"]).output
+    assert "--exclude" in CliRunner().invoke(main, ["eval", "--help"]).output

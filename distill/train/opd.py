@@ -38,6 +38,7 @@ from typing import Any
 
 from distill.config import OPD_FULL_LR, OPD_LORA_LR, EngineConfig, GenerateConfig, TrainConfig, build_config
 from distill.config import dump_config as write_resolved
+from distill.engines.openai_engine import safe_url
 from distill.errors import DistillError, MissingDependency
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
@@ -93,7 +94,10 @@ def run_opd(config: TrainConfig) -> dict:
 
     out = Path(config.out)
     teacher = teacher_config(config.teacher)
-    student_label, teacher_label = model_label(config.student), model_label(teacher.model)
+    student_label = model_label(config.student)
+    # A server named without a model serves its own: name it by its address
+    served_unnamed = teacher.engine == "openai" and not teacher.model
+    teacher_label = safe_url(teacher.base_url) if served_unnamed else model_label(teacher.model)
     last_checkpoint = check_output(out, config, teacher)
     rows = prompt_rows(config.prompts)
     if not rows:
@@ -228,6 +232,8 @@ def _pair(teacher: EngineConfig, tokenizer, student: str, teacher_label: str, au
         # The server scores the student's token ids, so it must share the student's tokenizer; checked when the
         # served model's name has a local tokenizer (an alias, a folder, a cached hub id)
         try:
+            if not teacher.model:
+                raise ValueError("the server's own model")
             theirs = vocab_hash(auto.from_pretrained(resolve_model(teacher.model), local_files_only=True))
         except (OSError, ValueError, DistillError, TypeError):
             theirs = None
