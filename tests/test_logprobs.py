@@ -184,3 +184,20 @@ def test_vllm_engine_stores_the_teachers_top_k(prompts_file, tmp_path):
         for position, (ids, values) in enumerate(zip(row["top_token_ids"], row["top_logprobs"], strict=True)):
             assert ids[0] == int(reference[position].argmax())
             assert values == pytest.approx(reference[position][ids].tolist(), abs=2e-2)
+
+
+@pytest.mark.slow
+def test_a_vllm_server_returns_token_ids_that_align(vllm_server, prompts_file, tmp_path):
+    """A real vLLM OpenAI server takes return_tokens_as_token_ids: the ids decode to the completion text."""
+    from transformers import AutoTokenizer
+
+    from distill.models import EMBEDDED, embedded_model_dir
+
+    out = tmp_path / "out"
+    generate("--engine", "openai", "--base-url", vllm_server, "--model", EMBEDDED, "--source", str(prompts_file),
+             "--num-prompts", "2", "--max-tokens", "24", "--logprobs", "3", "--out", str(out), "-q")  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    for row in rows(out):
+        assert tokenizer.decode(row["token_ids"], skip_special_tokens=True) == row["completion"]
+        assert all(len(top) == 3 for top in row["top_token_ids"]) and len(row["top_logprobs"]) == len(row["token_ids"])
+        assert row["teacher_vocab_hash"] == vocab_hash(tokenizer)  # the served name is a local alias

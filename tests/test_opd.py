@@ -263,3 +263,15 @@ def test_help_names_the_methods_and_the_teacher_flags():
         assert flag in result.output
     assert "--logprobs" in CliRunner().invoke(main, ["generate", "--help"]).output
     assert "--exclude" in CliRunner().invoke(main, ["eval", "--help"]).output
+
+
+@pytest.mark.slow
+def test_a_real_vllm_server_as_the_teacher(vllm_server, prompts_file, tmp_path):
+    """One OPD step of the embedded SmolLM2 scored by a real `vllm serve` of itself (prompt_logprobs)."""
+    out = tmp_path / "student"
+    invoke("train", "--method", "opd", "--student", "smollm2-135m", "--teacher", "smollm2-135m", "--base-url",
+           vllm_server, "--source", str(prompts_file), "--num-prompts", "2", "--max-completion-length", "16",
+           "--batch-size", "2", "--max-steps", "1", "--out", str(out), "-q")  # fmt: skip
+    (row,) = logged(out)
+    # the same model on both sides: the sampled-token reverse KL is ~0 (float32 here, the server's kernels there)
+    assert abs(row["reverse_kl"]) < 0.05 and row["teacher_logprob"] < 0
