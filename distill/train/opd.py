@@ -245,6 +245,10 @@ def _pair(teacher: EngineConfig, tokenizer, student: str, teacher_label: str, au
                 f"({mine}): a server scores the student's token ids, so it needs the same one; run the teacher here "
                 "(drop --base-url) for a cross-tokenizer distillation"
             )
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:  # TRL's client of the server refuses to load without it
+            raise MissingDependency("vllm (TRL's client of a served teacher needs it)", 'pip install "distill[vllm]"')
         return "server", teacher.base_url.rstrip("/").removesuffix("/v1")
     path = resolve_model(teacher.model)
     theirs = vocab_hash(_tokenizer(auto, path, f"the teacher {teacher_label}"))
