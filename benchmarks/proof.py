@@ -10,7 +10,8 @@ On reasoning-gym sums (2 terms, 1-2 digits, + and -), with R1's prompt and stric
      check), and up to N self-distilled SmolLM2 traces that a lenient math check passed (SmolLM2 never writes
      \\boxed{});
   3. SmolLM2-135M fully fine-tuned on each, once per training seed;
-  4. every model evaluated on held-out prompts (seed 1000), k samples each, strict and lenient.
+  4. every model evaluated on held-out prompts (seed 1000; the first `eval prompts` whose sum is no training
+     prompt's, distill.train.compare.problem_key: 8 of the first 100 were), k samples each, strict and lenient.
 A row per model: pass@1 with its 95% bootstrap interval over prompts (a student's rows average its seeds per
 prompt first); then filtered - base and filtered - unfiltered with 95% paired bootstrap intervals. The table,
 machine, date and command are appended to the results file.
@@ -99,7 +100,8 @@ def train(data: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def evaluate(models: dict[str, str], out: Path, prompts: int, samples: int) -> dict:
+def evaluate(models: dict[str, str], out: Path, prompts: int, samples: int, exclude: list) -> dict:
+    """Every model on the first `prompts` held-out sums (seed 1000) that no training set in `exclude` holds."""
     import pyarrow.parquet as pq
 
     from distill.config import EvalConfig
@@ -107,8 +109,10 @@ def evaluate(models: dict[str, str], out: Path, prompts: int, samples: int) -> d
 
     config = EvalConfig(models=list(models.values()), labels=list(models), source=TASK, source_options=TASK_OPTIONS,
                         seed=1000, num_prompts=prompts, num_samples=samples, max_tokens=256, verifiers={"math": {}},
-                        out=str(out), resume=out.exists(), **VLLM)  # fmt: skip
+                        out=str(out), resume=out.exists(), exclude=[str(e) for e in exclude], **VLLM)  # fmt: skip
     summary = run_eval(config)
+    rows_excluded = summary.get("excluded_training_problems", 0)
+    print(f"held out: {rows_excluded} of the first held-out sums were training sums and left out", file=sys.stderr)
     rows = {
         label: pq.read_table(out / m["dir"] / "samples.parquet").to_pylist() for label, m in summary["models"].items()
     }
@@ -172,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(seeds):
             models[f"{name}/seed{seed}"] = str(train(data, work / "train" / f"{name}-{seed}", seed))
             done(f"trained {name} seed {seed}")
-    rows = evaluate(models, work / "eval", eval_prompts, eval_samples)
+    # held out means held out: the sums either generation saw are left out of the benchmark (both used the same
+    # prompts, so the teacher's folder names them all)
+    rows = evaluate(models, work / "eval", eval_prompts, eval_samples, exclude=[teacher])
     done("evaluated")
 
     groups = {"teacher": ["teacher"], "student base": ["base"]}
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPUs, {minutes:.0f} min "
         f"(including steps resumed from {work}). Training sets: N = {n} rows filtered and unfiltered, "
         f"{min(n, m)} self-distilled; {seeds} training seed(s); "
-        f"{eval_prompts} held-out prompts x {eval_samples} samples. Command: "
+        f"{eval_prompts} held-out prompts x {eval_samples} samples (training sums left out of them). Command: "
         f"`python benchmarks/proof.py{' --quick' if args.quick else ''}"
         f"{' --sizes ' + args.sizes if args.sizes else ''}`.\n\n"
     )

@@ -4,7 +4,8 @@
     python benchmarks/rl.py --quick    # 1 seed, 6 steps, 16 prompts x 2 samples (a smoke run, not a claim)
 
 Training prompts: reasoning-gym basic_arithmetic (one-digit sums and differences), seed 0. Held out: the same task
-generated with seed 1000, so no training prompt is evaluated. Rewards: lenient math (last number) 1.0 + format
+generated with seed 1000, less every sum a training prompt has (distill.train.compare.problem_key), so no training
+problem is evaluated. Rewards: lenient math (last number) 1.0 + format
 (\\boxed{}, no think block required) 0.2. Each model is sampled once with `distill eval` (the lenient verifier);
 strict (boxed) correctness is read from the same generations, so a format-only gain (more boxes, same numbers)
 shows as strict rising with lenient flat. Gains get 95% intervals from a paired bootstrap over prompts, per seed
@@ -118,6 +119,8 @@ def main() -> None:
             # 106 s on vLLM CPU with its engine start (measured 2026-11-28)
             batch_size=64,
             verifiers={"math": {"extraction": "lenient", "workers": 0}},
+            # held out means held out: the one-digit sums RL trained on are left out (2 of the first 48 were)
+            exclude=[{"source": TASK, "source_options": TASK_OPTIONS, "seed": 0, "num_prompts": max(steps, 8)}],
             out=str(work / "eval"),
             overwrite=True,
             quiet=True,

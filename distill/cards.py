@@ -68,13 +68,16 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     # A filter output names its generate inputs; their resolved configs say how the prompts were made.
     inputs = own.get("inputs") or []
     generate_configs = [own] if "source" in own else [_read_yaml(Path(i) / "config.resolved.yaml") for i in inputs]
-    teachers, samplings, domains = {}, set(), {}
+    teachers, samplings, domains, vocabularies = {}, set(), {}, set()
     columns: list[str] = []
     for path in data_files(folder / "data"):
         schema = pq.read_schema(path)
         columns += [n for n in schema.names if n not in columns]
-        present = [c for c in ("teacher", "sampling", "domain") if c in schema.names]
+        wanted = ("teacher", "sampling", "domain", "teacher_tokenizer", "teacher_vocab_hash")
+        present = [c for c in wanted if c in schema.names]
         table = pq.read_table(path, columns=present).to_pydict()
+        pairs = zip(table.get("teacher_tokenizer", []), table.get("teacher_vocab_hash", []), strict=True)
+        vocabularies.update(pair for pair in pairs if pair[0] is not None)
         for teacher in table.get("teacher", []):
             teachers[teacher] = teachers.get(teacher, 0) + 1
         samplings.update(table.get("sampling", []))
@@ -116,6 +119,10 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
     generated = [stats] if "source" in own else [_read_json(Path(i) / "stats.json") for i in inputs]
     if generation := _generation_text([g for g in generated if "completion_tokens" in g]):
         lines.append(f"| generation | {generation} |")
+    if vocabularies:
+        top_k = sorted({c.get("logprobs") for c in generate_configs if c and c.get("logprobs")})
+        names = ", ".join(f"`{_public_model(n)}` (vocabulary {h or 'unknown'})" for n, h in sorted(vocabularies))
+        lines.append(f"| teacher log-probs | top-{'/'.join(map(str, top_k)) or 'k'} per token; tokenizer {names} |")
     verifiers = own.get("verifiers") or {name: {} for name in stats.get("verifiers", {})}
     if verifiers:
         lines.append(f"| verifiers | {_verifiers_text(verifiers)} |")
@@ -136,6 +143,14 @@ def dataset_card(folder: Path, repo_id: str, rows: int, license: str) -> str:
             "`<think>\\n…\\n</think>\\n\\n<answer>`. The other columns keep the raw material: "
             + ", ".join(f"`{c}`" for c in columns if c != "messages")
             + ".",
+        ]
+    if vocabularies:
+        lines += [
+            "",
+            "`token_ids` are the generated tokens (after any prefill) in the teacher's vocabulary; at each, "
+            "`top_token_ids` and `top_logprobs` hold the teacher's most likely next tokens and their log-probs at "
+            "temperature 1, most likely first: material for logit distillation (`distill train --method kd`) of a "
+            "student with the same tokenizer.",
         ]
     lines += [
         "",

@@ -62,6 +62,13 @@ def main():
     default=None,
     help="Answer without chain of thought: prefill an empty think block (R1's trivial general queries).",
 )
+@click.option(
+    "--logprobs",
+    type=int,
+    metavar="K",
+    help="Store the teacher's top-K token ids and log-probs at every completion token (for `distill train "
+    "--method kd`).  [default: 0, off]",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, default=None, help="Complete the missing samples of an existing output.")
 @click.option("--overwrite", is_flag=True, default=None, help="Delete an existing output first.")

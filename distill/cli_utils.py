@@ -258,8 +258,9 @@ def teacher_flags(overrides: dict, source_option: tuple, engine_arg: tuple) -> d
     return overrides
 
 
-def prompt_source_options(source_help: str):
-    """The prompt-source flags that `generate` and `eval` share; their names are SampledConfig's fields."""
+def prompt_source_options(source_help: str, seed_flag: str = "--seed"):
+    """The prompt-source flags that `generate` and `eval` share; their names are SampledConfig's fields. `train`,
+    whose --seed is the training seed, names the prompts' seed `--prompt-seed` (parameter `prompt_seed`)."""
     options = [
         click.option("--source", help=source_help),
         click.option("--split", help="Split of a datasets source.  [default: train]"),
@@ -278,7 +279,7 @@ def prompt_source_options(source_help: str):
         click.option(
             "--num-prompts", type=int, help="Use the first N prompts (reasoning-gym: make N).  [default: all; 100]"
         ),
-        click.option("--seed", type=int, help="Seed for procedural sources and the engine.  [default: 0]"),
+        click.option(seed_flag, type=int, help="Seed for procedural sources and the engine.  [default: 0]"),
         click.option(
             "--source-option",
             multiple=True,

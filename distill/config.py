@@ -136,6 +136,9 @@ class SampledConfig(TeacherConfig):
 class GenerateConfig(SampledConfig):
     # Answer without chain of thought: prefill an empty think block (R1 kept trivial general queries without CoT)
     no_think: bool = False
+    # Store the teacher's top-k log-probs at every completion token beside the text (0: off), for `distill train
+    # --method kd`. vLLM (in-process or served) returns at most 20 unless its engine argument max_logprobs says more.
+    logprobs: int = 0
     # Output
     out: str = ""
     resume: bool = False
@@ -182,6 +185,8 @@ class GenerateConfig(SampledConfig):
             raise DistillError("--cancel cancels submitted batches: it goes with --engine openai-batch")
         if not math.isfinite(self.stop_timeout) or self.stop_timeout < 0:
             raise DistillError(f"--stop-timeout must be 0 or more seconds, got {self.stop_timeout}")
+        if self.logprobs < 0:
+            raise DistillError(f"--logprobs must be 0 (off) or a number of top tokens, got {self.logprobs}")
 
 
 def check_sampling(temperature: float, top_p: float, min_p: float = 0.0) -> None:
@@ -208,6 +213,13 @@ def check_keys(cls, data: dict, where: str) -> None:
             )
         if key not in names:
             raise DistillError(f"unknown key `{shown(key)}` in {where}{near_hint(key, names)}")
+
+
+def check_keys_of(names, data: dict, where: str) -> None:
+    """check_keys for a mapping whose keys are a subset of a class's (`names`)."""
+    for key in data:
+        if not isinstance(key, str) or key not in names:
+            raise DistillError(f"unknown key `{shown(key)}` in {where}{near_hint(str(key), names)}")
 
 
 def check_types(cls, data: dict, where: str) -> None:
@@ -303,13 +315,14 @@ def build_config(cls, recipe: dict | None, overrides: dict, where: str = "the re
     return cls(**merged)
 
 
-def dump_config(config, path: Path) -> None:
-    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values.
+def dump_config(config, path: Path, extra: dict | None = None) -> None:
+    """Write `config.resolved.yaml`. Configs hold the names of secret variables, never their values. `extra`: what
+    the run found out besides its settings (generate: the teacher's tokenizer), as more top-level keys.
 
     Written under a temporary name and renamed: shards of one run rewrite it while others may read it.
     """
 
-    text = yaml.safe_dump(scrub_config(dataclasses.asdict(config)), sort_keys=False)
+    text = yaml.safe_dump(scrub_config({**dataclasses.asdict(config), **(extra or {})}), sort_keys=False)
     write_text_atomic(text, Path(path), durable=False)
 
 
@@ -400,7 +413,12 @@ class EvalConfig(SampledConfig):
     verifiers: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_EVAL_VERIFIERS.items()})
     # Two labels, [before, after]: the table ends with after's gain over before and its 95% paired bootstrap
     # interval over prompts (distill/train/compare.py)
-    gain_of: list[str] = field(default_factory=list)
+    # (Several gains: a list of such pairs, e.g. [[before, sft], [sft, opd]], a row each.)
+    gain_of: list[str] | list[list[str]] = field(default_factory=list)
+    # Training data whose problems are left out of the benchmark (held out means held out): generate, filter or mix
+    # output folders and files with a `problem` column, or prompt sources in generate's keys ({source, seed,
+    # num_prompts, source_options, ...}). The first num_prompts prompts that no training set holds are evaluated.
+    exclude: list[str | dict[str, Any]] = field(default_factory=list)
     # Output
     out: str = ""
     resume: bool = False
@@ -415,6 +433,8 @@ class EvalConfig(SampledConfig):
             self.models = [self.model]
         if isinstance(self.labels, str):
             self.labels = [self.labels]
+        if isinstance(self.exclude, str | dict):
+            self.exclude = [self.exclude]
         if isinstance(self.verifiers, str):
             self.verifiers = [v.strip() for v in self.verifiers.split(",") if v.strip()]
         if isinstance(self.verifiers, list):
@@ -442,11 +462,18 @@ class EvalConfig(SampledConfig):
             raise DistillError("no verifiers: pass --verifiers, e.g. math,code")
         if self.gain_of:
             names = list(self.labels) or [default_label(m) for m in (self.models or [None])]
-            if len(self.gain_of) != 2 or not set(self.gain_of) <= set(names):
-                raise DistillError(
-                    f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), "
-                    f"got {shown(self.gain_of)}"
-                )
+            for pair in self.gain_pairs():
+                if len(pair) != 2 or not set(pair) <= set(names):
+                    raise DistillError(
+                        f"gain_of must name two of the models' labels ({', '.join(map(shown, names))}), or list "
+                        f"such pairs, got {shown(self.gain_of)}"
+                    )
+
+    def gain_pairs(self) -> list[list[str]]:
+        """gain_of as a list of [before, after] pairs."""
+        if self.gain_of and all(isinstance(pair, list) for pair in self.gain_of):
+            return [list(pair) for pair in self.gain_of]
+        return [list(self.gain_of)] if self.gain_of else []
 
 
 @dataclass(slots=True)
@@ -481,6 +508,14 @@ class MixConfig:
 # for SFT). The student recipes in recipes/students/ set a rate per model size.
 FULL_FINETUNE_LR = 4e-5
 LORA_LR = 2e-4
+# On-policy distillation moves the student less per step than SFT on new text: 2e-5 (full) and 1e-4 (LoRA) are the
+# rates of Thinking Machines' on-policy distillation recipes and NeMo-RL's runs (4e-5 was worse there).
+OPD_FULL_LR = 2e-5
+OPD_LORA_LR = 1e-4
+TRAIN_METHODS = ("sft", "kd", "opd")
+# The prompt-source settings of generate (SampledConfig's fields) that an OPD run's `prompts:` takes
+PROMPT_SOURCE_KEYS = ("source", "split", "prompt_column", "answer_column", "id_column", "domain", "system_prompt",
+                      "prompt_template", "num_prompts", "seed", "source_options")  # fmt: skip
 # On a CPU, train and rl take log-probabilities from the model's own logits (TRL's tiled head is slower there) up
 # to this many bytes of fp32 logits a batch; past it, TRL's tiles again (a 152k vocabulary at 8 x 4096 is 20 GB)
 CPU_LOGITS_BYTES = 2 * 2**30
@@ -489,8 +524,12 @@ CPU_LOGITS_BYTES = 2 * 2**30
 @dataclass(slots=True)
 class TrainConfig:
     """What `distill train` decides itself. Every other training argument passes through to TRL's SFTConfig via
-    `trl:` (YAML) or `--trl KEY=VALUE`, rather than being declared a second time here."""
+    `trl:` (YAML) or `--trl KEY=VALUE`, rather than being declared a second time here (with --method opd, to the
+    config of the TRL trainer that distils: DistillationConfig, ServerDistillationConfig or GOLDConfig)."""
 
+    # How: sft (on the teacher's text), kd (on its stored top-k log-probs, from `distill generate --logprobs`; the same
+    # tokenizer) or opd (on-policy: the student samples, the teacher scores every token; distill/train/opd.py)
+    method: str = "sft"
     # Data and model
     data: list[str] = field(default_factory=list)  # `distill filter` output folders (DATA/data/*.parquet) or files
     student: str | None = None  # alias, Hugging Face id or folder; None: the embedded SmolLM2-135M-Instruct
@@ -538,6 +577,17 @@ class TrainConfig:
     machine_rank: int | None = None
     main_process_ip: str | None = None
     main_process_port: int | None = None
+    # kd: loss per token = ce_weight x cross-entropy on the teacher's token + (1 - ce_weight) x forward KL from the
+    # teacher's stored top-k plus one bucket for the rest of its probability (distill/train/kd.py)
+    ce_weight: float = 0.5
+    # opd: the teacher, as generate takes it: a model (alias, folder, hub id) run in this process, or a mapping of
+    # generate's engine keys, {model, engine: openai, base_url, api_key_env}, for a vLLM server
+    teacher: str | dict[str, Any] | None = None
+    # opd: the prompts, in generate's keys (PROMPT_SOURCE_KEYS: source, split, ..., num_prompts, seed, source_options)
+    prompts: dict[str, Any] = field(default_factory=dict)
+    max_completion_length: int = 256  # opd: tokens the student samples per prompt
+    temperature: float = 1.0  # opd: the student's sampling temperature, which the loss uses too
+    beta: float = 1.0  # opd: 1 reverse KL (on-policy distillation), 0 forward KL, between: generalized JSD
     quiet: bool = False
 
     def __post_init__(self):
@@ -550,8 +600,16 @@ class TrainConfig:
         self.trl = dict(self.trl or {})
 
     def validate(self) -> None:
-        if not self.data:
+        if self.method not in TRAIN_METHODS:
+            raise DistillError(
+                f"unknown --method `{shown(self.method)}`{near_hint(self.method, TRAIN_METHODS)}: use sft, kd or opd"
+            )
+        if self.method == "opd":
+            self._validate_opd()
+        elif not self.data:
             raise DistillError("no training data: pass one or more `distill filter` output folders")
+        if not 0 <= self.ce_weight <= 1:
+            raise DistillError(f"--ce-weight must be in [0, 1], got {self.ce_weight}")
         if not self.out:
             raise DistillError("no output folder: pass --out DIR")
         if self.resume and self.overwrite:
@@ -570,6 +628,26 @@ class TrainConfig:
             raise DistillError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise DistillError(f"unknown --dtype `{self.dtype}`: use auto, float32, bfloat16 or float16")
+
+    def _validate_opd(self) -> None:
+        if self.data:
+            raise DistillError("--method opd samples its own data: drop the DATA folders, pass --source for prompts")
+        if not self.teacher:
+            raise DistillError("--method opd needs a teacher: pass --teacher MODEL (and --base-url URL for a server)")
+        if isinstance(self.teacher, dict):
+            check_keys(EngineConfig, self.teacher, "train.teacher")
+            check_types(EngineConfig, self.teacher, "train.teacher")
+        check_keys_of(PROMPT_SOURCE_KEYS, self.prompts, "train.prompts")
+        check_types(SampledConfig, self.prompts, "train.prompts")
+        if not self.prompts.get("source"):
+            raise DistillError("--method opd needs prompts: pass --source FILE|DATASET|reasoning-gym:TASK")
+        if self.max_completion_length < 1:
+            raise DistillError(f"--max-completion-length must be at least 1, got {self.max_completion_length}")
+        if not 0 <= self.beta <= 1:
+            raise DistillError(f"--beta must be in [0, 1] (1: reverse KL), got {self.beta}")
+        check_sampling(self.temperature, 1.0)
+        if self.temperature == 0:
+            raise DistillError("--temperature must be above 0 for --method opd: the student samples")
 
 
 # A dataset of traces inherits the teacher's terms (and the prompt source's), which a tool cannot decide.

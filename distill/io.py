@@ -86,10 +86,44 @@ def _tmp_for(final: Path) -> Path:
     return tmp
 
 
+def parquet_options(table: pa.Table) -> dict:
+    """`pq.write_table` options for `table`: pyarrow's defaults, except when it holds log-probs.
+
+    Log-probs are most of such a file (5 per token against about 4 characters of text), and random-looking floats
+    are what dictionary encoding and snappy compress worst. Measured on SmolLM2's traces with --logprobs 5 (1,822
+    tokens; benchmarks/RESULTS.md): 47.2 bytes a token (text included) with the defaults and float32, 32.6 with
+    zstd and the floats byte-stream-split instead of dictionary-encoded, 25.0 with float16 values as well."""
+    if "top_logprobs" not in table.column_names or table.column("top_logprobs").null_count == table.num_rows:
+        return {}
+    paths = _leaf_paths(table.schema)
+    floats = [path for path in paths if path.startswith("top_logprobs.")]
+    return {
+        "compression": "zstd",
+        "use_dictionary": [path for path in paths if path not in floats],
+        "use_byte_stream_split": floats,
+    }
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet's dotted paths of the leaf columns (`top_logprobs.list.element.list.element`), which the per-column
+    write options name."""
+
+    def walk(name: str, kind: pa.DataType):
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            yield from walk(f"{name}.list.element", kind.value_type)
+        elif pa.types.is_struct(kind):
+            for child in kind:
+                yield from walk(f"{name}.{child.name}", child.type)
+        else:
+            yield name
+
+    return [path for field in schema for path in walk(field.name, field.type)]
+
+
 def write_table_atomic(table: pa.Table, final: Path) -> None:
     """A Parquet file that is either complete and on disk under its name, or not there at all."""
     tmp = _tmp_for(final)
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, **parquet_options(table))
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())  # the data is on disk before the name says the file is complete
     os.replace(tmp, final)

@@ -8,6 +8,7 @@ are concatenated in order, and the file's size, sha256 and GGUF metadata are che
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -74,6 +75,14 @@ def resolve_model(name: str | None) -> str:
     if label == QWEN_TEACHER:
         return str(qwen_teacher_dir())
     return label
+
+
+def vocab_hash(tokenizer) -> str:
+    """A fingerprint of a tokenizer's vocabulary (every token and its id, added tokens included): stored
+    log-probs name token ids, which mean the same thing to a student only when this matches."""
+
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+    return "sha256:" + hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def cache_dir() -> Path:

@@ -1,8 +1,9 @@
 """`distill run RECIPE`: the whole pipeline from one YAML recipe.
 
-A recipe has one section per stage, run in this order: generate, filter, mix, train, eval, publish. `generate`
-and `filter` take one mapping, or a list of mappings each with a `name` (several sources, e.g. R1's reasoning
-and general splits); `mix` combines filter outputs by ratio. Paths default to `<out>/<stage>[/<name>]` and each
+A recipe has one section per stage, run in this order: generate, filter, mix, train, eval, publish. `generate`,
+`filter` and `train` take one mapping, or a list of mappings each with a `name` (several sources, e.g. R1's
+reasoning and general splits; SFT then on-policy distillation, each train stage starting from the student of the
+one before); `mix` combines filter outputs by ratio. Paths default to `<out>/<stage>[/<name>]` and each
 stage reads the previous one's output, so a recipe only says what differs. Every stage has a completion marker
 (generate/filter/mix: stats.json, train: train_results.json, eval: summary.json, publish: publish.json): a
 complete stage is skipped, an incomplete one resumed, which is what makes an interrupted run cheap to restart.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import (
+    PROMPT_SOURCE_KEYS,
     EvalConfig,
     FilterConfig,
     GenerateConfig,
@@ -36,6 +38,7 @@ from distill.io import check_not_input, local_paths, write_json_atomic
 from distill.recipe import STAGES
 from distill.rl.grpo import last_checkpoint, rl_config, run_rl
 from distill.train.eval import format_table, run_eval
+from distill.train.opd import run_opd
 from distill.train.sft import run_train
 
 # Where an `rl` section runs: before generate (the RL'd model is the teacher of rejection sampling, as in R1) or
@@ -102,9 +105,11 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
     if not isinstance(recipe.get("out") or "", str):
         raise DistillError(f"`out` in {recipe_path} must be a folder path, got `{shown(recipe['out'])}`")
     root = Path(recipe.get("out") or "runs/" + Path(recipe_path).stem)
-    mix_section, train_section, eval_section, publish_section = (
-        _section(recipe, stage, recipe_path) for stage in ("mix", "train", "eval", "publish")
+    mix_section, eval_section, publish_section = (
+        _section(recipe, stage, recipe_path) for stage in ("mix", "eval", "publish")
     )
+    trains = _entries(recipe.get("train"), "train")
+    train_section = trains[0][1] if trains else None
     steps: list[Step] = []
     rl_section = _section(recipe, "rl", recipe_path)
     rl_position = None
@@ -167,12 +172,20 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
         dataset_dirs = [mix.out]
 
     train_out = None
-    if train_section is not None:
-        section = {"out": str(root / "train"), "data": dataset_dirs, "quiet": True, **train_section}
-        config = build_config(TrainConfig, section, {}, f"{recipe_path}: train")
+    train_outs: list[tuple[str, str]] = []  # (entry name, output) in order: each may start from the one before
+    for name, section in trains:
+        defaults = {"out": str(root / "train" / (name if len(trains) > 1 else "")), "quiet": True}
+        if section.get("method", "sft") != "opd":  # opd samples its own data from `prompts`
+            defaults["data"] = dataset_dirs
+        if train_out is not None:  # a later stage trains on from the earlier one's student (SFT, then OPD)
+            defaults["student"] = train_out
+        config = build_config(TrainConfig, {**defaults, **section}, {}, f"{recipe_path}: train {name}")
         config.validate()
+        if config.method == "opd":
+            _check_source(config.prompts["source"], f"train {name}")
         train_out = config.out
-        steps.append(Step("train", "default", config, Path(config.out)))
+        train_outs.append((name, train_out))
+        steps.append(Step("train", name, config, Path(config.out)))
     if rl_position == "after-train":
         rl_step = _rl_step(rl_section, root, train_out, recipe_path)
         steps.append(rl_step)
@@ -184,7 +197,12 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
             raise DistillError(f"eval.teacher in {recipe_path} must be a model name or folder, got `{shown(teacher)}`")
         if "models" not in section:  # the student before and after training (and RL), and the teacher when named
             student = train_section.get("student") if train_out else None
-            if train_out:
+            if len(train_outs) > 1:  # base, then each train stage's student, each compared with the one before
+                section["models"] = [student, *(out for _, out in train_outs)]
+                labels = ["before", *(name for name, _ in train_outs)]
+                section.setdefault("labels", labels)
+                section.setdefault("gain_of", [list(pair) for pair in zip(labels, labels[1:], strict=False)])
+            elif train_out:
                 section["models"] = [student, train_out]
                 section.setdefault("labels", ["before", "after"])
                 section.setdefault("gain_of", ["before", "after"])
@@ -201,6 +219,8 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
             if teacher is not None:
                 section["models"].insert(0, teacher)
                 section["labels"] = ["teacher", *section["labels"]]
+        if "exclude" not in section:  # held out means held out: no problem a stage trained on is scored
+            section["exclude"] = training_sources(steps)
         config = build_config(
             EvalConfig, {"out": str(root / "eval"), "quiet": True, **section}, {}, f"{recipe_path}: eval"
         )
@@ -238,10 +258,26 @@ def step_inputs(step: Step, steps: list[Step]) -> list:
     if step.stage == "mix":
         return [s.out for s in steps if s.stage == "filter" and s.name in config.ratio]
     if step.stage == "train":
-        return [*config.data, *local_paths([config.student])]
+        teacher = config.teacher.get("model") if isinstance(config.teacher, dict) else config.teacher
+        return [*config.data, *local_paths([config.student, teacher, config.prompts.get("source")])]
     if step.stage == "eval":
-        return local_paths([*config.models, config.source])
+        return local_paths([*config.models, config.source, *(e for e in config.exclude if isinstance(e, str))])
     return [s.out for s in steps if s.stage in ("filter", "mix", "train")]  # publish
+
+
+def training_sources(steps: list[Step]) -> list:
+    """What the recipe's models trained on, for eval's `exclude`: the generate outputs (their prompts are the SFT
+    and KD data's), and the prompt sources of RL and on-policy distillation."""
+
+    sources: list = []
+    for step in steps:
+        if step.stage == "generate":
+            sources.append(str(step.out))
+        elif step.stage == "rl":
+            sources.append({key: getattr(step.config, key) for key in PROMPT_SOURCE_KEYS})
+        elif step.stage == "train" and step.config.method == "opd":
+            sources.append(dict(step.config.prompts))
+    return sources
 
 
 def _check_outputs(steps: list[Step]) -> None:
@@ -397,6 +433,9 @@ def _rl_step(section: dict, root: Path, policy: str | None, recipe_path: str) ->
 def _run_train(step: Step) -> None:
     """In this process on one device; through `distill train` (which relaunches with `accelerate launch`) when
     the recipe names an accelerate config, so a multi-GPU recipe really uses its GPUs."""
+    if step.config.method == "opd" and not step.config.accelerate_config:
+        run_opd(step.config)
+        return
     if not step.config.accelerate_config:
         run_train(step.config)
         return

@@ -34,8 +34,19 @@ GENERATE_SCHEMA = pa.schema(
         pa.field("teacher", pa.string(), nullable=False),
         pa.field("sampling", pa.string(), nullable=False),  # JSON of the sampling parameters
         pa.field("error", pa.string()),  # null when fine, else "<kind>: <message>"
+        # `distill generate --logprobs K` (null without it): the generated tokens (after the prefill) as ids of the
+        # teacher's vocabulary, and at each the teacher's K most likely tokens, most likely first, with their
+        # log-probs at temperature 1. float16 values: a relative error of 2^-11 (0.001 on a log-prob of -2), far
+        # below what distillation can tell apart, at half the bytes (see parquet_options).
+        pa.field("token_ids", pa.list_(pa.int32())),
+        pa.field("top_token_ids", pa.list_(pa.list_(pa.int32()))),
+        pa.field("top_logprobs", pa.list_(pa.list_(pa.float16()))),
+        pa.field("teacher_tokenizer", pa.string()),  # the teacher's tokenizer: its name ...
+        pa.field("teacher_vocab_hash", pa.string()),  # ... and distill.models.vocab_hash of its vocabulary
     ]
 )
+LOGPROB_COLUMNS = ("token_ids", "top_token_ids", "top_logprobs", "teacher_tokenizer", "teacher_vocab_hash")
+
 
 # A verifier's verdict on one row, stored as one struct column per verifier: `verdict_<name>`.
 VERDICT_TYPE = pa.struct(

@@ -7,7 +7,7 @@ import json
 
 from distill.generate.parse import parse_trace
 from distill.generate.sources import DEFAULT_TEMPLATES
-from distill.schema import GENERATE_SCHEMA
+from distill.schema import GENERATE_SCHEMA, LOGPROB_COLUMNS
 
 # Columns a row of a filter output adds to a generate row (`verdict_<name>` besides these).
 FILTER_COLUMNS = ("messages", "filter_reason")
@@ -50,6 +50,7 @@ def example_row(**overrides) -> dict:
         "teacher": "teacher",
         "sampling": "{}",
         "error": None,
+        **dict.fromkeys(LOGPROB_COLUMNS),
     }
     row.update(overrides)
     if "prompt_messages" not in overrides:

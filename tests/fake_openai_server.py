@@ -52,6 +52,7 @@ class Action:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     message: dict = field(default_factory=dict)
+    choice: dict = field(default_factory=dict)  # merged into choices[0] (e.g. `logprobs`)
 
 
 def ok(**message) -> Action:
@@ -278,7 +279,7 @@ class FakeOpenAIServer:
             request.transport.close()
             return response
         if action.kind == "truncated":
-            text = json.dumps(self._completion(body, action.message))
+            text = json.dumps(self._completion(body, action.message, action.choice))
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         if action.kind == "slow":
             await asyncio.sleep(action.delay)
@@ -289,9 +290,9 @@ class FakeOpenAIServer:
             await asyncio.sleep(self.latency)
         with self._lock:
             headers = self.last_headers = self._rate_headers()
-        return web.json_response(self._completion(body, action.message), headers=headers)
+        return web.json_response(self._completion(body, action.message, action.choice), headers=headers)
 
-    def _completion(self, body: dict, extra: dict) -> dict:
+    def _completion(self, body: dict, extra: dict, choice: dict | None = None) -> dict:
         last = body["messages"][-1]["content"]
         message = {"role": "assistant", "content": f"echo: {last}"}
         prompt_tokens = len(last.split())
@@ -308,7 +309,7 @@ class FakeOpenAIServer:
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "model": body.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", **(choice or {})}],
         }
         if self.usage:
             answer["usage"] = usage

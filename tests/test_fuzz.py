@@ -262,7 +262,8 @@ def test_what_the_stages_normalize_still_fits():
     "recipe, message",
     [
         ({"out": ["x"]}, "`out` in r.yaml must be a folder path"),
-        ({"train": ["x"]}, "section `train` of r.yaml must be a mapping"),
+        ({"train": ["x"]}, "each entry of the `train` list needs a `name`"),  # train, as generate, takes a list
+        ({"train": "x"}, "section `train` must be a mapping or a list of mappings"),
         ({"eval": "x"}, "section `eval` of r.yaml must be a mapping"),
         ({1: {}}, "unknown section `1`"),
         ({"generate": [{"name": "../up", "source": "reasoning-gym:x"}]}, "name `../up` is not a folder name"),

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.generate.parse import truncated_from_text
-from distill.schema import GENERATE_SCHEMA
+from distill.schema import GENERATE_SCHEMA, LOGPROB_COLUMNS
 from distill.train.cli import train_command
 
 SUFFIX = " Please reason step by step, and put your final answer within \\boxed{}."
@@ -238,7 +238,8 @@ def test_bad_pass_rate(tmp_path):
 def test_generate_shaped_file_with_int64_and_missing_optional_columns(tmp_path):
     """A file shaped like a generate output, but written by someone else: int64 numbers, no token counts."""
     usage = ("reasoning_tokens", "cached_tokens", "token_source", "cost_usd", "from_cache")
-    names = [f.name for f in GENERATE_SCHEMA if f.name not in ("prompt_tokens", "completion_tokens", "tests", *usage)]
+    missing = ("prompt_tokens", "completion_tokens", "tests", *usage, *LOGPROB_COLUMNS)  # log-probs: --logprobs only
+    names = [f.name for f in GENERATE_SCHEMA if f.name not in missing]
     row = {
         "id": "s0", "prompt_id": "p0", "sample_index": 0, "domain": "math", "source": "mine",
         "problem": "What is 2 + 2?", "prompt_messages": json.dumps([{"role": "user", "content": "What is 2 + 2?"}]),

@@ -21,6 +21,7 @@ class Sampling:
     max_tokens: int = MAX_TOKENS
     stop: list[str] = field(default_factory=list)
     min_p: float = MIN_P  # tokens below min_p x the most likely token's probability are never drawn
+    logprobs: int = 0  # the teacher's top-k log-probs at every completion token (0: none), see Result
 
 
 @dataclass(slots=True)
@@ -56,6 +57,13 @@ class Result:
     # the run adds "counted" (tokenized from the text here) or "mixed" when it fills in what is missing.
     token_source: str | None = None
     error: str | None = None
+    # With Sampling.logprobs = k: the generated tokens (after the prefill) as ids of the teacher's vocabulary, and at
+    # each of them the teacher's k most likely next tokens, most likely first, with their log-probabilities at
+    # temperature 1 (the model's own distribution, before temperature, top-p or min-p). Aligned with `text`:
+    # decoding `token_ids` gives it back.
+    token_ids: list[int] | None = None
+    top_ids: list[list[int]] | None = None
+    top_logprobs: list[list[float]] | None = None
 
 
 class Engine(Protocol):
@@ -64,3 +72,15 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def set_logprobs(result: Result, tokenizer, token_ids: list, top_ids: list, top_logprobs: list) -> None:
+    """Store the log-probs on `result`, cut to its text: an engine that stops on a stop string cuts the string from
+    the text but not from the tokens, so trailing tokens that decode past the text are dropped. Special tokens (the
+    end-of-sequence token the teacher chose) decode to nothing and stay: when to stop is part of what it teaches."""
+    n = len(token_ids)
+    while n and len(tokenizer.decode(token_ids[:n], skip_special_tokens=True)) > len(result.text):
+        n -= 1
+    result.token_ids = [int(t) for t in token_ids[:n]]
+    result.top_ids = [[int(t) for t in ids] for ids in top_ids[:n]]
+    result.top_logprobs = [[float(v) for v in values] for values in top_logprobs[:n]]

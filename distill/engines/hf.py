@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator, Sequence
 
-from distill.engines.base import Request, Result, Sampling
+from distill.engines.base import Request, Result, Sampling, set_logprobs
 from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
@@ -95,15 +95,30 @@ class TransformersEngine:
             kwargs.update(do_sample=False)
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+        if sampling.logprobs:  # the raw logits of every step (`scores` would be after temperature and top-p)
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.no_grad():
             out = self.model.generate(**enc, **kwargs)
+        tops = None
+        if sampling.logprobs:
+            # (batch, steps, k): the top-k of each step's log-softmax, taken step by step so that the batch's
+            # steps x vocabulary logits are never stacked into one tensor
+            k = min(sampling.logprobs, out.logits[0].size(-1))
+            steps = [torch.log_softmax(step.float(), dim=-1).topk(k) for step in out.logits]
+            tops = (
+                torch.stack([s.indices for s in steps], 1).tolist(),
+                torch.stack([s.values for s in steps], 1).tolist(),
+            )
+            out = out.sequences
         eos_ids = _eos_ids(self.model, self.tokenizer)
         results = []
-        for row, prompt_len in zip(out[:, width:].tolist(), enc.attention_mask.sum(dim=1).tolist(), strict=True):
-            tokens, finish = [], "length"
+        for i, (row, prompt_len) in enumerate(
+            zip(out[:, width:].tolist(), enc.attention_mask.sum(dim=1).tolist(), strict=True)
+        ):
+            tokens, finish, eos = [], "length", False
             for tok in row:
                 if tok in eos_ids:
-                    finish = "stop"
+                    finish, eos = "stop", True
                     break
                 tokens.append(tok)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -112,7 +127,10 @@ class TransformersEngine:
                     if s in text:  # generate() halted on a stop string: cut it, as servers do
                         text, finish = text[: text.index(s)], "stop"
                         break
-            results.append(Result(text, None, finish, int(prompt_len), len(tokens), token_source="engine"))
+            result = Result(text, None, finish, int(prompt_len), len(tokens), token_source="engine")
+            if tops is not None:  # the tokens with the eos token the teacher chose, as vLLM keeps it
+                set_logprobs(result, self.tokenizer, row[: len(tokens) + eos], tops[0][i], tops[1][i])
+            results.append(result)
         return results
 
     def close(self) -> None:

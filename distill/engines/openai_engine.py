@@ -129,7 +129,7 @@ def parse_completion(raw: bytes) -> Result:
             reasoning = message.get("reasoning")
         usage = data.get("usage") or {}
         prompt_tokens, completion_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
-        return Result(
+        result = Result(
             text=text,
             reasoning=reasoning,
             finish_reason=choice.get("finish_reason"),
@@ -140,6 +140,9 @@ def parse_completion(raw: bytes) -> Result:
             cached_tokens=_count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")),
             token_source="server" if prompt_tokens is not None and completion_tokens is not None else None,
         )
+        if (choice.get("logprobs") or {}).get("content") is not None:
+            add_logprobs(result, choice["logprobs"]["content"])
+        return result
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         # A truncated or garbled body (a proxy cut it, the server crashed mid-write): worth another try.
         snippet = " ".join(raw[:120].decode("utf-8", errors="replace").split())
@@ -149,6 +152,29 @@ def parse_completion(raw: bytes) -> Result:
 def _count(value) -> int | None:
     """A token count from a usage field; anything but a whole number of 0 or more counts as not reported."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's form of a token with return_tokens_as_token_ids
+
+
+def add_logprobs(result: Result, content: list) -> None:
+    """The chat completion's `logprobs.content` ({token, logprob, top_logprobs} per generated token) on `result`.
+
+    Tokens must come as ids (vLLM's `return_tokens_as_token_ids`, which `_body` asks for): a token string of a
+    hosted API is decoded text ("Hello", " world"), which no tokenizer maps back to ids reliably. A server that
+    answers with strings ignored the request, and every other answer would too: that stops the run."""
+
+    def token_id(token: str) -> int:
+        if not token.startswith(TOKEN_ID_PREFIX):
+            raise DistillError(
+                f"the server returned log-probs of token strings ({token!r}), not token ids: --logprobs needs a "
+                "server that honours vLLM's return_tokens_as_token_ids (vllm serve); drop --logprobs for this one"
+            )
+        return int(token[len(TOKEN_ID_PREFIX) :])
+
+    result.token_ids = [token_id(entry["token"]) for entry in content]
+    result.top_ids = [[token_id(top["token"]) for top in entry.get("top_logprobs") or []] for entry in content]
+    result.top_logprobs = [[float(top["logprob"]) for top in entry.get("top_logprobs") or []] for entry in content]
 
 
 class OpenAIEngine:
@@ -335,6 +361,8 @@ class OpenAIEngine:
             body["min_p"] = sampling.min_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.logprobs:  # token ids, not strings (see add_logprobs)
+            body.update(logprobs=True, top_logprobs=sampling.logprobs, return_tokens_as_token_ids=True)
         if request.prefill:
             # vLLM/SGLang extensions: continue the given assistant turn instead of starting a new one.
             messages.append({"role": "assistant", "content": request.prefill})

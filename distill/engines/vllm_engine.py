@@ -3,7 +3,7 @@
 import os
 from collections.abc import Iterator, Sequence
 
-from distill.engines.base import Request, Result, Sampling
+from distill.engines.base import Request, Result, Sampling, set_logprobs
 from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
@@ -63,6 +63,8 @@ def sampling_params(sampling: Sampling, max_tokens: int):
         min_p=sampling.min_p,
         max_tokens=max_tokens,
         stop=list(sampling.stop) or None,
+        # top-k log-probs per generated token, of the raw distribution (vLLM's default logprobs_mode raw_logprobs)
+        logprobs=sampling.logprobs or None,
     )
 
 
@@ -133,7 +135,7 @@ class VllmEngine:
                 return [Result(error=f"engine: {str(exc).splitlines()[0][:300]}")]
             # One bad request must not sink the others: retry them one by one to isolate it.
             return [self._chat([r], [p])[0] for r, p in zip(requests, params, strict=True)]
-        return [_to_result(o) for o in outputs]
+        return [_to_result(o, self.tokenizer, params[0].logprobs or 0) for o in outputs]
 
     def close(self) -> None:
         # Dropping the reference is not enough: vLLM's engine-core process lives on (busy-polling a core and
@@ -145,12 +147,23 @@ class VllmEngine:
             core.shutdown()
 
 
-def _to_result(output) -> Result:
+def _to_result(output, tokenizer=None, logprobs: int = 0) -> Result:
     sample = output.outputs[0]
-    return Result(
+    result = Result(
         text=sample.text,
         finish_reason=sample.finish_reason,
         prompt_tokens=len(output.prompt_token_ids or []),
         completion_tokens=len(sample.token_ids),
         token_source="engine",
     )
+    if logprobs and sample.logprobs is not None:
+        # Each position holds the top-k by rank plus the sampled token (with its own rank, maybe past k)
+        tops = [sorted(position.items(), key=lambda item: item[1].rank)[:logprobs] for position in sample.logprobs]
+        set_logprobs(
+            result,
+            tokenizer,
+            list(sample.token_ids),
+            [[token for token, _ in top] for top in tops],
+            [[entry.logprob for _, entry in top] for top in tops],
+        )
+    return result

@@ -46,7 +46,7 @@ from distill.io import (
     write_json_atomic,
     write_table_atomic,
 )
-from distill.models import model_label
+from distill.models import model_label, resolve_model, vocab_hash
 from distill.schema import GENERATE_SCHEMA
 
 THINK_PREFILL = "<think>\n"
@@ -105,7 +105,12 @@ def run_generate(config: GenerateConfig) -> dict:
         teacher = teacher_engine.name
         sampling = sampling_params(config)
         sampling_json = json.dumps(sampling, sort_keys=True)
-        _prepare_output(out, prefix, config, teacher, sampling_json)
+        vocab = None
+        if config.logprobs:  # the tokenizer a resumed folder recorded, else the teacher's (no engine needed)
+            vocab = (_recorded_tokenizer(out) if config.resume else None) or teacher_tokenizer(
+                teacher_engine.engine, teacher
+            )
+        _prepare_output(out, prefix, config, teacher, sampling_json, vocab)
 
         files = data_files(out / "data", prefix)
         if config.retry_errors:
@@ -120,7 +125,7 @@ def run_generate(config: GenerateConfig) -> dict:
         if config.budget is not None or config.max_total_tokens is not None:
             spent_usd, spent_tokens = paid(files, config_prices(config))
             budget = Budget(config_prices(config), config.budget, config.max_total_tokens, spent_usd, spent_tokens)
-        run = _generate(teacher_engine, todo, left, config, teacher, sampling, out, prefix, cache, budget)
+        run = _generate(teacher_engine, todo, left, config, teacher, sampling, out, prefix, cache, budget, vocab)
     finally:
         teacher_engine.close()
         if cache is not None:
@@ -195,7 +200,35 @@ def _check_output_state(out: Path, prefix: str, config: GenerateConfig) -> None:
     )
 
 
-def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
+def teacher_tokenizer(engine, teacher: str) -> dict:
+    """The teacher's tokenizer for --logprobs: its name and vocab_hash, which `distill train --method kd` checks
+    against the student's. An openai server keeps its tokenizer, and an in-process engine is not built before it is
+    needed: the tokenizer is then looked for locally under the model's name (an alias, a folder, a cached hub id),
+    and when none is found the hash is null and KD refuses the rows."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        try:
+            from transformers import AutoTokenizer  # imports torch; only with --logprobs
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher), local_files_only=True)
+        except (OSError, ValueError, DistillError):
+            print(f"warning: no local tokenizer for `{teacher}`: its vocabulary hash is not recorded", file=sys.stderr)
+            return {"name": teacher, "vocab_hash": None}
+    return {"name": teacher, "vocab_hash": vocab_hash(tokenizer)}
+
+
+def _recorded_tokenizer(out: Path) -> dict | None:
+    try:
+        return (yaml.safe_load((out / "config.resolved.yaml").read_text(encoding="utf-8")) or {}).get(
+            "teacher_tokenizer"
+        )
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+def _prepare_output(
+    out: Path, prefix: str, config: GenerateConfig, teacher: str, sampling_json: str, vocab: dict | None = None
+) -> None:
     running = running_batches(out / "batches") if config.overwrite else []
     if running:
         raise DistillError(
@@ -217,7 +250,7 @@ def _prepare_output(out: Path, prefix: str, config: GenerateConfig, teacher: str
     (out / "stats.json").unlink(missing_ok=True)
     (out / "shards" / f"{prefix}.json").unlink(missing_ok=True)
     resolved = GenerateConfig(**{**_asdict(config), "model": teacher})
-    dump_config(resolved, out / "config.resolved.yaml")
+    dump_config(resolved, out / "config.resolved.yaml", {"teacher_tokenizer": vocab} if vocab else None)
 
 
 def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_json: str) -> None:
@@ -228,6 +261,7 @@ def _check_same_run(path: Path, config: GenerateConfig, teacher: str, sampling_j
         "teacher": (previous.model, teacher),
         "sampling": (json.dumps(sampling_params(previous), sort_keys=True), sampling_json),
         "num_shards": (previous.num_shards, config.num_shards),
+        "logprobs": (previous.logprobs, config.logprobs),  # one folder: every row with its log-probs, or none
     }
     for name, (was, now) in checks.items():
         if was != now:
@@ -241,11 +275,18 @@ def _asdict(config: GenerateConfig) -> dict:
     return dataclasses.asdict(config)
 
 
-def _generate(teacher_engine, batches, total: int, config, teacher, sampling, out, prefix, cache, budget) -> dict:
+def _generate(
+    teacher_engine, batches, total: int, config, teacher, sampling, out, prefix, cache, budget, vocab=None
+) -> dict:
     """Run the engine over the missing samples, batch by batch, flushing finished rows every N rows or N seconds."""
     writer = ShardWriter(out / "data", prefix, GENERATE_SCHEMA)
     sampling_json = json.dumps(sampling, sort_keys=True)
     engine_sampling = config.sampling()
+    engine_sampling.logprobs = config.logprobs
+    # The cache keys a sample by what changes it; asked with log-probs, an answer stored without them will not do.
+    key_json = (
+        json.dumps({**sampling, "logprobs": config.logprobs}, sort_keys=True) if config.logprobs else sampling_json
+    )
     prices = config_prices(config)
     identity = teacher_identity(config, teacher) if cache is not None else None
     # A server may leave counts out; the teacher's tokenizer (or --tokenizer) counts them, loaded only then.
@@ -274,7 +315,7 @@ def _generate(teacher_engine, batches, total: int, config, teacher, sampling, ou
             cost = None  # unknown: not 0
         if not from_cache:
             if cache is not None and result.error is None:
-                cache.put(request_key(identity, prompt.messages, sampling_json, config.seed, k), result)
+                cache.put(request_key(identity, prompt.messages, key_json, config.seed, k), result)
             if budget is not None:
                 known = result.prompt_tokens is not None and result.completion_tokens is not None
                 tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0) if known else None
@@ -282,7 +323,8 @@ def _generate(teacher_engine, batches, total: int, config, teacher, sampling, ou
                 budget.settle(row_id, 0.0 if failed else cost, 0 if failed else tokens)
             run["requests"] += 1
             run["cost_usd"] += cost or 0.0
-        buffer.append(_row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"], cost, from_cache))
+        row = _row(prompt, k, row_id, result, teacher, sampling_json, sampling["prefill"], cost, from_cache, vocab)
+        buffer.append(row)
         run["generated"] += 1
         run["cache_hits"] += from_cache
         run["completion_tokens"] += 0 if from_cache else result.completion_tokens or 0
@@ -300,7 +342,7 @@ def _generate(teacher_engine, batches, total: int, config, teacher, sampling, ou
                 break
             keys = hits = None
             if cache is not None:
-                keys = [request_key(identity, p.messages, sampling_json, config.seed, k) for p, k, _ in todo]
+                keys = [request_key(identity, p.messages, key_json, config.seed, k) for p, k, _ in todo]
                 hits = cache.get_many(keys)
             misses = []
             for j, (prompt, k, row_id) in enumerate(todo):
@@ -416,6 +458,7 @@ def _row(
     prefill: str,
     cost: float | None = None,
     from_cache: bool = False,
+    vocab: dict | None = None,
 ) -> dict:
     if result.error is not None:
         reasoning = answer = completion = None
@@ -448,6 +491,11 @@ def _row(
         "teacher": teacher,
         "sampling": sampling_json,
         "error": result.error,
+        "token_ids": result.token_ids,
+        "top_token_ids": result.top_ids,
+        "top_logprobs": result.top_logprobs,
+        "teacher_tokenizer": vocab["name"] if vocab and result.token_ids is not None else None,
+        "teacher_vocab_hash": vocab["vocab_hash"] if vocab and result.token_ids is not None else None,
     }
 
 

@@ -5,10 +5,11 @@ import subprocess
 
 import click
 
-from distill.cli_utils import _fail_cleanly, _key_values, section_and_flags
+from distill.cli_utils import _fail_cleanly, _key_values, prompt_source_options, section_and_flags
 from distill.config import TrainConfig, build_config
 from distill.errors import DistillError
 from distill.train.launch import inside_launch, launch_command
+from distill.train.opd import run_opd
 from distill.train.sft import run_train
 
 
@@ -20,8 +21,22 @@ class _KeepArgs(click.Command):
         return super().parse_args(ctx, args)
 
 
+# The prompt-source flags (generate's), which --method opd gathers into TrainConfig.prompts
+PROMPT_FLAGS = {
+    **{key: key for key in ("source", "split", "prompt_column", "answer_column", "id_column", "domain")},
+    **{key: key for key in ("system_prompt", "prompt_template", "num_prompts")},
+    "prompt_seed": "seed",
+}
+
+
 @click.command("train", cls=_KeepArgs)
 @click.argument("data", nargs=-1, type=click.Path())
+@click.option(
+    "--method",
+    type=click.Choice(["sft", "kd", "opd"]),
+    help="sft: on the teacher's text; kd: on its stored top-k log-probs (generate --logprobs, same tokenizer); opd: "
+    "on-policy, the student samples and the teacher scores every token.  [default: sft]",
+)
 @click.option(
     "--config",
     "config_file",
@@ -93,12 +108,47 @@ class _KeepArgs(click.Command):
 @click.option("--machine-rank", type=int, help="accelerate: this machine's rank (0 on the main one).")
 @click.option("--main-process-ip", help="accelerate: address of machine 0.")
 @click.option("--main-process-port", type=int, help="accelerate: port on machine 0.")
+@click.option(
+    "--ce-weight",
+    type=float,
+    help="kd: share of cross-entropy on the teacher's tokens in the loss; the rest is forward KL to its top-k.  "
+    "[default: 0.5]",
+)
+@click.option(
+    "--teacher",
+    help="opd: the teacher, as generate's --model: alias, folder or Hugging Face id, run here; with --base-url, the "
+    "served model's name.",
+)
+@click.option("--base-url", help="opd: a vLLM server of the teacher, e.g. http://127.0.0.1:8000/v1 (`vllm serve`).")
+@click.option("--api-key-env", help="opd: environment variable with the server's API key.  [default: OPENAI_API_KEY]")
+@prompt_source_options(
+    "opd: prompts, as generate's --source: a .jsonl/.json/.parquet/.csv file, a datasets folder or hub id, or "
+    "reasoning-gym:TASK.",
+    seed_flag="--prompt-seed",
+)
+@click.option("--max-completion-length", type=int, help="opd: tokens the student samples per prompt.  [default: 256]")
+@click.option("--temperature", type=float, help="opd: the student's sampling temperature.  [default: 1.0]")
+@click.option("--beta", type=float, help="opd: 1 reverse KL, 0 forward KL, between: generalized JSD.  [default: 1]")
 @click.option("-q", "--quiet", is_flag=True, default=None, help="No progress bars.")
 @click.pass_context
 @_fail_cleanly
-def train_command(ctx, data, config_file, trl_args, **flags):
-    """Fine-tune a student on `distill filter` output (TRL SFT; LoRA/QLoRA; many GPUs via accelerate)."""
+def train_command(ctx, data, config_file, trl_args, source_option, base_url, api_key_env, **flags):
+    """Train a student: SFT on `distill filter` output (TRL; LoRA/QLoRA; many GPUs via accelerate), logit
+    distillation on stored teacher log-probs (--method kd), or on-policy distillation from a teacher (--method opd)."""
+    prompt_flags = {PROMPT_FLAGS[k]: flags.pop(k) for k in list(PROMPT_FLAGS)}
     recipe, overrides = section_and_flags(ctx, config_file, "train", flags)
+    typed = {k: v for k, v in prompt_flags.items() if v is not None}
+    if source_option:
+        typed["source_options"] = _key_values(source_option, "--source-option")
+    if typed:  # --source and friends add to (and beat) the recipe's `prompts:`
+        overrides["prompts"] = {**((recipe or {}).get("prompts") or {}), **typed}
+    if base_url or api_key_env:  # a served teacher: generate's engine keys
+        teacher = overrides.get("teacher") or (recipe or {}).get("teacher")
+        served = dict(teacher) if isinstance(teacher, dict) else {"model": teacher}
+        served.update(engine="openai", **({"base_url": base_url} if base_url else {}))
+        if api_key_env:
+            served["api_key_env"] = api_key_env
+        overrides["teacher"] = served
     if data:
         overrides["data"] = list(data)
     if trl_args:  # --trl adds to (and beats) the recipe's `trl:` mapping rather than replacing it
@@ -116,6 +166,15 @@ def train_command(ctx, data, config_file, trl_args, **flags):
                 "`accelerate` is not on PATH: pip install accelerate (and deepspeed for zero2/zero3)"
             ) from None
         ctx.exit(returncode)
+
+    if config.method == "opd":
+        metrics = run_opd(config)
+        click.echo(
+            f"trained {metrics['global_step']} on-policy steps on {metrics['prompts']} prompts "
+            f"({metrics['seconds_per_step']} s/step, last reverse KL {metrics['final_reverse_kl']}): "
+            f"{'LoRA adapter' if config.lora else 'model'} in {config.out}"
+        )
+        return
 
     _, metrics = run_train(config)
     parts = [] if metrics["final_loss"] is None else [f"final loss {metrics['final_loss']:.4f}"]

@@ -35,11 +35,19 @@ from distill.filter.verifiers.base import Verdict
 from distill.filter.verifiers.registry import build_verifier, check_options, verifier_class
 from distill.generate.run import run_generate
 from distill.generate.sources import Prompt, load_prompts
-from distill.io import check_output, clear_folder, data_files, local_paths, write_json_atomic, write_table_atomic
+from distill.io import (
+    check_output,
+    clear_folder,
+    data_files,
+    local_paths,
+    write_json_atomic,
+    write_table_atomic,
+    write_text_atomic,
+)
 from distill.models import EMBEDDED, default_label, resolve_model
 from distill.schema import GENERATE_SCHEMA
 from distill.secrets import scrub_config
-from distill.train.compare import format_gain, gain_between, lenient_correct, per_prompt_rates
+from distill.train.compare import format_gain, gain_between, held_out, lenient_correct, per_prompt_rates
 
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory
 MERGED = "merged"
@@ -143,11 +151,13 @@ def run_eval(config: EvalConfig) -> dict:
     _check_unique(labels, slugs)
     out = Path(config.out)
     # Everything that can be wrong with the input is found before the output folder is touched.
-    prompts = load_prompts(generate_config(config, models[0], out))
+    prompts, excluded = benchmark_prompts(config, out)
     verifiers = build_verifiers(config.verifiers, {p.domain for p in prompts})
     try:
         _prepare_output(out, config)
         dump_config(config, out / "config.resolved.yaml")
+        if config.exclude:  # the held-out benchmark is what every model samples: a file of exactly its prompts
+            write_held_out(prompts, out / HELD_OUT)
         summary: dict = {
             "source": config.source,
             "split": config.split,
@@ -158,20 +168,26 @@ def run_eval(config: EvalConfig) -> dict:
             "verifiers": scrub_config({v.name: config.verifiers[v.name] for v in verifiers}),
             "models": {},
         }
+        if config.exclude:
+            summary["excluded_training_problems"] = excluded
         for number, (model, label, slug) in enumerate(zip(models, labels, slugs, strict=True), start=1):
             if not config.quiet:
                 note = f"[{number}/{len(models)}] {label}: {config.num_samples} samples x {len(prompts)} prompts"
                 print(note, file=sys.stderr)
             result = evaluate_model(config, model, out / slug, prompts, verifiers)
             summary["models"][label] = {"model": model or EMBEDDED, "dir": slug, **result}
-        if config.gain_of:
-            before, after = config.gain_of
+        pairs = config.gain_pairs()
+        if pairs:
+            wanted = {label for pair in pairs for label in pair}
             rows = {
                 label: pq.read_table(out / slug / "samples.parquet").to_pylist()
                 for label, slug in zip(labels, slugs, strict=True)
-                if label in config.gain_of
+                if label in wanted
             }
-            summary["gain"] = gain_between(summary, rows, before, after)
+            gains = [gain_between(summary, rows, before, after) for before, after in pairs]
+            summary["gain"] = gains[0]  # the first pair, where a summary has always kept it
+            if len(gains) > 1:
+                summary["gains"] = gains
     finally:
         for verifier in verifiers:
             verifier.close()
@@ -189,7 +205,8 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
     try:
         if base is not None:
             load = str(merge_adapter(Path(model), base, folder / MERGED, quiet=config.quiet))
-        run_generate(generate_config(config, load, folder / "generations"))
+        held_out_file = folder.parent / HELD_OUT if config.exclude else None
+        run_generate(generate_config(config, load, folder / "generations", held_out_file))
     finally:
         shutil.rmtree(folder / MERGED, ignore_errors=True)
     lenient = any(v.name == "math" for v in verifiers)  # a lenient column only where a math verifier applies
@@ -201,10 +218,65 @@ def evaluate_model(config: EvalConfig, model: str | None, folder: Path, prompts:
     return result
 
 
-def generate_config(config: EvalConfig, model: str | None, out: Path) -> GenerateConfig:
-    """The GenerateConfig of one model's samples: every setting of the teacher, its sampling and the benchmark
-    (the fields eval and generate share by class, SampledConfig, so a new one reaches both), k samples."""
+HELD_OUT = "prompts.jsonl"  # with `exclude`: the benchmark's prompts that no training set holds
+
+
+def benchmark_prompts(config: EvalConfig, out: Path) -> tuple[list[Prompt], int]:
+    """The benchmark's prompts and how many were left out: with `exclude`, the first num_prompts whose problem no
+    training set holds (distill.train.compare.problem_key), read from a longer stretch of the source."""
     values = {name: getattr(config, name) for name in field_names(SampledConfig)}
+    if not config.exclude:
+        return load_prompts(GenerateConfig(**values)), 0
+    wanted = config.num_prompts
+    longer = {**values, "num_prompts": wanted * 2 + 20 if wanted else None}  # room for what is left out
+    candidates = load_prompts(GenerateConfig(**longer))
+    kept, _ = held_out(candidates, training_problems(config.exclude))
+    kept = kept[:wanted] if wanted else kept
+    excluded = sum(1 for p in candidates[: candidates.index(kept[-1]) + 1] if p not in kept) if kept else 0
+    if not kept:
+        raise DistillError(f"every prompt of {config.source} is in a training set (`exclude`): evaluate on others")
+    if not config.quiet:
+        print(f"eval: left out {excluded} prompts that a training set holds", file=sys.stderr)
+    return kept, excluded
+
+
+def training_problems(entries: list) -> list[str]:
+    """The problems of the training data `exclude` names: folders or files with a `problem` column (generate,
+    filter and mix outputs), or prompt sources in generate's keys."""
+    problems: list[str] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            problems += [p.problem for p in load_prompts(GenerateConfig(**entry))]
+            continue
+        path = Path(entry)
+        files = data_files(path / "data") if path.is_dir() else [path]
+        if not files or not all(f.exists() for f in files):
+            raise DistillError(f"exclude: {entry} holds no training data (a generate, filter or mix output folder)")
+        for file in files:
+            if file.suffix == ".jsonl":
+                rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+                problems += [r["problem"] for r in rows if r.get("problem")]
+            else:
+                problems += [p for p in pq.read_table(file, columns=["problem"]).column(0).to_pylist() if p]
+    return problems
+
+
+def write_held_out(prompts: list[Prompt], path: Path) -> None:
+    rows = [{"id": p.prompt_id, "problem": p.problem, "answer": p.gold, "domain": p.domain, "tests": p.tests}
+            for p in prompts]  # fmt: skip
+    write_text_atomic("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), path)
+
+
+def generate_config(
+    config: EvalConfig, model: str | None, out: Path, held_out_file: Path | None = None
+) -> GenerateConfig:
+    """The GenerateConfig of one model's samples: every setting of the teacher, its sampling and the benchmark
+    (the fields eval and generate share by class, SampledConfig, so a new one reaches both), k samples. With
+    `exclude`, the benchmark is the held-out prompts file, with the same ids, answers and template."""
+    values = {name: getattr(config, name) for name in field_names(SampledConfig)}
+    if held_out_file is not None:
+        values.update(source=str(held_out_file), split="train", prompt_column="problem", answer_column="answer",
+                      id_column="id", domain=None, num_prompts=None, source_options={})  # fmt: skip
     # The eval folder was already checked (and cleared for --overwrite); generations resume inside it.
     return GenerateConfig(
         **{**values, "model": model}, out=str(out), resume=config.resume, overwrite=False, quiet=config.quiet
@@ -370,7 +442,9 @@ def _prepare_output(out: Path, config: EvalConfig) -> None:
 
 
 def _is_ours(path: Path) -> bool:
-    if path.name in ("summary.json", "config.resolved.yaml") or (path.name.startswith(".") and path.suffix == ".tmp"):
+    if path.name in ("summary.json", "config.resolved.yaml", HELD_OUT) or (
+        path.name.startswith(".") and path.suffix == ".tmp"
+    ):
         return True
     return path.is_dir() and all(p.name in ("generations", "samples.parquet", MERGED) for p in path.iterdir())
 
@@ -408,8 +482,7 @@ def format_table(summary: dict) -> str:
     lines = []
     for r in [header, *rows]:
         lines.append("  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
-    gain = summary.get("gain")
-    if gain:
+    for gain in summary.get("gains") or ([summary["gain"]] if summary.get("gain") else []):
         text = f"gain {gain['after']} - {gain['before']} (95% paired bootstrap over prompts): strict "
         text += format_gain(gain.get("strict", {}))
         if "lenient" in gain:

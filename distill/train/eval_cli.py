@@ -46,6 +46,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
     metavar="VERIFIER.KEY=VALUE",
     help="A verifier option, e.g. math.extraction=lenient for weak models. Repeatable.",
 )
+@click.option(
+    "--exclude",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="Training data (a generate, filter or mix output, or a file with a `problem` column) whose problems are left "
+    "out of the benchmark: the first --num-prompts that none holds are scored. Repeatable.",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--resume", is_flag=True, default=None, help="Complete the missing samples of an existing evaluation.")
 @click.option("--overwrite", is_flag=True, default=None, help="Delete an existing evaluation first.")
@@ -64,6 +71,8 @@ def eval_command(ctx, models, config_file, labels, source_option, engine_arg, op
         overrides["models"] = list(models)
     if labels:
         overrides["labels"] = list(labels)
+    if "exclude" in overrides:
+        overrides["exclude"] = list(overrides["exclude"])
     teacher_flags(overrides, source_option, engine_arg)
     config = build_config(EvalConfig, recipe, overrides, where=config_file or "the recipe")
     _verifier_options(options, config.verifiers)

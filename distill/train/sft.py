@@ -25,6 +25,7 @@ import functools
 import importlib.util
 import inspect
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
-from distill.models import model_label, resolve_model
+from distill.models import model_label, resolve_model, vocab_hash
+from distill.train.kd import check_vocabulary, collate, kd_dataset, kd_trainer_class
 from distill.train.templates import PROBE, check_template, resolve_template, without_generation_markers
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ OWNED_TRL_KEYS = {
     "fp16": "dtype",
     "seed": "seed",
 }
+KD_CACHE = ".kd-rows"  # --method kd: the tokenized rows, memory-mapped during training, removed at the end
 MIN_LR_RATE = 0.1  # cosine_with_min_lr decays to 10% of the peak (open-r1's OpenR1-Distill-7B)
 
 
@@ -120,14 +123,21 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
     template, template_name, end_of_turn = resolve_template(config.chat_template, tokenizer)
     if template is not None:
         tokenizer.chat_template = template
-    check_template(tokenizer, None, config.assistant_only_loss, student_label)
+    kd = config.method == "kd"
+    if kd:  # the template renders only the prompt; the completion is the teacher's own tokens
+        check_vocabulary(files, student_label, vocab_hash(tokenizer))
+    else:
+        check_template(tokenizer, None, config.assistant_only_loss, student_label)
 
     # TRL arguments: ours, then the pass-through ones.
     trl_args = sft_arguments(
         config, out, dtype=dtype, bf16=bf16, fp16=fp16, attn=attn, end_of_turn=end_of_turn, on_gpu=on_gpu
     )
+    if kd:  # rows come tokenized, with the teacher's log-probs beside them, through our collator
+        trl_args.update(assistant_only_loss=False, packing=False, remove_unused_columns=False,
+                        dataset_kwargs={"skip_prepare_dataset": True})  # fmt: skip
     trl_args = merge_trl_arguments(trl_args, config.trl, SFTConfig)
-    dataset = load_messages(files, quiet=config.quiet)
+    dataset = None if kd else load_messages(files, quiet=config.quiet)
 
     # Output folder: every process writes only after all have checked (below), so they all agree.
     state = PartialState()
@@ -145,6 +155,9 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
         )
         dump_config(resolved, out / "config.resolved.yaml")
     state.wait_for_everyone()
+    kd_counts = None
+    if kd:
+        dataset, kd_counts = kd_dataset(files, tokenizer, config.max_length, out / KD_CACHE, quiet=config.quiet)
 
     if config.packing and on_gpu and "flash" not in attn and state.is_main_process:
         print(
@@ -173,17 +186,24 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
         print(
             f"training {student_label} ({kind}) on {len(dataset)} rows: {dtype} on {'cuda' if on_gpu else 'cpu'}, "
             f"{attn} attention, {batching}, "
-            f"{'assistant-only' if config.assistant_only_loss else 'full-sequence'} loss, lr {args.learning_rate:g}, "
+            f"{loss_text(config)} loss, lr {args.learning_rate:g}, "
             f"{start}",
             file=sys.stderr,
         )
-    trainer = (SFTTrainer if on_gpu else cpu_trainer_class())(
+    trainer_class = SFTTrainer if on_gpu else cpu_trainer_class()
+    extra = {}
+    if kd:
+        trainer_class = kd_trainer_class(SFTTrainer)
+        trainer_class.ce_weight = config.ce_weight
+        extra["data_collator"] = collate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    trainer = trainer_class(
         model=student_path,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
         quantization_config=quantization_config,
+        **extra,
     )
 
     # Train. The trainer prints its log lines to stdout; stdout is for results, so they go to stderr.
@@ -204,6 +224,8 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
             "final_loss": _last_loss(trainer.state.log_history),
         }
     )
+    if kd_counts is not None:  # every row accounted for: trained on, or dropped and why
+        metrics.update({f"kd_{key}": value for key, value in kd_counts.items()})
 
     # Save: model (or adapter), tokenizer, generation config, trainer state, and metrics last: train_results.json
     # marks a finished run (distill run skips a train stage that has it).
@@ -218,7 +240,15 @@ def run_train(config: TrainConfig) -> "tuple[SFTTrainer, dict]":
         trainer.save_state()  # trainer_state.json: the loss curve
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)  # train_results.json and all_results.json
+    if kd and state.is_main_process:
+        shutil.rmtree(out / KD_CACHE, ignore_errors=True)
     return trainer, metrics
+
+
+def loss_text(config: TrainConfig) -> str:
+    if config.method == "kd":
+        return f"KD ({config.ce_weight:g} cross-entropy + {1 - config.ce_weight:g} top-k forward KL)"
+    return "assistant-only" if config.assistant_only_loss else "full-sequence"
 
 
 def find_data_files(paths: list[str]) -> list[str]:
