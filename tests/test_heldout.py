@@ -9,7 +9,8 @@ from test_eval import FAST_MATH, StubEngine  # noqa: F401 - the stub engine of t
 from distill.cli import main
 from distill.config import GenerateConfig
 from distill.generate.sources import load_prompts
-from distill.pipeline import load_recipe, plan
+from distill.pipeline import plan
+from distill.recipe import load_recipe
 from distill.train.compare import held_out, problem_key
 
 SUMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ["+", "-"]}

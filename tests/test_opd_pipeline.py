@@ -6,7 +6,8 @@ import yaml
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.pipeline import load_recipe, plan
+from distill.pipeline import plan
+from distill.recipe import load_recipe
 
 
 def test_sft_then_opd_then_eval_of_each(tmp_path, tiny_model, prompts_file):

@@ -123,7 +123,7 @@ def test_shipped_recipes_validate():
         assert steps, path
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "r1-zero-cpu.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "r1-zero-cpu.yaml", "opd-cpu.yaml"])
 def test_shipped_cpu_recipes_plan_from_any_folder(tmp_path, monkeypatch, name):
     # A user runs the checkout's recipe from elsewhere: files beside the recipe are found, outputs land here.
     monkeypatch.chdir(tmp_path)
