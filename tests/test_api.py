@@ -262,8 +262,9 @@ def test_changing_only_train_pays_no_generation_and_no_teacher_eval(tmp_path, ti
         "generate": {"source": str(source), **sampling},
         "filter": {"verifiers": {"length": {"min_tokens": 0}}},
         "train": {"student": tiny_model, "max_steps": 1, "max_length": 64, "chat_template": None},
+        # The training prompts on purpose (`exclude: []`): the teacher's eval then asks what generate asked.
         "eval": {"source": str(source), "teacher": tiny_model, "num_samples": 1, "max_tokens": 6,
-                 "verifiers": {"math": {}}},
+                 "verifiers": {"math": {}}, "exclude": []},
     }  # fmt: skip
     one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
     one.write_text(yaml.safe_dump({"out": str(tmp_path / "one"), **recipe}))
