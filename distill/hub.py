@@ -14,13 +14,14 @@ Safety:
 - The token comes only from huggingface_hub's own lookup (HF_TOKEN, then the login cache); we never pass one.
   It is scrubbed from every error we surface, and the staged text files are checked for it before upload.
 - Only files inside the folder go up: a file that resolves outside it (a symbolic link to a key, /etc/passwd, or
-  a linked subfolder) is refused by name, dry runs included. Cards never carry a URL's credentials
-  (distill.secrets.scrub).
+  a linked subfolder), or that has a hard link outside it, is refused by name, dry runs included. Cards never carry
+  a URL's credentials (distill.secrets.scrub).
 """
 
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def publish_dataset(folder: str | Path, repo_id: str, config: PublishConfig | No
     _check_stage_dir(config, folder)
     files, rows = _dataset_files(folder)
     _refuse_links_out(folder, [*files, folder / "stats.json", folder / "config.resolved.yaml"])
+    _refuse_hard_links_out(folder, files)
 
     def stage(target: Path) -> None:
         (target / "data").mkdir(parents=True)
@@ -80,6 +82,7 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
     files = _model_files(model_dir)
     card_inputs = [model_dir / name for name in ("adapter_config.json", "train_results.json")]
     _refuse_links_out(folder, [*files, *card_inputs, folder / "config.resolved.yaml"])
+    _refuse_hard_links_out(folder, [*files, *card_inputs])
     summary = read_eval_summary(config.eval_summary) if config.eval_summary else None
 
     def stage(target: Path) -> None:
@@ -219,6 +222,28 @@ def _refuse_links_out(folder: Path, paths: list[Path]) -> None:
         raise DistillError(
             f"refusing to publish {folder}: {named}{more} resolve{'s' if len(outside) == 1 else ''} outside it; "
             "copy the real files into the folder or remove the links"
+        )
+
+
+def _refuse_hard_links_out(folder: Path, paths: list[Path]) -> None:
+    """Refuse a file we would upload that has a hard link outside `folder`: its name is inside, its bytes may be
+    anyone's (a model folder's tokenizer.json hard-linked to a key file was staged and uploaded). A file's links
+    are all inside when the folder holds as many names for it as the file's link count."""
+    shared = [p for p in paths if p.is_file() and p.stat().st_nlink > 1]
+    if not shared:
+        return
+    inside = Counter()
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            inside[(st.st_dev, st.st_ino)] += 1
+    outside = [p for p in shared if inside[(p.stat().st_dev, p.stat().st_ino)] < p.stat().st_nlink]
+    if outside:
+        named = ", ".join(str(p.relative_to(folder)) for p in outside[:3])
+        raise DistillError(
+            f"refusing to publish {folder}: {named} {'has' if len(outside) == 1 else 'have'} hard links outside it "
+            "(an earlier --stage-dir holds some: remove it); copy the files (cp --no-preserve=links) or remove the "
+            "links"
         )
 
 

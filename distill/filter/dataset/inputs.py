@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import DistillError, near_hint
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncated_from_text
-from distill.io import write_table_atomic
+from distill.io import check_inside, write_table_atomic
 from distill.schema import GENERATE_SCHEMA
 
 FORMATS = ("auto", "distill", "messages", "sharegpt", "openr1", "columns")
@@ -90,6 +90,8 @@ def find_sources(inputs: list[str]) -> list[Source]:
             found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise DistillError(f"no Parquet, JSONL, JSON or CSV files in {name}: pass trace files or folders")
+            for file in found:
+                check_inside(file, path, "the input file")
             sources += [Source(str(p), _kind(p), p) for p in found]
         elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
             sources.append(Source(name, "hub"))
