@@ -96,6 +96,28 @@ def write_table_atomic(table: pa.Table, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def write_batches_atomic(batches: Iterable[list[dict]], schema: pa.Schema, final: Path) -> int:
+    """Rows arriving in batches, streamed into one Parquet file that appears complete under its name or not at all
+    (memory: one batch). The number of rows written; no file when there were none."""
+    tmp = _tmp_for(final)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                if batch:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    rows += len(batch)
+        if not rows:
+            return 0
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return rows
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(text: str, final: Path, durable: bool = True) -> None:
     """A text file written under a temporary name and renamed: readers see the old or the new file, never half.
 

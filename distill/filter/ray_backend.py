@@ -611,6 +611,11 @@ def _read_group(item: pa.Table, columns: list[str]) -> pa.Table:
     has_origin = "origin" in parquet.schema_arrow.names
     table = parquet.read_row_group(group, columns=columns + (["origin"] if has_origin else []))
     arrays = [table.column(name).cast(GENERATE_SCHEMA.field(name).type) for name in columns]
+    # A null where the schema needs a value (a malformed row, rejected by the first stage) as the local backend
+    # writes it: empty.
+    for k, name in enumerate(columns):
+        if name in cascade.REQUIRED_TEXT or name == "sample_index":
+            arrays[k] = pc.fill_null(arrays[k], "" if name != "sample_index" else 0)
     if has_origin:
         arrays.append(table.column("origin"))
     else:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import DistillError, near_hint
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncated_from_text
-from distill.io import check_inside, write_table_atomic
+from distill.io import check_inside, write_batches_atomic
 from distill.schema import GENERATE_SCHEMA
 
 FORMATS = ("auto", "distill", "messages", "sharegpt", "openr1", "columns")
@@ -41,6 +41,7 @@ STRATOS_MARKERS = (
 )  # fmt: skip
 USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 BATCH = 1000
+BATCH_BYTES = 32 << 20  # text per batch of normalized rows: what an import holds in memory besides its input
 
 
 @dataclass(slots=True)
@@ -199,23 +200,31 @@ def is_exact_distill(schema: pa.Schema) -> bool:
 
 
 def normalize(table: pa.Table, layout: str, mapping: dict, where: str):
-    """Generate-shaped rows (with `origin`) of one table, in batches of dicts."""
+    """Generate-shaped rows (with `origin`) of one table, in batches of dicts of at most BATCH rows and about
+    BATCH_BYTES of text, however many rows one record expands to."""
     per_prompt: dict[str, int] = {}  # samples seen per prompt id, for sample_index where the source has none
     offset = 0
+    out, size = [], 0
     for batch in table.to_batches(max_chunksize=BATCH):
-        out = []
         for i, record in enumerate(batch.to_pylist()):
             origin = f"{where}:{offset + i}"
             if layout == "distill":
-                out.append(_from_distill(record, origin))
+                rows = (_from_distill(record, origin),)
             elif layout == "openr1":
-                out += _from_openr1(record, origin, per_prompt)
+                rows = _from_openr1(record, origin, per_prompt)
             else:
                 row = {"messages": _from_messages, "sharegpt": _from_sharegpt, "columns": _from_columns}[layout](
                     record, mapping, origin
                 )
-                out.append(_finish(row, record, mapping, origin, per_prompt))
+                rows = (_finish(row, record, mapping, origin, per_prompt),)
+            for row in rows:
+                out.append(row)
+                size += sum(len(v) for v in row.values() if isinstance(v, str))
+                if len(out) >= BATCH or size >= BATCH_BYTES:
+                    yield out
+                    out, size = [], 0
         offset += batch.num_rows
+    if out:
         yield out
 
 
@@ -245,13 +254,24 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def _turns(messages, where: str, role_key: str = "role", content_key: str = "content") -> list[dict]:
+def _turns(messages, where: str, role_key: str = "role", content_key: str = "content", column: str = "messages"):
+    """The {role, content} turns of a conversation column; a shape error is one line naming the row and column."""
     if isinstance(messages, str):
-        messages = json.loads(messages)
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            raise DistillError(
+                f"{where}: column `{column}` is text that is not JSON: expected a list of turns"
+            ) from None
     if not isinstance(messages, list):
-        raise DistillError(f"{where}: expected a list of turns, got {type(messages).__name__}")
+        raise DistillError(f"{where}: column `{column}`: expected a list of turns, got {type(messages).__name__}")
     turns = []
-    for turn in messages:
+    for number, turn in enumerate(messages):
+        if not isinstance(turn, dict):
+            raise DistillError(
+                f"{where}: column `{column}`, turn {number} is a {type(turn).__name__}: expected a mapping with "
+                f"`{role_key}` and `{content_key}`"
+            )
         role = USER_ROLES.get(str(turn.get(role_key, "")).lower())
         if role is None:
             raise DistillError(
@@ -275,7 +295,7 @@ def _from_messages(record: dict, mapping: dict, origin: str) -> dict:
 
 
 def _from_sharegpt(record: dict, mapping: dict, origin: str) -> dict:
-    turns = _turns(record["conversations"], origin, "from", "value")
+    turns = _turns(record["conversations"], origin, "from", "value", column="conversations")
     system = record.get("system")
     if system and not (turns and turns[0]["role"] == "system"):
         turns.insert(0, {"role": "system", "content": str(system)})
@@ -295,13 +315,23 @@ def _from_columns(record: dict, mapping: dict, origin: str) -> dict:
     return {"problem": problem, "prompt": [{"role": "user", "content": problem}], "completion": completion}
 
 
-def _from_openr1(record: dict, origin: str, per_prompt: dict) -> list[dict]:
+def _from_openr1(record: dict, origin: str, per_prompt: dict):
+    """One row per generation, made as they are read: a problem with 12,000 generations never sits in memory as
+    12,000 rows that each copy it."""
     generations = record.get("generations") or []
     reasons = record.get("finish_reasons") or []
-    rows = []
+    for column, value in (("generations", generations), ("finish_reasons", reasons)):
+        if not isinstance(value, list):
+            raise DistillError(f"{origin}: column `{column}` is a {type(value).__name__}: expected a list")
+    if not isinstance(record.get("problem"), str):
+        raise DistillError(f"{origin}: column `problem` is {type(record.get('problem')).__name__}: expected text")
     for k, generation in enumerate(generations):
         if generation is None:
             continue
+        if not isinstance(generation, str):
+            raise DistillError(
+                f"{origin}: column `generations`, item {k} is a {type(generation).__name__}: expected text"
+            )
         part = {
             "problem": record["problem"],
             "prompt": [{"role": "user", "content": record["problem"]}],
@@ -310,8 +340,7 @@ def _from_openr1(record: dict, origin: str, per_prompt: dict) -> list[dict]:
             "sample_index": k,
         }
         mapping = {"gold": "answer", "id": "uuid", "domain": "domain"}
-        rows.append(_finish(part, record, mapping, f"{origin}#{k}", per_prompt))
-    return rows
+        yield _finish(part, record, mapping, f"{origin}#{k}", per_prompt)
 
 
 def _finish(part: dict, record: dict, mapping: dict, origin: str, per_prompt: dict) -> dict:
@@ -405,10 +434,10 @@ def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
         if table is None:
             files.append(source.path)
             continue
-        rows = [row for batch in normalize(table, layout, mapping, source.name) for row in batch]
-        if not rows:
-            raise DistillError(f"{source.name} has no traces to filter")
         path = folder / f"input-{number:05d}.parquet"
-        write_table_atomic(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), path)
+        # Streamed, batch by batch: an 8 KB OpenR1 file (a 200 KB problem, 12,000 generations) needed 13 GB
+        # when its rows were all made before writing.
+        if not write_batches_atomic(normalize(table, layout, mapping, source.name), INPUT_SCHEMA, path):
+            raise DistillError(f"{source.name} has no traces to filter")
         files.append(path)
     return files
