@@ -149,7 +149,8 @@ folder = Path(sys.argv[1])
 plans = prepare_inputs([str(folder / "openr1.jsonl")], "openr1", {})
 files = write_normalized(plans, {}, folder / "norm")
 import pyarrow.parquet as pq
-print(pq.ParquetFile(files[0]).metadata.num_rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+print(rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
 """
 
 

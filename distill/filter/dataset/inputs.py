@@ -42,6 +42,7 @@ STRATOS_MARKERS = (
 USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 BATCH = 1000
 BATCH_BYTES = 32 << 20  # text per batch of normalized rows: what an import holds in memory besides its input
+PART_BYTES = 512 << 20  # text per normalized file (a shard of the Ray backend)
 
 
 @dataclass(slots=True)
@@ -116,7 +117,12 @@ def read_source(source: Source) -> pa.Table:
         if source.kind == "csv":
             return pyarrow.csv.read_csv(source.path)
         if source.kind in ("jsonl", "json"):
-            return pa.Table.from_pylist(_json_rows(source))
+            rows = _json_rows(source)
+            try:
+                return pa.Table.from_pylist(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                _name_the_odd_row(rows, source.name)  # one line naming the row and the column, when it can
+                raise
     except DistillError:
         raise
     except Exception as exc:  # pyarrow raises several types for damaged files
@@ -156,6 +162,31 @@ def _json_rows(source: Source) -> list[dict]:
     if not all(isinstance(row, dict) for row in rows):
         raise DistillError(f"{source.name}: every record must be a JSON object")
     return rows
+
+
+def _shape(value) -> str:
+    if isinstance(value, list):
+        inner = {_shape(v) for v in value if v is not None}
+        return f"a list of {inner.pop()}s" if len(inner) == 1 else "a list of mixed values" if inner else "a list"
+    return {dict: "mapping", str: "text", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def _name_the_odd_row(rows: list[dict], where: str) -> None:
+    """Records whose values Arrow cannot put in one column (turns that are mappings in one row, numbers in the
+    next): raise the error naming the first row whose column differs in shape from the rows before it."""
+    seen: dict[str, tuple[str, int]] = {}
+    for number, row in enumerate(rows):
+        for column, value in row.items():
+            if value is None:
+                continue
+            shape = _shape(value)
+            if shape == "a list of mixed values":
+                raise DistillError(f"{where}:{number}: column `{column}` mixes values of different kinds")
+            first = seen.setdefault(column, (shape, number))
+            if first[0] != shape:
+                raise DistillError(
+                    f"{where}:{number}: column `{column}` holds {shape}, where row {first[1]} holds {first[0]}"
+                )
 
 
 def detect_format(names: list[str], requested: str, mapping: dict, where: str) -> str:
@@ -403,6 +434,16 @@ def _hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _up_to(batches, limit: int):
+    """Batches from `batches` until they hold `limit` bytes of text (the rest stays for the next call)."""
+    size = 0
+    for batch in batches:
+        yield batch
+        size += sum(len(v) for row in batch for v in row.values() if isinstance(v, str))
+        if size >= limit:
+            return
+
+
 INPUT_SCHEMA = pa.schema(list(GENERATE_SCHEMA) + [pa.field("origin", pa.string())])
 
 
@@ -434,10 +475,17 @@ def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
         if table is None:
             files.append(source.path)
             continue
-        path = folder / f"input-{number:05d}.parquet"
         # Streamed, batch by batch: an 8 KB OpenR1 file (a 200 KB problem, 12,000 generations) needed 13 GB
-        # when its rows were all made before writing.
-        if not write_batches_atomic(normalize(table, layout, mapping, source.name), INPUT_SCHEMA, path):
+        # when its rows were all made before writing. A source that expands past PART_BYTES of text goes into
+        # several files: each is a shard the Ray backend holds whole while it writes its outputs.
+        batches = normalize(table, layout, mapping, source.name)
+        part = 0
+        while True:
+            name = f"input-{number:05d}.parquet" if part == 0 else f"input-{number:05d}-part-{part:05d}.parquet"
+            if not write_batches_atomic(_up_to(batches, PART_BYTES), INPUT_SCHEMA, folder / name):
+                break
+            files.append(folder / name)
+            part += 1
+        if part == 0:
             raise DistillError(f"{source.name} has no traces to filter")
-        files.append(path)
     return files
