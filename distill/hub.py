@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from distill.cards import dataset_card, model_card, read_eval_summary
 from distill.config import PublishConfig
 from distill.errors import DistillError, MissingDependency
-from distill.io import check_not_input, data_files
+from distill.io import check_not_input, data_files, write_text_atomic
+from distill.models import cache_dir
 from distill.secrets import known_tokens, scrub
 
 # The files of a model folder that make a loadable model; everything else (training_args.bin, which pickles the
@@ -116,6 +117,7 @@ def _publish(kind: str, repo_id: str, config: PublishConfig, stage, message: str
         target = Path(config.stage_dir)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise DistillError(f"--stage-dir {target} is not an empty folder: give a new or empty one")
+        _remember_stage(target)
         stage(target)
         return _upload(kind, repo_id, config, target, message, api, result)
     with tempfile.TemporaryDirectory(prefix="distill-publish-") as tmp:
@@ -228,16 +230,18 @@ def _refuse_links_out(folder: Path, paths: list[Path]) -> None:
 def _refuse_hard_links_out(folder: Path, paths: list[Path]) -> None:
     """Refuse a file we would upload that has a hard link outside `folder`: its name is inside, its bytes may be
     anyone's (a model folder's tokenizer.json hard-linked to a key file was staged and uploaded). A file's links
-    are all inside when the folder holds as many names for it as the file's link count."""
+    are accounted for when the folder, and the --stage-dir folders publish made itself (which hold hard links to
+    what they staged), hold as many names for it as its link count."""
     shared = [p for p in paths if p.is_file() and p.stat().st_nlink > 1]
     if not shared:
         return
-    inside = Counter()
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            st = os.lstat(os.path.join(root, name))
-            inside[(st.st_dev, st.st_ino)] += 1
-    outside = [p for p in shared if inside[(p.stat().st_dev, p.stat().st_ino)] < p.stat().st_nlink]
+    names = Counter()
+    for root in [folder, *_known_stages()]:
+        for base, _dirs, files in os.walk(root):
+            for name in files:
+                st = os.lstat(os.path.join(base, name))
+                names[(st.st_dev, st.st_ino)] += 1
+    outside = [p for p in shared if names[(p.stat().st_dev, p.stat().st_ino)] < p.stat().st_nlink]
     if outside:
         named = ", ".join(str(p.relative_to(folder)) for p in outside[:3])
         raise DistillError(
@@ -245,6 +249,30 @@ def _refuse_hard_links_out(folder: Path, paths: list[Path]) -> None:
             "(an earlier --stage-dir holds some: remove it); copy the files (cp --no-preserve=links) or remove the "
             "links"
         )
+
+
+# The --stage-dir folders publish has made (one path a line, in distill's cache): the hard links they hold are ours.
+STAGES_FILE = "publish-stages.txt"
+
+
+def _remember_stage(target: Path) -> None:
+    record = cache_dir() / STAGES_FILE
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with open(record, "a", encoding="utf-8") as fh:
+        fh.write(str(target.resolve()) + "\n")
+
+
+def _known_stages() -> list[Path]:
+    """The recorded stage folders that still exist (the others are dropped from the record)."""
+    record = cache_dir() / STAGES_FILE
+    try:
+        lines = record.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    alive = [Path(line) for line in dict.fromkeys(lines) if line and Path(line).is_dir()]
+    if len(alive) != len(lines):
+        write_text_atomic("".join(f"{p}\n" for p in alive), record, durable=False)
+    return alive
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

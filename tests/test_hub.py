@@ -25,6 +25,12 @@ SAMPLING = json.dumps({"max_tokens": 4096, "prefill": "", "stop": [], "temperatu
 
 
 @pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """publish records its --stage-dir folders in distill's cache: a test's own, not the user's."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "distill-cache"))
+
+
+@pytest.fixture(autouse=True)
 def no_hub(monkeypatch):
     """Every test runs offline: building a real HfApi is a test failure."""
     import huggingface_hub
@@ -561,3 +567,12 @@ def test_model_publish_refuses_a_hard_link_out_of_the_folder(trained, ssh_key, t
     (trained / "tokenizer.json").write_text("{}")
     os.link(trained / "tokenizer.json", trained / "checkpoint-10" / "tokenizer.json")  # both names inside: fine
     assert "tokenizer.json" in publish_model(trained, "me/student", PublishConfig(dry_run=True))["files"]
+
+
+def test_a_dry_run_stage_does_not_block_the_real_upload(filtered, tmp_path):
+    """--dry-run --stage-dir hard-links the files it stages: those links are ours, and the upload after it goes on."""
+    publish_dataset(filtered, "me/r1-traces", PublishConfig(dry_run=True, stage_dir=str(tmp_path / "stage")))
+    assert any(p.stat().st_nlink > 1 for p in (filtered / "data").glob("*.parquet"))
+    api = FakeApi()
+    publish_dataset(filtered, "me/r1-traces", PublishConfig(), api=api)
+    assert api.calls

@@ -1,29 +1,31 @@
 """Run untrusted, model-written programs in a sandbox.
 
 Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC namespaces, no nested user
-namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
-working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
-rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
-file size, a seccomp filter (`seccomp.SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
-wall-clock timeout after which its whole process tree is killed.
+namespaces), a read-only `/usr` and nothing else of the host's files, private tmpfs folders as its working
+directory, `/tmp` and `/dev/shm` (each `tmpfs_mb` bytes and, as root, `tmpfs_inodes` files: our own mounts in the
+run's private mount namespace, since bwrap's --tmpfs takes no inode count; the root and the rest of `/dev` are
+read-only), an empty environment, rlimits on CPU time, address space, processes, open files and file size, a
+seccomp allowlist (`seccomp.SECCOMP_ALLOWED`), stdout and stderr through pipes read with a byte cap, a watch over
+the memory of its whole process tree, and a wall-clock timeout after which its whole process tree is killed. A run
+may also get a request/reply channel (`channel.py`), over which the code verifier's tests call the program.
 
 What is bounded, and how:
-- memory: RLIMIT_AS per process (`memory_mb`), times at most `max_processes` processes; the memory RLIMIT_AS does
-  not count is refused by the seccomp filter (System V shared memory, message queues and semaphores, memfds,
-  POSIX message queues: a sample pinned 1.25 GB of detached System V segments and 1.2 GB of memfds under a 512 MB
-  limit before, 0 MB now, measured by /proc/meminfo Shmem), and the tmpfs folders are size-limited;
+- memory: RLIMIT_AS per process (`memory_mb`), and the whole tree to `memory_mb` by `procs.MemoryWatch` (RSS of
+  every process of the pid namespace every 50 ms, PSS past the limit; killed past it: `memory_exceeded`); the
+  memory RLIMIT_AS does not count is refused by the seccomp filter (System V IPC, memfds, POSIX message queues,
+  vmsplice/splice/tee, which kept unmapped huge pages alive in pipe slots), and the tmpfs folders are limited in
+  bytes and files;
 - disk: nothing of the host is writable; output goes through pipes (a file would let `fallocate` with
   FALLOC_FL_KEEP_SIZE reserve host disk at size 0), `max_output_bytes` kept of each of stdout and stderr, the rest
   read and dropped (so a flood is neither stored nor blocks the program), flagged apart: `output_truncated` for
-  stdout, `stderr_truncated` for stderr;
-- host kernel state: no keyring calls (the launching shell's session keyring held secrets a sample could read,
-  and a key a sample added was read by the next), and none of the other calls Docker's default profile refuses
-  that a test has no use for (io_uring, bpf, perf events, userfaultfd, ptrace, mounts, namespaces, modules, ...);
+  stdout, `stderr_truncated` for stderr; a channel reply past `max_output_bytes` ends the run as truncated;
+- system calls: only those of the allowlist, socket families unix, inet and inet6 (see seccomp.py);
 - CPU time, processes and threads, open files, file size, wall clock: rlimits and the kill of the whole tree.
 What is not: kernel memory a process holds outside these limits (socket buffers, up to a few hundred KB per
-socket and 256 sockets per process; pipe buffers, up to the kernel's per-user cap; page tables), CPU contention
-between runs, timing side channels. No cgroup is used (containers rarely delegate one). The seccomp filter exists
-for x86_64 and aarch64; on other machines those calls are allowed. The unsandboxed mode has none of this but the
+socket and 256 sockets per process; pipe buffers written with `write`, up to the kernel's per-user cap; page
+tables), CPU contention between runs, timing side channels. No cgroup is used (containers rarely delegate one).
+Without CAP_SYS_ADMIN (not root) the tmpfs folders are bwrap's, limited in bytes only. The seccomp filter exists
+for x86_64 and aarch64; on other machines every call is allowed. The unsandboxed mode has none of this but the
 rlimits.
 When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
 RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
@@ -37,15 +39,17 @@ checked before use: never world-writable /tmp), so that every process of the hos
 (two filters, a math pool's workers, two test sessions) gets a different one: after a run, every process of its uid
 is killed, which must never hit another run's program. The kernel drops the lock when its holder dies.
 
-The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges, `bwrap` isolates):
+The command line, as root (`prlimit` sets the limits, `unshare` and `sh` mount the inode-limited folders in a
+private mount namespace, `setpriv` drops privileges, `bwrap` isolates):
 
     prlimit --cpu=S:S --as=B --nproc=N --fsize=B --core=0 --nofile=256 --
+      unshare --mount --propagation private -- /bin/sh -c MOUNTS HOST B INODES
       setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
       bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
         --seccomp 4
         --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
-        --proc /proc --dev /dev --size B --tmpfs /dev/shm --remount-ro /dev
-        --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
+        --proc /proc --dev /dev --bind HOST/tmp /tmp --bind HOST/shm /dev/shm --remount-ro /dev
+        --bind HOST/work /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
         --chdir /work --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /work ... -- /usr/bin/python3 -B main.py
 """
 
