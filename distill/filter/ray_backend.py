@@ -393,8 +393,8 @@ def plan_stages(leads: list[tuple[str, dict]], own: dict, cpus: float) -> list[t
         )
     wanted = sum(demands[i][1] for i in loose)
     above = sum(demands[i][1] - MIN_STAGE_CPUS for i in loose)
-    plan = []
-    for i, (name, _) in enumerate(leads):
+    firsts = []
+    for i in range(len(leads)):
         options, want, actors = demands[i]
         if i in pinned:
             per_actor = pinned[i]
@@ -403,8 +403,13 @@ def plan_stages(leads: list[tuple[str, dict]], own: dict, cpus: float) -> list[t
         else:  # every stage its minimum, the rest shared in proportion to what each asks beyond it
             extra = (free - MIN_STAGE_CPUS * len(loose)) * (want - MIN_STAGE_CPUS) / above if above else 0.0
             per_actor = MIN_STAGE_CPUS + int(extra * 100) / 100
-        # More actors start only when their CPUs are free (the first one is what must fit): up to the budget.
-        actors = own.get(name, {}).get("max_actors", min(actors, max(1, int(budget // per_actor))))
+        firsts.append((options, per_actor, actors))
+    # Every stage may grow to the same multiple of its first actor, as long as all of them together still leave
+    # the reads their CPUs: idle actors holding the last CPUs would starve the reads they wait for.
+    room = max(1, int(budget / sum(per_actor for _, per_actor, _ in firsts)))
+    plan = []
+    for (name, _), (options, per_actor, actors) in zip(leads, firsts, strict=True):
+        actors = own.get(name, {}).get("max_actors", min(actors, room))
         plan.append((options, per_actor, max(1, int(actors))))
     return plan
 
