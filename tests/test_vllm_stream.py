@@ -33,7 +33,7 @@ class FakeLLM:
     def step(self):
         self.steps += 1
         request_id, content = self.queue.pop(0)
-        done = SimpleNamespace(text=content.upper(), finish_reason="stop", token_ids=[1, 2, 3])
+        done = SimpleNamespace(text=content.upper(), finish_reason="stop", token_ids=[1, 2, 3], logprobs=None)
         running = SimpleNamespace(request_id="other", finished=False, outputs=[], prompt_token_ids=[])
         return [running, SimpleNamespace(request_id=request_id, finished=True, outputs=[done], prompt_token_ids=[9])]
 
@@ -48,7 +48,10 @@ def engine() -> tuple[VllmEngine, FakeLLM]:
 
 @pytest.fixture(autouse=True)
 def no_vllm_params(monkeypatch):
-    monkeypatch.setattr("distill.engines.vllm_engine.sampling_params", lambda sampling, max_tokens: max_tokens)
+    monkeypatch.setattr(
+        "distill.engines.vllm_engine.sampling_params",
+        lambda sampling, max_tokens: SimpleNamespace(max_tokens=max_tokens, logprobs=None),
+    )
 
 
 def test_each_result_comes_the_step_it_finishes():

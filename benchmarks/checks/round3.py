@@ -386,7 +386,8 @@ class StandIn:
     def step(self):
         time.sleep(PER)
         rid = self.queue.pop(0)
-        out = SimpleNamespace(text="<think>\\nx\\n</think>\\n\\n\\\\boxed{1}", finish_reason="stop", token_ids=[1])
+        out = SimpleNamespace(text="<think>\\nx\\n</think>\\n\\n\\\\boxed{1}", finish_reason="stop", token_ids=[1],
+                              logprobs=None)
         return [SimpleNamespace(request_id=rid, finished=True, outputs=[out], prompt_token_ids=[1])]
     def chat(self, conversations, params, **kw):
         ids = self.enqueue_chat(conversations, params)
@@ -402,7 +403,7 @@ def from_config(cls, config):
     return engine
 
 vllm_engine.VllmEngine.from_config = classmethod(from_config)
-vllm_engine.sampling_params = lambda sampling, max_tokens: max_tokens
+vllm_engine.sampling_params = lambda sampling, max_tokens: SimpleNamespace(max_tokens=max_tokens, logprobs=None)
 out = Path(sys.argv[1])
 seen = []
 def watch():
