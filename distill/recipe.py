@@ -37,16 +37,20 @@ VERIFIER_INPUT_KEYS = ("model",)
 # with every alias expanded is counted before anything is built from it, and a document past this is refused.
 MAX_YAML_NODES = 100_000
 MAX_YAML_BYTES = 1 << 20  # and the file itself: 1 MiB is thousands of recipes; YAML parses ~0.4 MB/s in Python
+# And the text of its values, expanded: a 104 KB recipe whose aliases repeated a 100 KB string 1,000 times stayed
+# under the node count, wrote a 97 MB config.resolved.yaml and reached 3.7 GB before it crashed.
+MAX_YAML_EXPANDED_BYTES = 4 << 20
 
 
 class BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a document whose aliases would expand past MAX_YAML_NODES nodes, or refer to
-    themselves; counted on the composed node graph (one visit per distinct node), before construction."""
+    """SafeLoader that refuses a document whose aliases would expand past MAX_YAML_NODES nodes or
+    MAX_YAML_EXPANDED_BYTES of text, or refer to themselves; counted on the composed node graph (one visit per
+    distinct node), before construction."""
 
     def get_single_node(self):
         node = super().get_single_node()
         if node is not None:
-            expanded_size(node, MAX_YAML_NODES)
+            expanded_size(node, MAX_YAML_NODES, MAX_YAML_EXPANDED_BYTES)
         return node
 
 
@@ -54,32 +58,46 @@ class YamlTooLarge(DistillError):
     pass
 
 
-def expanded_size(node, limit: int) -> int:
-    """Nodes in `node` with every alias expanded (a shared node counts at each use), up to `limit`."""
-    sizes: dict[int, int] = {}
+def expanded_size(node, limit: int, byte_limit: int = MAX_YAML_EXPANDED_BYTES) -> int:
+    """Nodes in `node` with every alias expanded (a shared node counts at each use), up to `limit` nodes and
+    `byte_limit` bytes of scalar text."""
+    sizes: dict[int, tuple[int, int]] = {}
     busy: set[int] = set()
 
-    def size(n) -> int:
+    def size(n) -> tuple[int, int]:
         key = id(n)
         if key in sizes:
             return sizes[key]
         if key in busy:
             raise YamlTooLarge("refers to itself through an alias: write the value out")
         busy.add(key)
-        total = 1
-        if isinstance(n, yaml.SequenceNode):
-            total += sum(size(child) for child in n.value)
-        elif isinstance(n, yaml.MappingNode):
-            total += sum(size(k) + size(v) for k, v in n.value)
+        total, text = 1, 0
+        if isinstance(n, yaml.ScalarNode):
+            text = len(n.value.encode("utf-8", "replace")) if isinstance(n.value, str) else 0
+        children = (
+            n.value
+            if isinstance(n, yaml.SequenceNode)
+            else [c for kv in n.value for c in kv]
+            if isinstance(n, yaml.MappingNode)
+            else []
+        )
+        for child in children:
+            nodes, chars = size(child)
+            total, text = total + nodes, text + chars
         busy.discard(key)
         if total > limit:
             raise YamlTooLarge(
                 f"expands to more than {limit:,} values through its aliases (&anchor, *alias): use fewer aliases"
             )
-        sizes[key] = total
-        return total
+        if text > byte_limit:
+            raise YamlTooLarge(
+                f"expands to more than {byte_limit >> 20} MiB of text through its aliases (&anchor, *alias): use "
+                "fewer aliases"
+            )
+        sizes[key] = (total, text)
+        return total, text
 
-    return size(node)
+    return size(node)[0]
 
 
 def yaml_value(text: str, where: str):

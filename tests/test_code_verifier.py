@@ -236,7 +236,7 @@ HUMANEVAL_SHAPES = {
         "from collections import Counter\ndef count_words(s):\n    return dict(Counter(s.split()))\n",
         "def count_words(s):\n    return {'a': 2}\n",
     ),
-    "a loop (not split: run whole)": (
+    "a loop": (
         "def check(candidate):\n    for i in range(5):\n        assert candidate(i) == i * i\n",
         "sq",
         "def sq(x):\n    return x * x\n",
@@ -255,12 +255,20 @@ def test_asserts_shapes_pass_correct_and_fail_wrong(verifier, shape):
     assert verdict.passed is False, verdict
 
 
-def test_split_asserts_send_no_expected_value_to_the_sandbox():
-    (case,) = parse_tests(HUMANEVAL_TESTS)
-    assert case.calls == ("add(2, 3)", "add(-1, 1)")
-    assert "5" not in " ".join(case.calls) and "0" not in " ".join(case.calls)
-    (loop,) = parse_tests({"asserts": HUMANEVAL_SHAPES["a loop (not split: run whole)"][0], "entry_point": "sq"})
-    assert loop.calls == () and "check(sq)" in loop.asserts
+def test_the_sandbox_never_receives_an_expected_value(verifier, monkeypatch):
+    """Every request the tests send is a call with its arguments: 5 and 0 (the expected values) never cross."""
+    from distill.filter.verifiers import asserts
+
+    sent = []
+    real = asserts.Calls.eval
+    monkeypatch.setattr(asserts.Calls, "eval", lambda self, wire: sent.append(wire) or real(self, wire))
+    verdict = verifier.verify(sample("```python\ndef add(a, b):\n    return a + b\n```", HUMANEVAL_TESTS))
+    assert verdict.passed is True
+    text = json.dumps(sent)
+    assert '"n": "add"' in text and '"0x2"' in text and '"-0x1"' in text
+    assert '"0x5"' not in text and '"0x0"' not in text, text
+    (loop,) = parse_tests({"asserts": HUMANEVAL_SHAPES["a loop"][0], "entry_point": "sq"})
+    assert loop.program is not None and "check(sq)" in loop.asserts
 
 
 def test_split_asserts_compare_plain_data_only(verifier):

@@ -1,6 +1,7 @@
 """`distill publish`: staged folders, cards, and the upload protocol against a fake HfApi (nothing reaches the Hub)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from distill.testing import example_row
 
 TOKEN = "hf_MARKERSECRET123"
 SAMPLING = json.dumps({"max_tokens": 4096, "prefill": "", "stop": [], "temperature": 0.6, "top_p": 0.95})
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """publish records its --stage-dir folders in distill's cache: a test's own, not the user's."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "distill-cache"))
 
 
 @pytest.fixture(autouse=True)
@@ -546,3 +553,26 @@ def test_resolved_configs_and_errors_hold_no_url_credentials(tmp_path, monkeypat
     with pytest.raises(Exception) as raised:  # click.ClickException: the one line the CLI prints
         fails()
     assert "MARKER" not in raised.value.format_message() and "api.example.com" in raised.value.format_message()
+
+
+def test_model_publish_refuses_a_hard_link_out_of_the_folder(trained, ssh_key, tmp_path):
+    """A hard link has no target to resolve: its name is inside, its bytes are the key's. Refused by link count."""
+    (trained / "tokenizer.json").unlink()
+    os.link(ssh_key, trained / "tokenizer.json")
+    api = FakeApi()
+    with pytest.raises(DistillError, match="tokenizer.json has hard links outside it") as raised:
+        publish_model(trained, "me/student", PublishConfig(dry_run=False), api=api)
+    assert "\n" not in str(raised.value) and api.calls == []
+    (trained / "tokenizer.json").unlink()
+    (trained / "tokenizer.json").write_text("{}")
+    os.link(trained / "tokenizer.json", trained / "checkpoint-10" / "tokenizer.json")  # both names inside: fine
+    assert "tokenizer.json" in publish_model(trained, "me/student", PublishConfig(dry_run=True))["files"]
+
+
+def test_a_dry_run_stage_does_not_block_the_real_upload(filtered, tmp_path):
+    """--dry-run --stage-dir hard-links the files it stages: those links are ours, and the upload after it goes on."""
+    publish_dataset(filtered, "me/r1-traces", PublishConfig(dry_run=True, stage_dir=str(tmp_path / "stage")))
+    assert any(p.stat().st_nlink > 1 for p in (filtered / "data").glob("*.parquet"))
+    api = FakeApi()
+    publish_dataset(filtered, "me/r1-traces", PublishConfig(), api=api)
+    assert api.calls

@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
+from distill.errors import DistillError
+from distill.io import check_output
 from distill.schema import GENERATE_SCHEMA
 
 
@@ -201,3 +203,36 @@ def test_run_refuses_a_recipe_whose_stage_writes_into_its_input(gen, tmp_path):
     )
     one_line_error(invoke("run", recipe), "is the input")
     assert snapshot(gen) == before
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_an_input_file_linked_into_the_output_is_refused_and_kept(gen, tmp_path, flag):
+    """The input folder is elsewhere, but its Parquet file is a link into --out: --overwrite deleted that file
+    (the input's rows lost) when only the folder was resolved. Its files are resolved too."""
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    real = out / "data" / "train-00000.parquet"
+    (gen / "data" / "train-00000.parquet").rename(real)
+    (gen / "data" / "train-00000.parquet").symlink_to(real)
+    (out / "stats.json").write_text("{}")
+    before = snapshot(out)
+    result = invoke("filter", gen, "--out", out, "--verifiers", "format", flag)
+    one_line_error(result, str(out), "link")
+    assert snapshot(out) == before and pq.read_table(gen / "data" / "train-00000.parquet").num_rows == 4
+    # The output check itself resolves an input folder's files, for every stage (generate's --source, ...).
+    with pytest.raises(DistillError, match="reads through its link .*never writes into its inputs"):
+        check_output(out, inputs=[gen], overwrite=True)
+    assert snapshot(out) == before
+
+
+def test_a_data_file_linked_out_of_a_dataset_repo_is_not_read(gen, tmp_path):
+    """A cloned dataset repo can hold a data file that is a link anywhere (a key, a token file): not read."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    secret = tmp_path / "home" / ".cache" / "token.json"
+    secret.parent.mkdir(parents=True)
+    secret.write_text('{"problem": "MARKER", "completion": "x"}\n')
+    (repo / "data" / "train.jsonl").symlink_to(secret)
+    result = invoke("filter", repo, "--out", tmp_path / "out", "--verifiers", "format")
+    one_line_error(result, "train.jsonl", "is a link to", "outside")
+    assert not (tmp_path / "out").exists() or "MARKER" not in str(list((tmp_path / "out").rglob("*")))

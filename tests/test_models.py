@@ -1,4 +1,5 @@
 import importlib.util
+import json
 
 import pytest
 
@@ -28,13 +29,67 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     assert models.cache_dir() == tmp_path / "c"
 
 
+def _weights(folder, n: int = 16) -> None:
+    """A small but well-formed safetensors file: 8-byte header length, JSON header, n float32 values."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(4 * n))
+
+
+def _converted(target, marker: str = "converted from x.gguf\n") -> None:
+    """A converted folder as `install_converted` leaves it."""
+    work = target.parent / ".work"
+    work.mkdir(parents=True)
+    _weights(work)
+    (work / "tokenizer.json").write_text('{"model": {}}')
+    models.install_converted(work, target, marker)
+
+
 def test_converted_folder_is_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
     target = tmp_path / "models" / "SmolLM2-135M-Instruct"
-    target.mkdir(parents=True)
-    (target / models.CONVERTED_MARKER).write_text("done")
+    _converted(target)
     monkeypatch.setattr(models, "_find_gguf", lambda: pytest.fail("must not convert again"))
     assert models.embedded_model_dir() == target
+
+
+@pytest.mark.parametrize("tear", ["truncated weights", "truncated tokenizer", "missing file", "old marker, cut"])
+def test_a_torn_folder_under_its_marker_is_converted_again(monkeypatch, tmp_path, capsys, tear):
+    """What a power cut after the rename could leave (nothing was synced first): the marker over short files.
+    It gave a traceback on every run; now the sizes under the marker are checked and the folder is redone."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    _converted(target)
+    if tear == "truncated weights":
+        data = (target / "model.safetensors").read_bytes()
+        (target / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif tear == "truncated tokenizer":
+        (target / "tokenizer.json").write_text('{"mod')
+    elif tear == "missing file":
+        (target / "tokenizer.json").unlink()
+    else:  # a marker of an older distill (no sizes): the weights' own header still tells
+        (target / models.CONVERTED_MARKER).write_text("converted from x.gguf\n")
+        data = (target / "model.safetensors").read_bytes()
+        (target / "model.safetensors").write_bytes(data[:-8])
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(models, "_find_gguf", lambda: gguf)
+    redone = []
+    monkeypatch.setattr(models, "_convert_gguf", lambda g, t, marker, untie=False: redone.append(t) or _converted(t))
+    assert models.embedded_model_dir() == target and redone == [target]
+    assert "is damaged" in capsys.readouterr().err
+    assert models.damage(target) is None
+
+
+def test_install_syncs_and_records_every_file(tmp_path, monkeypatch):
+    synced = []
+    real = models.os.fsync
+    monkeypatch.setattr(models.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    target = tmp_path / "models" / "m"
+    _converted(target)
+    lines = (target / models.CONVERTED_MARKER).read_text().splitlines()
+    sizes = json.loads(lines[1][len(models.MANIFEST_PREFIX) :])
+    assert sizes == {"model.safetensors": (target / "model.safetensors").stat().st_size, "tokenizer.json": 13}
+    assert len(synced) >= 3  # the two files and the marker, before the rename
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -80,8 +135,7 @@ def _install_parts(monkeypatch, tmp_path, data: bytes, modules=("fake_part1", "f
 def _fake_convert(calls):
     def convert(gguf, target, marker, untie=False):
         calls.append(gguf.read_bytes())
-        target.mkdir(parents=True, exist_ok=True)
-        (target / models.CONVERTED_MARKER).write_text(marker, encoding="utf-8")
+        _converted(target, marker)
 
     return convert
 
@@ -100,8 +154,7 @@ def test_teacher_parts_are_assembled_in_order_checked_and_converted_once(monkeyp
 def test_teacher_alias_resolves_to_the_converted_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
     target = tmp_path / "models" / "Qwen2.5-Coder-0.5B-Instruct"
-    target.mkdir(parents=True)
-    (target / models.CONVERTED_MARKER).write_text(f"converted from sha256 {models.QWEN_SHA256}\n")
+    _converted(target, f"converted from sha256 {models.QWEN_SHA256}\n")
     assert models.model_label("Qwen2.5-Coder-0.5B") == models.QWEN_TEACHER
     assert models.resolve_model("qwen2.5-coder-0.5b") == str(target)
     assert models.resolve_model(None) != str(target)  # a bare `distill generate` keeps the fast SmolLM2
@@ -118,7 +171,8 @@ def test_torn_conversion_is_detected_and_redone(monkeypatch, tmp_path):
     models.qwen_teacher_dir(parts)
     assert len(calls) == 1
     # A marker from another file (the expected hash changed) is not trusted either.
-    (target / models.CONVERTED_MARKER).write_text("converted from sha256 0000\n")
+    marker = (target / models.CONVERTED_MARKER).read_text().splitlines()
+    (target / models.CONVERTED_MARKER).write_text("\n".join(["converted from sha256 0000", *marker[1:]]) + "\n")
     models.qwen_teacher_dir(parts)
     assert len(calls) == 2
 

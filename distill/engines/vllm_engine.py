@@ -8,10 +8,6 @@ from distill.engines.chat import render_chat
 from distill.errors import DistillError, MissingDependency
 from distill.models import model_label, resolve_model
 
-# Requests handed to vLLM per call. vLLM batches continuously inside a call; the chunk only bounds how much
-# finished work waits in memory before it reaches a Parquet file.
-CHUNK = 512
-
 
 def engine_kwargs(config, on_cpu: bool) -> dict:
     """vllm.LLM arguments from a GenerateConfig: parallel sizes, dtype, memory, plus the pass-through."""
@@ -113,29 +109,69 @@ class VllmEngine:
             todo.append(i)
             # No per-request seed: it crashes the CPU sampler, and the engine seed already fixes the stream.
             params.append(sampling_params(sampling, min(sampling.max_tokens, room)))
-        for start in range(0, len(todo), CHUNK):
-            chunk, chunk_params = todo[start : start + CHUNK], params[start : start + CHUNK]
-            yield from zip(chunk, self._chat([requests[i] for i in chunk], chunk_params), strict=True)
+        if todo:
+            yield from self._stream([requests[i] for i in todo], params, todo)
 
-    def _chat(self, requests: list[Request], params: list) -> list[Result]:
+    def _stream(self, requests: list[Request], params: list, indices: list[int]) -> Iterator[tuple[int, Result]]:
+        """Every request queued in vLLM at once, then its engine stepped: each result is yielded the step it
+        finishes, so the writer flushes rows as they come (bounded by --flush-seconds, as with the openai engine).
+        `LLM.chat` returned a whole chunk at its end: the quickstart's 96 teacher samples reached disk after ~8
+        minutes, all at once, and a killed run lost them."""
+        pending: dict[str, int] = {}  # vLLM's request id -> index into the caller's requests
+        for index, request_id, error in self._enqueue(requests, params, indices):
+            if error is not None:
+                yield index, Result(error=error)
+            else:
+                pending[request_id] = index
+        engine = self.llm.llm_engine
+        logprobs = (params[0].logprobs or 0) if params else 0  # one Sampling per call: the same for every request
+        try:
+            while pending:
+                try:
+                    outputs = engine.step()
+                except (ValueError, RuntimeError) as exc:  # the engine failed: what it held cannot finish
+                    error = f"engine: {(str(exc).splitlines() or ['step failed'])[0][:300]}"
+                    for index in pending.values():
+                        yield index, Result(error=error)
+                    pending.clear()
+                    return
+                for output in outputs:
+                    if output.finished and output.request_id in pending:
+                        yield pending.pop(output.request_id), _to_result(output, self.tokenizer, logprobs)
+                if pending and not engine.has_unfinished_requests():
+                    for index in pending.values():
+                        yield index, Result(error="engine: the request vanished from the engine")
+                    pending.clear()
+        finally:
+            if pending:  # the consumer stopped (Ctrl-C, an error): take our requests off the engine
+                engine.abort_request(list(pending))
+
+    def _enqueue(self, requests: list[Request], params: list, indices: list[int]):
+        """(index, vLLM request id, None) for each request queued, (index, None, error) for one vLLM refused. The
+        ids vLLM reports on its outputs are the ones it was given; `enqueue_chat` returns them with a random suffix
+        (`-xxxxxxxx`) unless VLLM_DISABLE_REQUEST_ID_RANDOMIZATION is set."""
         prefill = requests[0].prefill
         conversations = [
             r.messages + ([{"role": "assistant", "content": r.prefill}] if r.prefill else []) for r in requests
         ]
         try:
-            outputs = self.llm.chat(
+            ids = self.llm.enqueue_chat(
                 conversations,
                 params,
                 use_tqdm=False,
                 add_generation_prompt=not prefill,
                 continue_final_message=bool(prefill),
             )
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError, TypeError) as exc:
             if len(requests) == 1:
-                return [Result(error=f"engine: {str(exc).splitlines()[0][:300]}")]
-            # One bad request must not sink the others: retry them one by one to isolate it.
-            return [self._chat([r], [p])[0] for r, p in zip(requests, params, strict=True)]
-        return [_to_result(o, self.tokenizer, params[0].logprobs or 0) for o in outputs]
+                return [(indices[0], None, f"engine: {(str(exc).splitlines() or [repr(exc)])[0][:300]}")]
+            # One bad request must not sink the others (vLLM drops the whole call): queue them one by one.
+            return [
+                item
+                for r, p, i in zip(requests, params, indices, strict=True)
+                for item in self._enqueue([r], [p], [i])
+            ]
+        return [(i, _external_id(rid), None) for i, rid in zip(indices, ids, strict=True)]
 
     def close(self) -> None:
         # Dropping the reference is not enough: vLLM's engine-core process lives on (busy-polling a core and
@@ -145,6 +181,11 @@ class VllmEngine:
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+def _external_id(request_id: str) -> str:
+    """The id a request's outputs carry: the one LLM gave it (a counter), without the suffix vLLM adds inside."""
+    return request_id.rsplit("-", 1)[0] if "-" in request_id else request_id
 
 
 def _to_result(output, tokenizer=None, logprobs: int = 0) -> Result:

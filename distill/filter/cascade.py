@@ -43,11 +43,46 @@ def to_messages(row: dict) -> list[dict] | None:
     """TRL's conversational format: the prompt's turns, then `<think>\\n…\\n</think>\\n\\n<answer>`."""
     if row["error"] is not None or row["answer"] is None:
         return None
-    messages = json.loads(row["prompt_messages"])
+    messages = prompt_turns(row)
+    if messages is None:  # a malformed row, rejected as such
+        return None
     reasoning = (row["reasoning"] or "").strip()
     # R1 kept trivial general queries without chain of thought: no reasoning, no think block.
     content = f"<think>\n{reasoning}\n</think>\n\n{row['answer']}" if reasoning else row["answer"]
     return messages + [{"role": "assistant", "content": content}]
+
+
+# Fields a row cannot be written without: a null in one (a file from another tool, with the generate schema's types
+# but nullable fields) becomes an empty value, and the row is read as malformed when it is one it needs.
+REQUIRED_TEXT = ("id", "prompt_id", "domain", "source", "problem", "prompt_messages", "teacher", "sampling")
+
+
+def prompt_turns(row: dict) -> list[dict] | None:
+    """The row's prompt as a list of {role, content} turns; None when `prompt_messages` is not one."""
+    try:
+        turns = json.loads(row.get("prompt_messages") or "")
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(turns, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("role"), str) and isinstance(t.get("content"), str) for t in turns
+    ):
+        return None
+    return turns
+
+
+def malformed(row: dict) -> bool:
+    """A row that cannot be read as a sample: no id, or a prompt that is not a list of turns. It is rejected with
+    `malformed_row` (one bad row never stops a run, and a resumed run passes it too)."""
+    return not row.get("id") or not row.get("prompt_id") or prompt_turns(row) is None
+
+
+def fill_required(row: dict) -> None:
+    """Nulls in the fields the output schema requires, as empty values, so a malformed row can be written."""
+    for name in REQUIRED_TEXT:
+        if row.get(name) is None:
+            row[name] = ""
+    if row.get("sample_index") is None:
+        row["sample_index"] = 0
 
 
 def _verdict_dict(verdict: Verdict | None) -> dict | None:
@@ -289,6 +324,7 @@ def screen(batch: list[dict], deduper, decontam) -> list[str | None]:
     """Drop reasons that come before any verifier: generate errors, contamination, duplicate prompts."""
     reasons: list[str | None] = [None] * len(batch)
     for i, row in enumerate(batch):
+        fill_required(row)
         if row["error"] is not None:
             reasons[i] = "generate_error"
         elif decontam is not None and decontam.match_details(row["problem"]):
@@ -316,7 +352,11 @@ def start_cascade(batch: list[dict], names: list[str], deduper, decontam) -> Cas
     for row in batch:
         for name in names:
             row[f"verdict_{name}"] = None
-    return Cascade(screen(batch, deduper, decontam), [False] * len(batch), [False] * len(batch))
+    reasons = screen(batch, deduper, decontam)
+    for i, row in enumerate(batch):
+        if malformed(row):
+            reasons[i] = "malformed_row"
+    return Cascade(reasons, [False] * len(batch), [False] * len(batch))
 
 
 def run_verifier(verifier, batch: list[dict], cascade: Cascade, config: FilterConfig) -> None:

@@ -188,8 +188,9 @@ def _dedupe(ray, files: list[Path], decontam, config: FilterConfig) -> dict[str,
         _PromptHasher,
         fn_constructor_kwargs={"threshold": config.dedupe_threshold, "exact_only": deduper.exact_only,
                                "decontam": decontam},
-        batch_format="pyarrow", batch_size=config.batch_size, num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus(ray)),
+        batch_format="pyarrow", batch_size=config.batch_size,
+        num_cpus=min(1.0, max(MIN_STAGE_CPUS, _cluster_cpus(ray) - READ_RESERVE)),  # room for the reads
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(_cluster_cpus(ray) - READ_RESERVE))),
     )  # fmt: skip
     duplicates: dict[str, str] = {}
 
@@ -341,33 +342,93 @@ class TokenBucket:
             return start - now
 
 
-def _stage_options(ray, name: str, options: dict, config: FilterConfig) -> tuple[dict, dict]:
-    """(verifier options, map_batches arguments): each verifier's own actors and CPU budget."""
+# CPUs no actor may take: the Parquet read tasks (0.25 CPU each) need them. Actors holding every CPU starved the
+# reads, and the run hung (`--verifiers code,math` on 2 CPUs, one worker each).
+READ_RESERVE = 0.5
+MIN_STAGE_CPUS = 0.25
+
+
+def stage_demand(name: str, options: dict, cpus: float) -> tuple[dict, float, int]:
+    """(verifier options, CPUs one actor of this stage would like, actors it would like): each verifier's own pool
+    and CPU budget, before the cluster's size is applied (`plan_stages`)."""
     options = dict(options)
-    cpus = _cluster_cpus(ray)
     if name in CHEAP:
-        num_cpus, max_actors = 0.25, max(1, cpus // 4)
-    elif name == "math":
+        return options, 0.25, max(1, int(cpus // 4))
+    if name == "math":
         # Ray Data calls stages off the main thread, where math-verify's SIGALRM timeouts cannot be armed: at
         # least one pool process per actor (workers=0, in-process, would leave every row unverified).
         options["workers"] = max(1, options.get("workers") or 1)
-        num_cpus, max_actors = max(1, options["workers"]), max(1, cpus // max(1, options["workers"]))
-    elif name == "code":
+        return options, float(options["workers"]), max(1, int(cpus // options["workers"]))
+    if name == "code":
         options.setdefault("workers", 4)
-        num_cpus, max_actors = options["workers"], max(1, cpus // options["workers"])
-    elif name == "judge":
-        num_cpus, max_actors = 0.25, 4  # waits on a server: threads and sockets, not CPU
-    else:
-        num_cpus, max_actors = 1, cpus
+        return options, float(options["workers"]), max(1, int(cpus // options["workers"]))
+    if name == "judge":
+        return options, 0.25, 4  # waits on a server: threads and sockets, not CPU
+    return options, 1.0, max(1, int(cpus))
+
+
+def plan_stages(leads: list[tuple[str, dict]], own: dict, cpus: float) -> list[tuple[dict, float, int]]:
+    """(options, CPUs per actor, most actors) for each stage, from the cluster's CPUs: the first actor of every
+    stage fits together with READ_RESERVE for the reads, or the run is refused here instead of hanging in Ray.
+
+    A stage asks for its verifier's CPUs (`stage_demand`) when they fit; when the stages together ask for more
+    than the cluster has, each gets its share of what there is (an actor's CPUs are a scheduling budget: a code
+    actor with 4 sandbox threads on 0.75 CPU still runs 4 threads). `ray_stages` values are kept as given, and
+    refused when they cannot fit.
+    """
+    budget = cpus - READ_RESERVE
+    demands = [stage_demand(name, options, cpus) for name, options in leads]
+    pinned = {i: own[name]["num_cpus"] for i, (name, _) in enumerate(leads) if "num_cpus" in own.get(name, {})}
+    free = budget - sum(pinned.values())
+    loose = [i for i in range(len(leads)) if i not in pinned]
+    if free < MIN_STAGE_CPUS * len(loose) or budget <= 0:
+        what = (
+            f"ray_stages ask for {sum(pinned.values()):g} CPUs"
+            if pinned
+            else f"{len(leads)} verifier stages need {MIN_STAGE_CPUS * len(leads):g} CPUs"
+        )
+        fix = "lower ray_stages.<stage>.num_cpus" if pinned else "give Ray more CPUs or use --backend local"
+        raise DistillError(
+            f"{what}, and reading the input needs {READ_RESERVE:g}, but the Ray cluster has {cpus:g} CPUs: {fix} "
+            "(Ray would wait for them forever)"
+        )
+    wanted = sum(demands[i][1] for i in loose)
+    above = sum(demands[i][1] - MIN_STAGE_CPUS for i in loose)
+    firsts = []
+    for i in range(len(leads)):
+        options, want, actors = demands[i]
+        if i in pinned:
+            per_actor = pinned[i]
+        elif wanted <= free:
+            per_actor = want
+        else:  # every stage its minimum, the rest shared in proportion to what each asks beyond it
+            extra = (free - MIN_STAGE_CPUS * len(loose)) * (want - MIN_STAGE_CPUS) / above if above else 0.0
+            per_actor = MIN_STAGE_CPUS + int(extra * 100) / 100
+        firsts.append((options, per_actor, actors))
+    # Every stage may grow to the same multiple of its first actor, as long as all of them together still leave
+    # the reads their CPUs: idle actors holding the last CPUs would starve the reads they wait for.
+    room = max(1, int(budget / sum(per_actor for _, per_actor, _ in firsts)))
+    plan = []
+    for (name, _), (options, per_actor, actors) in zip(leads, firsts, strict=True):
+        actors = own.get(name, {}).get("max_actors", min(actors, room))
+        plan.append((options, per_actor, max(1, int(actors))))
+    return plan
+
+
+def _stage_options(ray, name: str, options: dict, config: FilterConfig, planned=None) -> tuple[dict, dict]:
+    """(verifier options, map_batches arguments): each verifier's own actors and CPU budget (`plan_stages`)."""
+    cpus = _cluster_cpus(ray)
+    options, num_cpus, max_actors = planned or plan_stages([(name, options)], config.ray_stages, cpus)[0]
     own = config.ray_stages.get(name, {})
-    num_cpus, max_actors = own.get("num_cpus", num_cpus), own.get("max_actors", max_actors)
     args = {
         "num_cpus": num_cpus,
         "batch_size": own.get("batch_size", config.batch_size),
         "compute": ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(max_actors))),
     }
-    if name == "code" and ray.cluster_resources().get("sandbox"):
-        args["resources"] = {"sandbox": options["workers"]}  # only nodes started with bwrap and the label
+    sandboxes = ray.cluster_resources().get("sandbox")
+    if name == "code" and sandboxes:
+        # Only nodes started with bwrap and the label; never more units than the cluster has.
+        args["resources"] = {"sandbox": min(options["workers"], sandboxes)}
     return options, args
 
 
@@ -377,11 +438,15 @@ def _verify(ray, files, pending, names, context, config: FilterConfig, out: Path
     if "judge" in names and config.ray_judge_rps:
         limiter = ray.remote(num_cpus=0)(TokenBucket).remote(config.ray_judge_rps)
     groups = stage_groups(list(config.verifiers), config.ray_stages)
+    leads = [next((name for name in group if name not in CHEAP or name in config.ray_stages), group[0])
+             for group in groups]  # fmt: skip
+    plan = plan_stages([(name, config.verifiers[name]) for name in leads], config.ray_stages, _cluster_cpus(ray))
     for k, group in enumerate(groups):
-        lead = next((name for name in group if name not in CHEAP or name in config.ray_stages), group[0])
+        lead = leads[k]
         stage = []
         for name in group:
-            options, args = _stage_options(ray, name, config.verifiers[name], config)
+            planned = plan[k] if name == lead else None
+            options, args = _stage_options(ray, name, config.verifiers[name], config, planned)
             stage.append((name, options))
             if name == lead:
                 lead_args = args
@@ -612,6 +677,11 @@ def _read_group(item: pa.Table, columns: list[str]) -> pa.Table:
     has_origin = "origin" in parquet.schema_arrow.names
     table = parquet.read_row_group(group, columns=columns + (["origin"] if has_origin else []))
     arrays = [table.column(name).cast(GENERATE_SCHEMA.field(name).type) for name in columns]
+    # A null where the schema needs a value (a malformed row, rejected by the first stage) as the local backend
+    # writes it: empty.
+    for k, name in enumerate(columns):
+        if name in cascade.REQUIRED_TEXT or name == "sample_index":
+            arrays[k] = pc.fill_null(arrays[k], "" if name != "sample_index" else 0)
     if has_origin:
         arrays.append(table.column("origin"))
     else:
@@ -621,5 +691,5 @@ def _read_group(item: pa.Table, columns: list[str]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _cluster_cpus(ray) -> int:
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+def _cluster_cpus(ray) -> float:
+    return float(ray.cluster_resources().get("CPU", 1))

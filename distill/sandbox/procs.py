@@ -165,3 +165,92 @@ def count_tasks(uid: int) -> int:
             if status and int(status["Uid"].split()[0]) == uid:
                 total += int(status.get("Threads", "1"))
     return total
+
+
+class MemoryWatch(threading.Thread):
+    """Holds a sandboxed run's whole process tree to `limit` bytes of memory: every `interval` s it sums the
+    resident memory of every process in the run's pid namespace and, past the limit, kills the namespace.
+
+    RLIMIT_AS bounds each process, not the tree: 8 children of 300 MB each held 1.7 GB under a 512 MB limit. The
+    namespace's processes are listed from its own /proc, seen through its init's root (`/proc/PID/root/proc`), so
+    neither a double fork nor a new session hides one. RSS counts pages a fork shares with its parent once per
+    process, so past the limit the proportional share (PSS, smaps_rollup) decides: a fork of a 400 MB process that
+    only reads is not 800 MB. The tree can outgrow the limit by what it touches in one interval before the kill.
+    """
+
+    def __init__(self, status_path: Path, parent: int, limit: int, interval: float = 0.05):
+        super().__init__(daemon=True, name="sandbox-memory")
+        self.status_path, self.parent, self.limit, self.interval = status_path, parent, limit, interval
+        self.exceeded = 0  # the tree's memory in bytes when it was killed; 0 while under the limit
+        self.peak = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        init = namespace = None
+        while not self._halt.wait(self.interval):
+            if init is None:
+                init = read_status(self.status_path).get("child-pid")
+                continue
+            # bwrap reports its child before the child has its own root and /proc: until then /proc/PID/root/proc
+            # is the host's. The namespace's /proc is the one whose pid 1 is in the child's pid namespace; the
+            # namespace is recorded so that a pid reused after the run is never taken for it.
+            current = pid_namespace(f"/proc/{init}")
+            if current is None or namespace is not None and current != namespace:
+                return
+            if namespace is None:
+                if pid_namespace(f"/proc/{init}/root/proc/1") != current:
+                    continue
+                namespace = current
+            used = tree_memory(init, self.limit)
+            if used is None:  # the namespace is gone
+                return
+            self.peak = max(self.peak, used)
+            if used > self.limit:
+                self.exceeded = used
+                kill_child(self.parent, init)
+                return
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join()
+
+
+def pid_namespace(pid_dir: str) -> int | None:
+    try:
+        return os.stat(f"{pid_dir}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def tree_memory(init: int, limit: int) -> int | None:
+    """Bytes of memory held by the processes of `init`'s pid namespace: RSS summed, or PSS when RSS is past
+    `limit`; None when the namespace's /proc cannot be read (it has exited)."""
+    root = f"/proc/{init}/root/proc"
+    try:
+        pids = [name for name in os.listdir(root) if name.isdigit()]
+    except OSError:
+        return None
+    rss = 0
+    for pid in pids:
+        try:
+            with open(f"{root}/{pid}/statm", "rb") as fh:
+                rss += int(fh.read().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            continue  # exited between the listing and the read
+    if rss <= limit:
+        return rss
+    pss = 0
+    for pid in pids:
+        try:
+            with open(f"{root}/{pid}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return pss

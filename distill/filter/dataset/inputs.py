@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from distill.errors import DistillError, near_hint
 from distill.generate.parse import THINK_CLOSE, THINK_OPEN, parse_trace, truncated_from_text
-from distill.io import write_table_atomic
+from distill.io import check_inside, write_batches_atomic
 from distill.schema import GENERATE_SCHEMA
 
 FORMATS = ("auto", "distill", "messages", "sharegpt", "openr1", "columns")
@@ -63,6 +63,8 @@ GUESSED_REASONING = ("reasoning", "reasoning_content", "thinking")
 TRACE_FIELDS = ("problem", "completion", "reasoning", "answer")  # mapping one of these means the `columns` layout
 USER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 BATCH = 1000
+BATCH_BYTES = 32 << 20  # text per batch of normalized rows: what an import holds in memory besides its input
+PART_BYTES = 512 << 20  # text per normalized file (a shard of the Ray backend)
 
 
 @dataclass(slots=True)
@@ -112,6 +114,8 @@ def find_sources(inputs: list[str]) -> list[Source]:
             found = sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("."))
             if not found:
                 raise DistillError(f"no Parquet, JSONL, JSON or CSV files in {name}: pass trace files or folders")
+            for file in found:
+                check_inside(file, path, "the input file")
             sources += [Source(str(p), _kind(p), p) for p in found]
         elif re.fullmatch(r"[\w.-]+/[\w.-]+", name):
             sources.append(Source(name, "hub"))
@@ -135,7 +139,12 @@ def read_source(source: Source) -> pa.Table:
         if source.kind == "csv":
             return pyarrow.csv.read_csv(source.path)
         if source.kind in ("jsonl", "json"):
-            return pa.Table.from_pylist(_json_rows(source))
+            rows = _json_rows(source)
+            try:
+                return pa.Table.from_pylist(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                _name_the_odd_row(rows, source.name)  # one line naming the row and the column, when it can
+                raise
     except DistillError:
         raise
     except Exception as exc:  # pyarrow raises several types for damaged files
@@ -175,6 +184,31 @@ def _json_rows(source: Source) -> list[dict]:
     if not all(isinstance(row, dict) for row in rows):
         raise DistillError(f"{source.name}: every record must be a JSON object")
     return rows
+
+
+def _shape(value) -> str:
+    if isinstance(value, list):
+        inner = {_shape(v) for v in value if v is not None}
+        return f"a list of {inner.pop()}s" if len(inner) == 1 else "a list of mixed values" if inner else "a list"
+    return {dict: "mapping", str: "text", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def _name_the_odd_row(rows: list[dict], where: str) -> None:
+    """Records whose values Arrow cannot put in one column (turns that are mappings in one row, numbers in the
+    next): raise the error naming the first row whose column differs in shape from the rows before it."""
+    seen: dict[str, tuple[str, int]] = {}
+    for number, row in enumerate(rows):
+        for column, value in row.items():
+            if value is None:
+                continue
+            shape = _shape(value)
+            if shape == "a list of mixed values":
+                raise DistillError(f"{where}:{number}: column `{column}` mixes values of different kinds")
+            first = seen.setdefault(column, (shape, number))
+            if first[0] != shape:
+                raise DistillError(
+                    f"{where}:{number}: column `{column}` holds {shape}, where row {first[1]} holds {first[0]}"
+                )
 
 
 def detect_format(names: list[str], requested: str, mapping: dict, where: str) -> str:
@@ -284,24 +318,34 @@ def is_exact_distill(schema: pa.Schema) -> bool:
 
 
 def normalize(table: pa.Table, layout: str, mapping: dict, where: str):
-    """Generate-shaped rows (with `origin`) of one table, in batches of dicts."""
+    """Generate-shaped rows (with `origin`) of one table, in batches of dicts of at most BATCH rows and about
+    BATCH_BYTES of text, however many rows one record expands to."""
     per_prompt: dict[str, int] = {}  # samples seen per prompt id, for sample_index where the source has none
     offset = 0
+    out, size = [], 0
     for batch in table.to_batches(max_chunksize=BATCH):
-        out = []
         for i, record in enumerate(batch.to_pylist()):
             origin = f"{where}:{offset + i}"
             if layout == "distill":
-                out.append(_from_distill({**record, **{f: record.get(c) for f, c in mapping.items()}}, origin))
+                rows = (_from_distill({**record, **{f: record.get(c) for f, c in mapping.items()}}, origin),)
             elif layout == "openr1":
-                out += _from_openr1(record, origin, per_prompt, mapping)
+                rows = _from_openr1(record, origin, per_prompt, mapping)
             elif layout == "columns":
-                for part in _from_columns(record, mapping, origin):
-                    out.append(_finish(part, record, mapping, part.pop("origin"), per_prompt))
+                rows = (
+                    _finish(part, record, mapping, part.pop("origin"), per_prompt)
+                    for part in _from_columns(record, mapping, origin)
+                )
             else:
                 row = {"messages": _from_messages, "sharegpt": _from_sharegpt}[layout](record, mapping, origin)
-                out.append(_finish(row, record, mapping, origin, per_prompt))
+                rows = (_finish(row, record, mapping, origin, per_prompt),)
+            for row in rows:
+                out.append(row)
+                size += sum(len(v) for v in row.values() if isinstance(v, str))
+                if len(out) >= BATCH or size >= BATCH_BYTES:
+                    yield out
+                    out, size = [], 0
         offset += batch.num_rows
+    if out:
         yield out
 
 
@@ -332,13 +376,24 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def _turns(messages, where: str, role_key: str = "role", content_key: str = "content") -> list[dict]:
+def _turns(messages, where: str, role_key: str = "role", content_key: str = "content", column: str = "messages"):
+    """The {role, content} turns of a conversation column; a shape error is one line naming the row and column."""
     if isinstance(messages, str):
-        messages = json.loads(messages)
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            raise DistillError(
+                f"{where}: column `{column}` is text that is not JSON: expected a list of turns"
+            ) from None
     if not isinstance(messages, list):
-        raise DistillError(f"{where}: expected a list of turns, got {type(messages).__name__}")
+        raise DistillError(f"{where}: column `{column}`: expected a list of turns, got {type(messages).__name__}")
     turns = []
-    for turn in messages:
+    for number, turn in enumerate(messages):
+        if not isinstance(turn, dict):
+            raise DistillError(
+                f"{where}: column `{column}`, turn {number} is a {type(turn).__name__}: expected a mapping with "
+                f"`{role_key}` and `{content_key}`"
+            )
         role = USER_ROLES.get(str(turn.get(role_key, "")).lower())
         if role is None:
             raise DistillError(
@@ -362,7 +417,7 @@ def _from_messages(record: dict, mapping: dict, origin: str) -> dict:
 
 
 def _from_sharegpt(record: dict, mapping: dict, origin: str) -> dict:
-    turns = _turns(record["conversations"], origin, "from", "value")
+    turns = _turns(record["conversations"], origin, "from", "value", column="conversations")
     system = record.get("system")
     if system and not (turns and turns[0]["role"] == "system"):
         turns.insert(0, {"role": "system", "content": str(system)})
@@ -434,14 +489,24 @@ def _prompt_turns(value, origin: str) -> list[dict] | None:
     return None
 
 
-def _from_openr1(record: dict, origin: str, per_prompt: dict, mapping: dict | None = None) -> list[dict]:
+def _from_openr1(record: dict, origin: str, per_prompt: dict, mapping: dict | None = None):
+    """One row per generation, made as they are read: a problem with 12,000 generations never sits in memory as
+    12,000 rows that each copy it."""
     openr1_map = {"gold": "answer", "id": "uuid", "domain": "domain", **(mapping or {})}
     generations = record.get("generations") or []
     reasons = record.get("finish_reasons") or []
-    rows = []
+    for column, value in (("generations", generations), ("finish_reasons", reasons)):
+        if not isinstance(value, list):
+            raise DistillError(f"{origin}: column `{column}` is a {type(value).__name__}: expected a list")
+    if not isinstance(record.get("problem"), str):
+        raise DistillError(f"{origin}: column `problem` is {type(record.get('problem')).__name__}: expected text")
     for k, generation in enumerate(generations):
         if generation is None:
             continue
+        if not isinstance(generation, str):
+            raise DistillError(
+                f"{origin}: column `generations`, item {k} is a {type(generation).__name__}: expected text"
+            )
         part = {
             "problem": record["problem"],
             "prompt": [{"role": "user", "content": record["problem"]}],
@@ -449,8 +514,7 @@ def _from_openr1(record: dict, origin: str, per_prompt: dict, mapping: dict | No
             "finish_reason": reasons[k] if k < len(reasons) else None,
             "sample_index": k,
         }
-        rows.append(_finish(part, record, openr1_map, f"{origin}#{k}", per_prompt))
-    return rows
+        yield _finish(part, record, openr1_map, f"{origin}#{k}", per_prompt)
 
 
 def _finish(part: dict, record: dict, mapping: dict, origin: str, per_prompt: dict) -> dict:
@@ -519,6 +583,16 @@ def _hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _up_to(batches, limit: int):
+    """Batches from `batches` until they hold `limit` bytes of text (the rest stays for the next call)."""
+    size = 0
+    for batch in batches:
+        yield batch
+        size += sum(len(v) for row in batch for v in row.values() if isinstance(v, str))
+        if size >= limit:
+            return
+
+
 INPUT_SCHEMA = pa.schema(list(GENERATE_SCHEMA) + [pa.field("origin", pa.string())])
 
 
@@ -558,10 +632,17 @@ def write_normalized(plans: list, mapping: dict, folder: Path) -> list[Path]:
         if table is None:
             files.append(source.path)
             continue
-        rows = [row for batch in normalize(table, layout, mapped, source.name) for row in batch]
-        if not rows:
+        # Streamed, batch by batch: an 8 KB OpenR1 file (a 200 KB problem, 12,000 generations) needed 13 GB
+        # when its rows were all made before writing. A source that expands past PART_BYTES of text goes into
+        # several files: each is a shard the Ray backend holds whole while it writes its outputs.
+        batches = normalize(table, layout, mapped, source.name)
+        part = 0
+        while True:
+            name = f"input-{number:05d}.parquet" if part == 0 else f"input-{number:05d}-part-{part:05d}.parquet"
+            if not write_batches_atomic(_up_to(batches, PART_BYTES), INPUT_SCHEMA, folder / name):
+                break
+            files.append(folder / name)
+            part += 1
+        if part == 0:
             raise DistillError(f"{source.name} has no traces to filter")
-        path = folder / f"input-{number:05d}.parquet"
-        write_table_atomic(pa.Table.from_pylist(rows, schema=INPUT_SCHEMA), path)
-        files.append(path)
     return files

@@ -6,18 +6,18 @@ Tests (the `tests` column, JSON) come in two shapes:
 - `{"asserts": "<python>", "entry_point": "<name>"}` (HumanEval style): the program, then the asserts in its
   namespace, must run to the end; when the asserts define `check(candidate)`, `check(<entry_point>)` is called.
 
-Asserts are split where they can be (`split_asserts`): `assert candidate(1, 2) == 3` becomes a call, `add(1, 2)`,
-which a small harness (`CALLS_HARNESS`) evaluates in the sandbox after running the program, printing the values as
-tagged plain data (ints, floats, strings, lists, tuples, dicts, sets, bytes, None: any other type, subclasses
-included, is an error), and a check, `_Slot(0) == 3`, which this process evaluates on those values
-(`judge_split`): comparisons, arithmetic and a few functions (`abs`, `len`, `sorted`, `set`, `math.isclose`, ...).
-The sandbox never holds an expected value or a secret, so nothing a program does to its own process (shadowed
-builtins, patched modules, an object equal to everything, reading frames, memory or the asserts' source) helps it
-pass: it must return the right values. Even printing the results line itself gains nothing it could not compute.
+Asserts run in two places (asserts.py): the tests in this process, interpreted, and every expression of the
+program's they reach (a call of `candidate`, a helper of the prompt, a class) in the sandbox, where a small harness
+(`CALLS_HARNESS`) runs the program, then answers each request over the sandbox's channel with the value as tagged
+plain data (plain.py: only exact plain types come out here) or a handle to an object it keeps. Comparisons and the
+asserts themselves run here; the sandbox never holds an expected value or a secret, so nothing a program does to its
+own process (shadowed builtins, patched modules or `Fraction.__eq__`, an object equal to everything, reading frames,
+memory or the asserts' source) helps it pass: it must return the right values. This covers every test of HumanEval
+(164) and MBPP (974), loops, helpers, random inputs and setup code included.
 
-Asserts that cannot be split (loops, helpers, `try`, imports other than `math`) run whole through `HARNESS`, in
-one process after the program: it reads the asserts and a random token from stdin before the program runs (so
-they are in no file), runs the program, restores what it may have tampered with (builtins, `sys.modules`,
+Asserts outside the interpreter's part of Python (classes, `with`, imports of other modules) run whole through
+`HARNESS`, in one process after the program: it reads the asserts and a random token from stdin before the program
+runs (so they are in no file), runs the program, restores what it may have tampered with (builtins, `sys.modules`,
 `sys.path`, trace and profile hooks, `sys.excepthook`), runs the asserts, and prints the token only when they all
 held; `python -I` keeps the working folder off the import path. What remains possible there, for a program written
 to beat its tests: digging the token out of its own memory or frames, module-level names that shadow builtins,
@@ -39,7 +39,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distill.errors import DistillError
-from distill.filter.verifiers.asserts import DETAILS_LIMIT, judge_split, split_asserts
+from distill.filter.verifiers.asserts import (
+    DETAILS_LIMIT,
+    AssertsProgram,
+    AssertsRun,
+    Calls,
+    compile_tests,
+    program_names,
+)
 from distill.filter.verifiers.base import BaseVerifier, Verdict, safe_verify
 from distill.sandbox.bwrap import FIX, RunResult, Sandbox
 
@@ -137,41 +144,28 @@ _run()
 """
 
 CALLS_HARNESS_FILE = "_distill_calls.py"
-# Runs the program, then evaluates each call expression in its namespace and prints the results as tagged plain
-# data. It holds no secret and no expected value: whatever the program does to it (or prints in its place), the
-# parent compares what comes back with values the sandbox never saw.
+# Runs the program, then serves the tests' requests (asserts.py) over the channel: each request is an expression
+# of the program's (a call, an attribute, an operator on program objects), each reply its value as tagged plain data
+# or a handle to an object kept here. It holds no secret and no expected value: whatever the program does to it
+# (or writes on the reply pipe in its place), the tests here compare what comes back with values the sandbox never
+# saw. Everything it uses is bound before the program runs, which may replace builtins and modules.
 CALLS_HARNESS = """\
-import json, os, sys, types
+import builtins, fractions, decimal, json, math, operator, os, sys, types
 
-def _encode(value, depth=0, _type=type, _int=int, _float=float, _str=str, _bool=bool, _list=list, _tuple=tuple,
-            _dict=dict, _set=set, _frozenset=frozenset, _bytes=bytes, _complex=complex, _none=type(None)):
-    if depth > 100:
-        raise ValueError("nested too deep")
-    kind = _type(value)
-    if kind is _none or kind is _bool or kind is _str:
-        return value
-    if kind is _int:
-        return {"int": hex(value)}
-    if kind is _float:
-        return {"float": repr(value)}
-    if kind is _complex:
-        return {"complex": [repr(value.real), repr(value.imag)]}
-    if kind is _bytes:
-        return {"bytes": value.hex()}
-    if kind is _list or kind is _tuple or kind is _set or kind is _frozenset:
-        return {kind.__name__: [_encode(item, depth + 1) for item in value]}
-    if kind is _dict:
-        return {"dict": [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in value.items()]}
-    raise TypeError("a %s is not plain data" % kind.__name__)
-
-def _run(write=os.write, exit_now=os._exit, encode=_encode, dumps=json.dumps):
-    calls = json.loads(sys.stdin.read())["calls"]
+def _main(argv=list(sys.argv), loads=json.loads, dumps=json.dumps, read=os.read, write=os.write,
+          exit_now=os._exit, saved=dict(vars(builtins)), ops=dict(vars(operator)), modules=dict(sys.modules),
+          Fraction=fractions.Fraction, Decimal=decimal.Decimal, numerator=fractions.Fraction.numerator,
+          denominator=fractions.Fraction.denominator, dec_str=decimal.Decimal.__str__, _type=type,
+          isinst=isinstance, int_=int, float_=float, str_=str, bytes_=bytes, list_=list, tuple_=tuple, dict_=dict,
+          set_=set, frozenset_=frozenset, complex_=complex, bool_=bool, none=type(None), hex_=hex,
+          repr_=float.__repr__, items=dict.items, len_=len, getattr_=getattr, setattr_=setattr, iter_=iter,
+          range_=range, import_=__import__, eval_=eval, compile_=compile, exc_base=BaseException):
+    requests, replies = int_(argv[-2]), int_(argv[-1])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    compiled = [compile(call, "<test %d>" % i, "eval") for i, call in enumerate(calls)]
     with open("main.py", encoding="utf-8") as f:
-        program = compile(f.read(), os.path.abspath("main.py"), "exec")
+        program = compile_(f.read(), os.path.abspath("main.py"), "exec")
     module = types.ModuleType("__main__")
     module.__file__ = os.path.abspath("main.py")
     sys.modules["__main__"] = module
@@ -182,20 +176,141 @@ def _run(write=os.write, exit_now=os._exit, encode=_encode, dumps=json.dumps):
         sys.stderr.write("the program exited (status %r) before the tests ran\\n" % (exc.code,))
         sys.stderr.flush()
         exit_now(1)
-    results = []
-    for code in compiled:
-        try:
-            results.append({"value": encode(eval(code, module.__dict__))})
-        except BaseException as exc:  # SystemExit included: the call did not return a value
-            results.append({"error": "%s: %s" % (type(exc).__name__, str(exc)[:200])})
-    try:
-        sys.stdout.flush()
-    except BaseException:
-        pass
-    write(1, ("\\n" + "__distill_results__ " + dumps(results) + "\\n").encode())
-    exit_now(0)
+    space = module.__dict__
+    handles = []
 
-_run()
+    def enc(v, depth=0):
+        if depth > 32:
+            raise ValueError("nested too deep")
+        t = _type(v)
+        if v is None or t is bool_ or t is str_:
+            return v
+        if t is int_:
+            return {"int": hex_(v)}
+        if t is float_:
+            return {"float": repr_(v)}
+        if t is complex_:
+            return {"complex": [repr_(v.real), repr_(v.imag)]}
+        if t is bytes_:
+            return {"bytes": v.hex()}
+        if t is Fraction:
+            return {"fraction": [hex_(numerator.__get__(v)), hex_(denominator.__get__(v))]}
+        if t is Decimal:
+            return {"decimal": dec_str(v)}
+        # Subclasses of plain types are sent as their base value, read with the base type's own methods: what
+        # the subclass overrides (__eq__, __iter__, __repr__) is never asked.
+        if isinst(v, int_):
+            return {"int": hex_(int_.__index__(v))}
+        if isinst(v, float_):
+            return {"float": repr_(float_.__float__(v))}
+        if isinst(v, str_):
+            return str_.__str__(v)
+        if isinst(v, bytes_):
+            return {"bytes": bytes_.__bytes__(v).hex()}
+        if isinst(v, (list_, tuple_)):
+            base = list_ if isinst(v, list_) else tuple_
+            return {base.__name__: [enc(x, depth + 1) for x in base.__iter__(v)]}
+        if isinst(v, (set_, frozenset_)):
+            base = set_ if isinst(v, set_) else frozenset_
+            out = [enc(x, depth + 1) for x in base.__iter__(v)]
+            if not any(isinst(x, dict_) and "h" in x for x in out):
+                return {base.__name__: out}
+        elif isinst(v, dict_):
+            out = [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in items(v)]
+            if not any(isinst(k, dict_) and "h" in k for k, _ in out):
+                return {"dict": out}
+        handles.append(v)
+        return {"h": len_(handles) - 1, "t": _type(v).__name__[:80]}
+
+    def ev(w, depth=0):
+        if depth > 64:
+            raise ValueError("nested too deep")
+        if w is None or _type(w) in (bool_, str_):
+            return w
+        ((tag, body),) = items(w)
+        if tag == "h":
+            return handles[body]
+        if tag == "n":
+            if body in space:
+                return space[body]
+            if body in saved:
+                return saved[body]
+            raise NameError("name %r is not defined" % body)
+        if tag == "a":
+            return getattr_(ev(body[0], depth + 1), body[1])
+        if tag == "call":
+            fn, args, kwargs = body
+            return ev(fn, depth + 1)(*[ev(a, depth + 1) for a in args], **{ev(k, depth + 1): ev(x, depth + 1)
+                                                                         for k, x in kwargs})
+        if tag == "b":
+            return saved[body]
+        if tag == "m":
+            return getattr_(modules.get(body[0]) or import_(body[0]), body[1])
+        if tag == "mod":
+            return modules.get(body) or import_(body)
+        if tag == "op":
+            return ops[body[0]](*[ev(a, depth + 1) for a in body[1:]])
+        if tag == "setattr":
+            setattr_(ev(body[0], depth + 1), body[1], ev(body[2], depth + 1))
+            return None
+        if tag == "setitem":
+            ev(body[0], depth + 1)[ev(body[1], depth + 1)] = ev(body[2], depth + 1)
+            return None
+        if tag == "lambda":
+            source, env = body
+            names = list_(env)
+            made = eval_(compile_("lambda %s: (%s)" % (", ".join(names), source), "<test lambda>", "eval"), space)
+            return made(*[ev(env[n], depth + 1) for n in names])
+        if tag == "int":
+            return int_(body, 16)
+        if tag == "float":
+            return float_(body)
+        if tag == "complex":
+            return complex_(float_(body[0]), float_(body[1]))
+        if tag == "bytes":
+            return bytes_.fromhex(body)
+        if tag == "fraction":
+            return Fraction(int_(body[0], 16), int_(body[1], 16))
+        if tag == "decimal":
+            return Decimal(body)
+        if tag == "range":
+            return range_(*body)
+        if tag == "iter":
+            return iter_([ev(x, depth + 1) for x in body])
+        if tag in ("list", "tuple", "set", "frozenset"):
+            return {"list": list_, "tuple": tuple_, "set": set_, "frozenset": frozenset_}[tag](
+                ev(x, depth + 1) for x in body)
+        if tag == "dict":
+            return dict_((ev(k, depth + 1), ev(x, depth + 1)) for k, x in body)
+        raise ValueError("unknown request %r" % tag)
+
+    pending = b""
+    while True:
+        while b"\\n" not in pending:
+            chunk = read(requests, 1 << 16)
+            if not chunk:
+                exit_now(0)
+            pending += chunk
+        line, _, pending = pending.partition(b"\\n")
+        try:
+            reply = {"v": enc(ev(loads(line)["x"]))}
+        except exc_base as exc:  # SystemExit included: the call did not return a value
+            kind = _type(exc)
+            mro = [k.__name__ for k in kind.__mro__]
+            try:
+                message = str_(exc)[:200]
+            except exc_base:
+                message = ""
+            reply = {"e": [kind.__name__, mro, message]}
+        try:
+            data = (dumps(reply, separators=(",", ":")) + "\\n").encode()
+        except exc_base as exc:
+            data = (dumps({"e": [_type(exc).__name__, [], "the value cannot be sent back"]}) + "\\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[write(replies, view):]
+
+_main()
 """
 
 
@@ -246,9 +361,8 @@ def normalize_output(text: str) -> str:
 class _Case:
     stdin: str = ""
     expected: str | None = None  # None: an asserts test
-    asserts: str = ""  # the asserts (and the call to check); run whole by HARNESS when they cannot be split
-    calls: tuple[str, ...] = ()  # split asserts: the expressions the sandbox evaluates (CALLS_HARNESS) ...
-    checks: tuple = ()  # ... and the `_Check`s this process makes of their values
+    asserts: str = ""  # the asserts (and the call to check); run whole by HARNESS when they cannot be compiled
+    program: AssertsProgram | None = None  # the asserts as asserts.py runs them, the program's calls in the sandbox
 
 
 def parse_tests(tests: str | dict | None) -> list[_Case]:
@@ -269,13 +383,10 @@ def parse_tests(tests: str | dict | None) -> list[_Case]:
         asserts += "\n"
         entry_point = tests.get("entry_point")
         entry_point = entry_point if isinstance(entry_point, str) and entry_point.isidentifier() else None
-        split = split_asserts(asserts, entry_point)
+        program = compile_tests(asserts, entry_point)
         if entry_point and re.search(r"^def check\(", asserts, re.M):
             asserts += f"\ncheck({entry_point})\n"
-        if split is not None:
-            cases.append(_Case(asserts=asserts, calls=split[0], checks=split[1]))
-        else:
-            cases.append(_Case(asserts=asserts))
+        cases.append(_Case(asserts=asserts, program=program))
     return cases
 
 
@@ -336,21 +447,25 @@ class CodeVerifier(BaseVerifier):
             if remaining <= 0:
                 first_failure = first_failure or ("timeout", f"test {index}: sample time limit reached")
                 break
-            token = None
+            token = session = None
+            outcome: list[tuple[str, str]] = []  # the session's verdict, when it finished
             files, argv, stdin = {self.language.filename: code}, self.language.command, case.stdin
-            if case.checks:
-                # Split asserts: the sandbox returns the calls' values, this process compares (the module doc).
+            if case.program is not None:
+                # The tests run here, the program's calls in the sandbox (asserts.py).
                 files[CALLS_HARNESS_FILE] = CALLS_HARNESS
                 argv = (*self.language.command[:-1], "-I", CALLS_HARNESS_FILE)
-                stdin = json.dumps({"calls": list(case.calls)})
+                stdin = ""
+                session = _session(case.program, outcome, program_names(code))
             elif case.expected is None:
                 # Asserts that cannot be split: the harness runs the program, then the asserts, in one process.
                 token = secrets.token_hex(16)
                 files[HARNESS_FILE] = HARNESS
                 argv = (*self.language.command[:-1], "-I", HARNESS_FILE)
                 stdin = json.dumps({"token": token, "tests": case.asserts})
-            result = self.sandbox.run(files, argv, stdin=stdin, timeout=min(self.timeout_per_test, remaining))
-            reason, details = _judge(case, result, token)
+            result = self.sandbox.run(
+                files, argv, stdin=stdin, timeout=min(self.timeout_per_test, remaining), session=session
+            )
+            reason, details = _judge(case, result, token, outcome[0] if outcome else None)
             if reason == "ok":
                 passed += 1
                 continue
@@ -378,14 +493,35 @@ class CodeVerifier(BaseVerifier):
         self.sandbox.close()
 
 
-def _judge(case: _Case, result: RunResult, token: str | None = None) -> tuple[str, str]:
-    """The reason code of one test run, and a short note. An asserts test passes only on the harness's `token`."""
+def _session(program: AssertsProgram, outcome: list, defined: frozenset):
+    """What runs here while the program runs: the tests, calling it over the channel; their verdict into `outcome`."""
+
+    def session(channel) -> None:
+        outcome.append(AssertsRun(program, Calls(channel), channel.deadline, defined).run())
+
+    return session
+
+
+def _judge(
+    case: _Case, result: RunResult, token: str | None = None, outcome: tuple[str, str] | None = None
+) -> tuple[str, str]:
+    """The reason code of one test run, and a short note. An asserts test passes only on the harness's `token`,
+    or on the verdict of the tests run here (`outcome`)."""
     if not result.started:
         return "sandbox_error", _tail(result.stderr)
-    if result.timed_out or result.cpu_limited:
-        return "timeout", ""
     if result.memory_error:
         return "memory", ""
+    if result.timed_out or result.cpu_limited:
+        return "timeout", ""
+    if case.program is not None:
+        if outcome is not None:
+            return outcome
+        if result.output_truncated:
+            return "runtime_error", "a reply over the output limit"
+        if result.returncode != 0:
+            note = f"exit status {result.returncode}"
+            return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
+        return outcome or ("runtime_error", "the program stopped before the tests ran to the end")
     if result.returncode != 0:
         if case.expected is None and "AssertionError" in result.stderr[-2000:]:
             return "wrong_answer", _tail(result.stderr)
@@ -393,10 +529,6 @@ def _judge(case: _Case, result: RunResult, token: str | None = None) -> tuple[st
             return "runtime_error", "output or file size limit exceeded"
         note = f"exit status {result.returncode}"
         return "runtime_error", f"{note}: {_tail(result.stderr)}" if result.stderr.strip() else note
-    if case.checks:
-        if result.output_truncated:
-            return "runtime_error", "output over the limit: the end of the tests was not seen"
-        return judge_split(case.checks, case.calls, result.stdout)
     if case.expected is None:
         if token is not None and token in result.stdout.splitlines():
             return "ok", ""
