@@ -42,6 +42,7 @@ def engine() -> tuple[VllmEngine, FakeLLM]:
     llm = FakeLLM()
     vllm_engine = VllmEngine.__new__(VllmEngine)
     vllm_engine.llm, vllm_engine.model_name, vllm_engine.max_model_len = llm, "fake", 4096
+    vllm_engine.tokenizer = None  # no --logprobs here: the results carry no token ids to cut
     vllm_engine._prompt_tokens = lambda request: 10
     return vllm_engine, llm
 
