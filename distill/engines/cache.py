@@ -78,15 +78,31 @@ class ResponseCache:
         self.writes = 0
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed (what a Ctrl-C or a crash does); only a
-        # power cut may lose the last ones, which a rerun then pays for again.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, bytes INTEGER NOT NULL, "
-            "created REAL NOT NULL, used REAL NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS responses_used ON responses (used)")
+        self._set_up()
+
+    def _set_up(self) -> None:
+        # Switching a new file to WAL takes an exclusive lock for which SQLite does not always call its busy handler:
+        # several processes opening a fresh cache at once see "database is locked" at once. Those statements are
+        # idempotent, so they are retried here, within the same minute a write would wait.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.01
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode: a commit survives the process being killed (what a Ctrl-C or a crash does);
+                # only a power cut may lose the last ones, which a rerun then pays for again.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                    "bytes INTEGER NOT NULL, created REAL NOT NULL, used REAL NOT NULL)"
+                )
+                self._db.execute("CREATE INDEX IF NOT EXISTS responses_used ON responses (used)")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def close(self) -> None:
         self._db.close()
