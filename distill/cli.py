@@ -15,7 +15,7 @@ from distill.cli_utils import (
     section_and_flags,
     teacher_flags,
 )
-from distill.config import FilterConfig, GenerateConfig, build_config
+from distill.config import FilterConfig, GenerateConfig
 from distill.engines.cache import ResponseCache
 from distill.errors import DistillError
 from distill.filter.dataset.inputs import parse_map
@@ -28,6 +28,7 @@ from distill.hub_cli import publish_group
 from distill.pipeline import describe, plan, run_steps, select
 from distill.recipe import load_recipe
 from distill.rl.cli import rl_command
+from distill.settings import build_config
 from distill.train.cli import train_command
 from distill.train.eval import format_table
 from distill.train.eval_cli import eval_command

@@ -4,8 +4,9 @@ import click
 
 from distill.cards import print_license_warning
 from distill.cli_utils import _fail_cleanly, section_and_flags
-from distill.config import PublishConfig, build_config
+from distill.config import PublishConfig
 from distill.hub import publish_dataset, publish_model
+from distill.settings import build_config
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 

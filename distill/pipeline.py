@@ -24,8 +24,6 @@ from distill.config import (
     MixConfig,
     PublishConfig,
     TrainConfig,
-    build_config,
-    dump_config,
 )
 from distill.errors import DistillError, near_hint, shown
 from distill.filter.dataset.mix import mix_ratio
@@ -37,6 +35,7 @@ from distill.hub import publish_dataset, publish_model
 from distill.io import check_not_input, local_paths, write_json_atomic
 from distill.recipe import STAGES
 from distill.rl.grpo import last_checkpoint, rl_config, run_rl
+from distill.settings import build_config, dump_config
 from distill.train.eval import format_table, run_eval
 from distill.train.opd import run_opd
 from distill.train.sft import run_train

@@ -578,8 +578,9 @@ def test_cancel_then_resume(fake, tmp_path):
     flags = ["--engine", "openai-batch", "--base-url", fake.base_url, "--model", fake.model_id, "--source",
              str(source), "--out", str(out), "-q", *batch_flags()]  # fmt: skip
     # Submit, then stop waiting (a stop from the run's control, as a Ctrl-C would)
-    from distill.config import GenerateConfig, build_config
+    from distill.config import GenerateConfig
     from distill.engines import make_engine
+    from distill.settings import build_config
 
     config = build_config(GenerateConfig, None, {"engine": "openai-batch", "base_url": fake.base_url,
                                                  "model": "fake-model", "out": str(out), "source": str(source),

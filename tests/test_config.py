@@ -1,8 +1,9 @@
 import pytest
 
-from distill.config import GenerateConfig, build_config
+from distill.config import GenerateConfig
 from distill.errors import DistillError
 from distill.recipe import load_yaml
+from distill.settings import build_config
 
 
 def test_precedence_default_recipe_flag():

@@ -34,11 +34,12 @@ from benchmarks.checks.fuzz import (
     yaml_texts,
 )
 from distill.cli import main
-from distill.config import FilterConfig, GenerateConfig, build_config
+from distill.config import FilterConfig, GenerateConfig
 from distill.errors import DistillError
 from distill.generate.sources import load_prompts
 from distill.pipeline import plan
 from distill.recipe import apply_sets, load_yaml
+from distill.settings import build_config
 
 LINEAR_SCANS = sorted(extractors())
 

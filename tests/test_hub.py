@@ -538,7 +538,8 @@ def test_scrub_url(url, scrubbed):
 
 def test_resolved_configs_and_errors_hold_no_url_credentials(tmp_path, monkeypatch):
     from distill.cli_utils import _fail_cleanly
-    from distill.config import GenerateConfig, dump_config
+    from distill.config import GenerateConfig
+    from distill.settings import dump_config
 
     url = "https://u:MARKERPASS@api.example.com/v1?token=MARKERTOKEN"
     config = GenerateConfig(source="x.jsonl", out=str(tmp_path / "o"), engine="openai", base_url=url)

@@ -7,9 +7,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from distill.config import TrainConfig, build_config
+from distill.config import TrainConfig
 from distill.errors import DistillError
 from distill.recipe import load_yaml
+from distill.settings import build_config
 from distill.train.cli import train_command
 from distill.train.launch import ACCELERATE_DIR, SHIPPED, accelerate_config_path, launch_command
 

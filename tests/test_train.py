@@ -359,8 +359,8 @@ def test_qlora_on_cpu_and_trl_keys(data_dir, tiny_model, tmp_path):
 
 
 def test_recipe_yaml_and_trl_passthrough(data_dir, tiny_model, tmp_path):
-    from distill.config import build_config
     from distill.recipe import load_yaml
+    from distill.settings import build_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"train:\n  student: {tiny_model}\n  lora: true\n  trl:\n    max_grad_norm: 0.2\n")

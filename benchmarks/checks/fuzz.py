@@ -632,7 +632,7 @@ def stage_configs(draw) -> tuple[str, object, dict]:
 
 def check_stage_config(case: tuple[str, object, dict], work: Path) -> str:
     """`distill <stage> --config FILE`: the file's mapping, the flags over it, the stage's own checks."""
-    from distill.config import build_config
+    from distill.settings import build_config
 
     stage, recipe, overrides = case
     overrides = {k: v for k, v in overrides.items() if isinstance(k, str)}  # flags are always named

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distill.config import FilterConfig, dump_config
+from distill.config import FilterConfig
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.filter import cascade
 from distill.filter.dataset.consensus import label
@@ -58,6 +58,7 @@ from distill.filter.dataset.inputs import parse_map, prepare_inputs, write_norma
 from distill.filter.verifiers.registry import build_verifier, verifier_class
 from distill.io import check_output, clear_folder, data_files, fsync_dir, write_json_atomic, write_table_atomic
 from distill.schema import GENERATE_SCHEMA, MESSAGES_TYPE, VERDICT_TYPE, filter_schema
+from distill.settings import dump_config
 
 RECORD = "run.json"
 SHARD = "_shard"  # the input shard of each row, added by the reader

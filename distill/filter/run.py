@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distill.config import FilterConfig, dump_config
+from distill.config import FilterConfig
 from distill.errors import DistillError
 from distill.filter.cascade import (
     INPUTS,
@@ -55,6 +55,7 @@ from distill.filter.ray_backend import run_filter_ray
 from distill.filter.verifiers.registry import build_verifier
 from distill.io import ShardWriter, check_output, clear_folder, data_files, write_json_atomic
 from distill.schema import GENERATE_SCHEMA, filter_schema
+from distill.settings import dump_config
 
 
 def run_filter(config: FilterConfig) -> dict:

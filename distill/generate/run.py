@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
-from distill.config import GenerateConfig, dump_config
+from distill.config import GenerateConfig
 from distill.engines import Request, make_engine
 from distill.engines.cache import ResponseCache, request_key, teacher_identity
 from distill.engines.control import RunControl
@@ -48,6 +48,7 @@ from distill.io import (
 )
 from distill.models import model_label, resolve_model, vocab_hash
 from distill.schema import GENERATE_SCHEMA
+from distill.settings import dump_config
 
 THINK_PREFILL = "<think>\n"
 # An empty, closed think block: an R1-style teacher then answers at once, without chain of thought.

@@ -6,8 +6,9 @@ import subprocess
 import click
 
 from distill.cli_utils import _fail_cleanly, _key_values, prompt_source_options, section_and_flags
-from distill.config import TrainConfig, build_config
+from distill.config import TrainConfig
 from distill.errors import DistillError
+from distill.settings import build_config
 from distill.train.launch import inside_launch, launch_command
 from distill.train.opd import run_opd
 from distill.train.sft import run_train

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.config import EvalConfig, GenerateConfig, SampledConfig, dump_config, field_names
+from distill.config import EvalConfig, GenerateConfig, SampledConfig
 from distill.errors import DistillError, MissingDependency
 from distill.filter.verifiers.base import Verdict
 from distill.filter.verifiers.registry import build_verifier, check_options, verifier_class
@@ -47,6 +47,7 @@ from distill.io import (
 from distill.models import EMBEDDED, default_label, resolve_model
 from distill.schema import GENERATE_SCHEMA
 from distill.secrets import scrub_config
+from distill.settings import dump_config, field_names
 from distill.train.compare import format_gain, gain_between, held_out, lenient_correct, per_prompt_rates
 
 VERIFY_BATCH = 256  # rows per verify_batch call: enough to keep the math worker pool busy, little memory

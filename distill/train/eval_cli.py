@@ -11,7 +11,8 @@ from distill.cli_utils import (
     section_and_flags,
     teacher_flags,
 )
-from distill.config import EvalConfig, build_config
+from distill.config import EvalConfig
+from distill.settings import build_config
 from distill.train.eval import format_table, run_eval
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}

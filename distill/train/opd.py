@@ -37,8 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.config import OPD_FULL_LR, OPD_LORA_LR, EngineConfig, GenerateConfig, TrainConfig, build_config
-from distill.config import dump_config as write_resolved
+from distill.config import OPD_FULL_LR, OPD_LORA_LR, EngineConfig, GenerateConfig, TrainConfig
 from distill.engines.openai_engine import safe_url
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.generate.sources import load_prompts
@@ -46,6 +45,8 @@ from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model, vocab_hash
 from distill.rl.report import write_curves
+from distill.settings import build_config
+from distill.settings import dump_config as write_resolved
 from distill.train.sft import MIN_LR_RATE, _checkpoint_step, _is_train_output, choose_precision
 from distill.train.templates import resolve_template
 

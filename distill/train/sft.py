@@ -35,11 +35,12 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill.config import CPU_LOGITS_BYTES as LOGITS_BYTES
-from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig, dump_config
+from distill.config import FULL_FINETUNE_LR, LORA_LR, TrainConfig
 from distill.errors import DistillError, MissingDependency, near_hint
 from distill.io import check_output as check_output_folder
 from distill.io import clear_folder, local_paths
 from distill.models import model_label, resolve_model, vocab_hash
+from distill.settings import dump_config
 from distill.train.kd import check_vocabulary, collate, kd_dataset, kd_trainer_class
 from distill.train.templates import PROBE, check_template, resolve_template, without_generation_markers
 

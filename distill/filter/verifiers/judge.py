@@ -36,12 +36,13 @@ import secrets
 import unicodedata
 from collections.abc import Collection, Sequence
 
-from distill.config import EngineConfig, TeacherConfig, check_keys
+from distill.config import EngineConfig, TeacherConfig
 from distill.engines import ENGINES, Request, make_engine
 from distill.errors import DistillError, near_hint
 from distill.filter.verifiers.base import BaseVerifier, Verdict
 from distill.generate.parse import parse_trace
 from distill.models import model_label
+from distill.settings import check_keys
 
 # Bump when the prompts or the parse rules change: rows judged under another version are not comparable.
 # v2: look-alikes and control tokens neutralised, verdict_in_candidate; v3: the judge tokenizer's own tokens too
