@@ -116,6 +116,8 @@ def run_opd(config: TrainConfig) -> dict:
     tokenizer.padding_side = "left"  # the student samples from left-padded prompts
     kind, teacher_path = _pair(teacher, tokenizer, student_label, teacher_label, AutoTokenizer)
     warn_cold_start(student_path, student_label)
+    if kind == "cross":
+        warn_cross_tokenizer(student_label, teacher_label)
 
     learning_rate = config.learning_rate or (OPD_LORA_LR if config.lora else OPD_FULL_LR)
     args = _arguments(config, out, kind, teacher, teacher_path, learning_rate, dtype, bf16, fp16, on_gpu)
@@ -265,6 +267,18 @@ def warn_cold_start(student_path: str, student: str) -> None:
             "from a student already fine-tuned on the teacher's traces (SFT first, as recipes/opd-cpu.yaml does)",
             file=sys.stderr,
         )
+
+
+def warn_cross_tokenizer(student: str, teacher: str) -> None:
+    """Measured, not assumed: on the quickstart's pair (SmolLM2 student, Qwen teacher) GOLD's ULD loss fell while the
+    student moved away from the teacher and lost 11.5 points strict (benchmarks/RESULTS.md, benchmarks/opd.py)."""
+    print(
+        f"warning: {student} and {teacher} have different tokenizers, so OPD runs on GOLD's ULD loss, which compares "
+        "the two distributions sorted by probability, not token by token; on the quickstart's pair it made the SFT'd "
+        "student worse (benchmarks/RESULTS.md). Prefer a teacher with the student's tokenizer, and compare against "
+        "the SFT'd student with `distill eval` before using the result",
+        file=sys.stderr,
+    )
 
 
 def _arguments(config, out, kind, teacher, teacher_path, learning_rate, dtype, bf16, fp16, on_gpu) -> Any:
