@@ -11,10 +11,13 @@ complete stage is skipped, an incomplete one resumed, which is what makes an int
 
 import dataclasses
 import importlib.util
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from distill.config import (
     PROMPT_SOURCE_KEYS,
@@ -56,6 +59,8 @@ class Step:
     out: Path
     complete: bool = False
     partial: bool = False  # output exists but is not complete: the run resumes it
+    # A complete output's settings in which the recipe now differs ("key old -> new")
+    changed: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -244,6 +249,7 @@ def plan(recipe: dict, recipe_path: str = "the recipe") -> list[Step]:
             raise DistillError(f"{step.label}: its output {step.out} is a file, not a folder: choose another `out`")
         step.complete = is_complete(step)
         step.partial = not step.complete and step.out.exists() and any(step.out.iterdir())
+        step.changed = changed_settings(step) if step.complete else []
     return steps
 
 
@@ -351,6 +357,35 @@ def is_complete(step: Step) -> bool:
     return (step.out / MARKERS[step.stage]).exists()
 
 
+# How a stage was run, not what it computes: a change in these is no change of its output
+_RUN_ONLY = {"resume", "overwrite", "quiet", "num_shards", "shard_index", "flush_seconds"}
+
+
+def changed_settings(step: Step) -> list[str]:
+    """The numbers and switches in which the recipe now differs from the settings a complete output was made with
+    (its config.resolved.yaml), as "key old -> new". Text is left out: stages write resolved names there (a model
+    alias's label, a chat template's name), which would read as changes that are none."""
+    try:
+        stored = yaml.safe_load((step.out / "config.resolved.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(stored, dict):
+        return []
+    changed = []
+    for field in dataclasses.fields(step.config):
+        now, then = getattr(step.config, field.name), stored.get(field.name)
+        if field.name in _RUN_ONLY or now is None or then is None or not _scalar(now) or not _scalar(then):
+            continue
+        same = now == then if isinstance(now, bool) or isinstance(then, bool) else math.isclose(now, then)
+        if not same:
+            changed.append(f"{field.name} {then} -> {now}")
+    return changed
+
+
+def _scalar(value) -> bool:
+    return isinstance(value, (bool, int, float))
+
+
 def select(steps: list[Step], start: str | None, until: str | None) -> list[Step]:
     for bound in (start, until):
         if bound is not None and bound not in STAGES:
@@ -374,6 +409,13 @@ def describe(steps: list[Step], chosen: list[Step]) -> str:
         else:
             status = "run"
         lines.append(f"{step.label:<18} {status:<30} {step.out}")
+        if step in chosen and step.complete and step.changed:
+            # Skipped all the same: a finished stage is never thrown away unasked (a training run costs hours)
+            lines.append(
+                f"{'':<18} warning: the recipe changed since this output was made ({', '.join(step.changed)}); it "
+                f"is kept as it was. To redo the stage, run with another --out (generation replays from the response "
+                f"cache) or remove {step.out}"
+            )
     return "\n".join(lines)
 
 

@@ -42,6 +42,12 @@ def test_stages_run_in_order_then_skip_when_complete(tmp_path, tiny_model, promp
     second = run(str(recipe))
     assert "complete, skipped" in second.output
     assert second.output.count("complete: skip") == 2
+    assert "recipe changed" not in second.output  # the settings a stage writes back read as no change
+    # A finished stage whose recipe settings changed is kept, and the plan says so, naming the setting
+    changed = run("--dry-run", str(recipe), "--set", "generate.max_tokens=7", "--set", "generate.temperature=0.5")
+    assert changed.output.count("complete: skip") == 2
+    (warning,) = [line for line in changed.output.splitlines() if "recipe changed" in line]
+    assert "max_tokens 6 -> 7" in warning and "temperature 0.6 -> 0.5" in warning and str(out / "generate") in warning
 
 
 def test_interrupted_stage_resumes_and_later_stages_rerun(tmp_path, tiny_model, prompts_file):
