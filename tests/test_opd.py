@@ -134,6 +134,7 @@ def test_the_default_learning_rate_is_the_opd_one(tiny_model, prompts_file, tmp_
     result = invoke(*opd_args(tiny_model, tiny_model, prompts_file, out, "--max-steps", "1"))
     assert "trained 1 on-policy steps" in result.output
     assert "learning_rate: 2.0e-05" in (out / "config.resolved.yaml").read_text()
+    assert logged(out)[0]["learning_rate"] == pytest.approx(2e-5)  # the one step trains: no warmup rounded up to it
     # the same weights: the teacher agrees with every sample (up to float rounding)
     assert abs(logged(out)[0]["reverse_kl"]) < 1e-4
 

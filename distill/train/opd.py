@@ -293,7 +293,9 @@ def _arguments(config, out, kind, teacher, teacher_path, learning_rate, dtype, b
         "output_dir": str(out),
         "learning_rate": learning_rate,
         "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_ratio,
+        # With a step count, the warmup in whole steps rounded down: transformers rounds a ratio up, so a short run
+        # (the one-step check, 16 steps on a CPU) would spend its first step at a learning rate of 0
+        "warmup_steps": int(config.warmup_ratio * config.max_steps) if config.max_steps else config.warmup_ratio,
         "num_train_epochs": config.epochs,
         "max_steps": config.max_steps or -1,
         "per_device_train_batch_size": config.batch_size,
