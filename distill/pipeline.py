@@ -365,6 +365,8 @@ def changed_settings(step: Step) -> list[str]:
     """The numbers and switches in which the recipe now differs from the settings a complete output was made with
     (its config.resolved.yaml), as "key old -> new". Text is left out: stages write resolved names there (a model
     alias's label, a chat template's name), which would read as changes that are none."""
+    if not dataclasses.is_dataclass(step.config):
+        return []
     try:
         stored = yaml.safe_load((step.out / "config.resolved.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
