@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.proof import TASK, TASK_OPTIONS, evaluate, filtered, generate, interval, mean_rates  # noqa: E402
+from benchmarks.proof import TASK, TASK_OPTIONS, chosen_size, evaluate, filtered, generate, interval, mean_rates  # noqa: E402
 from distill.models import EMBEDDED, QWEN_TEACHER, resolve_model, vocab_hash  # noqa: E402
 from distill.train.compare import format_gain, paired_bootstrap  # noqa: E402
 
@@ -116,14 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="TRAIN_PROMPTS,SAMPLES,EVAL_PROMPTS,EVAL_SAMPLES,OPD_STEPS instead of the "
                         f"built-in ones (full: {','.join(map(str, SIZES['full']))})")  # fmt: skip
     args = parser.parse_args(argv)
-    size = "quick" if args.quick else "full"
-    if args.sizes:
-        try:
-            SIZES["custom"] = tuple(int(v) for v in args.sizes.split(","))
-            assert len(SIZES["custom"]) == 5 and min(SIZES["custom"]) > 0
-        except (ValueError, AssertionError):
-            parser.error(f"--sizes takes five positive integers, got {args.sizes!r}")
-        size = "custom"
+    size = chosen_size(parser, args, SIZES)
     train_prompts, samples, eval_prompts, eval_samples, steps = SIZES[size]
     work = args.work / size
     work.mkdir(parents=True, exist_ok=True)

@@ -130,6 +130,20 @@ def interval(rates: dict[str, float]) -> str:
     return f"{result['gain']:.1%} [{result['low']:.1%}, {result['high']:.1%}]"
 
 
+def chosen_size(parser: argparse.ArgumentParser, args: argparse.Namespace, sizes: dict) -> str:
+    """The key into `sizes` that --quick or --sizes (five positive integers, added as "custom") choose; else full."""
+    if not args.sizes:
+        return "quick" if args.quick else "full"
+    try:
+        custom = tuple(int(v) for v in args.sizes.split(","))
+    except ValueError:
+        custom = ()
+    if len(custom) != 5 or min(custom) <= 0:
+        parser.error(f"--sizes takes five positive integers, got {args.sizes!r}")
+    sizes["custom"] = custom
+    return "custom"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer prompts, one training seed")
@@ -138,14 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", help="TRAIN_PROMPTS,SAMPLES,EVAL_PROMPTS,EVAL_SAMPLES,SEEDS instead of the "
                         f"built-in ones (full: {','.join(map(str, SIZES['full']))})")  # fmt: skip
     args = parser.parse_args(argv)
-    size = "quick" if args.quick else "full"
-    if args.sizes:
-        try:
-            SIZES["custom"] = tuple(int(v) for v in args.sizes.split(","))
-            assert len(SIZES["custom"]) == 5 and min(SIZES["custom"]) > 0
-        except (ValueError, AssertionError):
-            parser.error(f"--sizes takes five positive integers, got {args.sizes!r}")
-        size = "custom"
+    size = chosen_size(parser, args, SIZES)
     train_prompts, train_samples, eval_prompts, eval_samples, seeds = SIZES[size]
     work = args.work / size
     started = time.monotonic()
